@@ -1,0 +1,28 @@
+"""Shared CLI plumbing: turning library errors into clean messages and exit codes."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from evonorm_search.errors import EvonormError
+
+USER_ERROR_EXIT_CODE = 2
+
+
+def run_command_group(group: click.Group) -> None:
+    """Run `group`; an `EvonormError` prints `error: ...` and exits 2, no traceback."""
+    try:
+        group.main(standalone_mode=False)
+    except EvonormError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(USER_ERROR_EXIT_CODE)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except click.exceptions.Exit as done:
+        sys.exit(done.exit_code)

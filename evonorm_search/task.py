@@ -1,0 +1,128 @@
+"""The evaluation contract between the search and the workers.
+
+An `EvalTask` is everything a worker needs to score one candidate layer; an `EvalResult`
+is everything it reports back. Both are plain frozen values that convert to and from
+JSON-able dicts, so they cross process and Ray boundaries and are stored in the database
+without pickling. The search builds tasks, `workers.evaluate` consumes them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+ResultStatus = Literal["done", "rejected", "failed"]
+
+
+def _from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """Build dataclass `cls` from `data`, ignoring no key silently."""
+    known = {f.name for f in fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown settings {sorted(unknown)}")
+    return cls(**data)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Which data set to use and how to prepare it (see `workers.datasets`)."""
+
+    name: str = "digits"
+    data_dir: str | None = None
+    image_size: int | None = None  # None: the data set's native size
+    normalize: bool = True
+    augment: bool = False
+    validation_fraction: float = 0.1
+    max_train_examples: int | None = None  # None: all of the training split
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DatasetSpec:
+        return _from_dict(cls, data)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Proxy training and rejection settings. Defaults are tuned for digits on a laptop."""
+
+    batch_size: int = 64
+    steps: int = 300  # total training steps per proxy, quality steps included
+    learning_rate: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    width: int = 16  # proxy base width (channels)
+    depth: int = 1  # proxy blocks per stage
+    # Rejection protocols (PAPER.md section 4); 0 steps disables a protocol.
+    stability_steps: int = 100
+    stability_threshold: float = 1e8
+    stability_batch_size: int = 8
+    quality_steps: int = 100
+    quality_threshold: float = 0.2  # on 10 classes; scaled for other class counts
+    eval_batches: int | None = None  # None: the whole validation split
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainSettings:
+        return _from_dict(cls, data)
+
+
+@dataclass(frozen=True)
+class EvalTask:
+    """One candidate to score: its graph, where to train it, and with which seed."""
+
+    graph_json: str
+    proxies: tuple[str, ...] = ("resnet", "mobilenetv2", "efficientnet")
+    dataset: DatasetSpec = field(default_factory=DatasetSpec)
+    train: TrainSettings = field(default_factory=TrainSettings)
+    seed: int = 0
+    candidate_id: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "graph_json": self.graph_json,
+            "proxies": list(self.proxies),
+            "dataset": self.dataset.to_dict(),
+            "train": self.train.to_dict(),
+            "seed": self.seed,
+            "candidate_id": self.candidate_id,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EvalTask:
+        return cls(
+            graph_json=data["graph_json"],
+            proxies=tuple(data["proxies"]),
+            dataset=DatasetSpec.from_dict(data["dataset"]),
+            train=TrainSettings.from_dict(data["train"]),
+            seed=int(data["seed"]),
+            candidate_id=data.get("candidate_id"),
+        )
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """What a worker reports for one task. Rejections and candidate failures are values.
+
+    `accuracies` maps proxy name -> validation accuracy for proxies that finished
+    training (all of them when status is "done"). `stage` names where a rejected or
+    failed candidate stopped ("build", "stability", "quality", "training").
+    `seconds` maps stage name -> seconds spent in it, summed over proxies.
+    """
+
+    status: ResultStatus
+    accuracies: dict[str, float] = field(default_factory=dict)
+    stage: str | None = None
+    reason: str | None = None
+    steps: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EvalResult:
+        return _from_dict(cls, data)
