@@ -34,6 +34,8 @@ class DatasetSpec:
     augment: bool = False
     validation_fraction: float = 0.1
     max_train_examples: int | None = None  # None: all of the training split
+    split_seed: int = 0  # fixes the train / validation (/ test) split
+    download: bool = False  # cifar10: fetch the official archive into data_dir if missing
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -58,9 +60,13 @@ class TrainSettings:
     stability_steps: int = 100
     stability_threshold: float = 1e8
     stability_batch_size: int = 8
+    stability_step_size: float = 0.05  # gradient-ascent step on the weights
+    # Ascent steps run before the quality check; the rest only for candidates passing it.
+    stability_screen_steps: int = 10
     quality_steps: int = 100
     quality_threshold: float = 0.2  # on 10 classes; scaled for other class counts
     eval_batches: int | None = None  # None: the whole validation split
+    threads: int | None = None  # torch intra-op threads during evaluate; None: leave as is
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

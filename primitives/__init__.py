@@ -1,0 +1,7 @@
+"""The primitive-op vocabulary of the search (PAPER.md section 2): 12 element-wise ops
+and 12 statistics in one registry. Knows nothing about graphs."""
+
+from primitives import elementwise, statistics  # noqa: F401  (registers the ops)
+from primitives.registry import AXIS_SETS, OPS, Op, get_op, op_names, register
+
+__all__ = ["AXIS_SETS", "OPS", "Op", "get_op", "op_names", "register"]

@@ -1,0 +1,43 @@
+"""Schema migrations: an ordered list of functions, `MIGRATIONS[n - 1]` takes version n to n + 1.
+
+`db.store` runs the pending ones in one transaction after backing the file up, then writes
+the new version into `meta`. Fresh databases are created directly at `SCHEMA_VERSION` from
+the models; a test builds each older layout by hand and checks that migrating it yields
+exactly the layout the models create.
+
+History:
+  v1: the first layout (searches, candidates, evaluations, meta).
+  v2: per-candidate stage timings and step counts (`seconds_json`, `steps_json`) and the
+      (search_id, fingerprint) index the duplicate filter needs.
+  v3: the re-ranking tables `rerank_runs` and `rerank_evaluations` (db/rerank.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy import Connection
+
+from db.models import SCHEMA_VERSION
+from db.rerank import migrate_v2_to_v3
+
+
+def _v1_to_v2(connection: Connection) -> None:
+    connection.exec_driver_sql(
+        "ALTER TABLE candidates ADD COLUMN seconds_json TEXT NOT NULL DEFAULT '{}'"
+    )
+    connection.exec_driver_sql("ALTER TABLE candidates ADD COLUMN steps_json TEXT NOT NULL DEFAULT '{}'")
+    connection.exec_driver_sql(
+        "CREATE INDEX ix_candidates_search_fingerprint ON candidates (search_id, fingerprint)"
+    )
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1_to_v2, migrate_v2_to_v3]
+
+assert len(MIGRATIONS) == SCHEMA_VERSION - 1, "every schema version needs a migration from the previous one"
+
+
+def migrate(connection: Connection, from_version: int) -> None:
+    """Apply the migrations from `from_version` up to `SCHEMA_VERSION` on `connection`."""
+    for function in MIGRATIONS[from_version - 1 :]:
+        function(connection)

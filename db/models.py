@@ -1,0 +1,122 @@
+"""SQLAlchemy models of the search database (schema version `SCHEMA_VERSION`).
+
+Owns the table layout only: `meta` (application marker + schema version), `searches`,
+`candidates` and per-proxy `evaluations`. Nothing here opens a database or knows about
+torch; `db.store` is the only user. A change to these models needs a new entry in
+`db.migrations.MIGRATIONS` and a bump of `SCHEMA_VERSION`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+SCHEMA_VERSION = 3
+APPLICATION = "evonorm_search"  # the `meta` marker that tells our databases from foreign ones
+STATUSES = ("pending", "running", "done", "rejected", "duplicate", "failed")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes; SQLite has no time zones, so store naive UTC."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use datetime.now(UTC)")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Meta(Base):
+    __tablename__ = "meta"
+
+    key: Mapped[str] = mapped_column(String, primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class Search(Base):
+    __tablename__ = "searches"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String, unique=True)
+    config_json: Mapped[str] = mapped_column(Text)
+    seed: Mapped[int] = mapped_column(Integer)
+    versions_json: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Candidate(Base):
+    __tablename__ = "candidates"
+    __table_args__ = (
+        UniqueConstraint("search_id", "number", name="uq_candidates_search_number"),
+        CheckConstraint(
+            "status IN ('pending', 'running', 'done', 'rejected', 'duplicate', 'failed')",
+            name="ck_candidates_status",
+        ),
+        # (search_id, status, number) also serves (search_id, status) lookups and lets the
+        # aging population be read newest-first without sorting.
+        Index("ix_candidates_search_status_number", "search_id", "status", "number"),
+        Index("ix_candidates_search_hash", "search_id", "structural_hash"),
+        Index("ix_candidates_search_fingerprint", "search_id", "fingerprint"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    search_id: Mapped[int] = mapped_column(ForeignKey("searches.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("candidates.id"))
+    graph_json: Mapped[str] = mapped_column(Text)
+    structural_hash: Mapped[str] = mapped_column(String)
+    fingerprint: Mapped[str | None] = mapped_column(String)
+    status: Mapped[str] = mapped_column(String)
+    stage: Mapped[str | None] = mapped_column(String)
+    reason: Mapped[str | None] = mapped_column(Text)
+    seed: Mapped[int] = mapped_column(Integer)
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    duplicate_of: Mapped[int | None] = mapped_column(ForeignKey("candidates.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Added in schema v2 (kept last so that the v1 -> v2 migration yields the same layout).
+    seconds_json: Mapped[str] = mapped_column(Text, server_default=text("'{}'"))
+    steps_json: Mapped[str] = mapped_column(Text, server_default=text("'{}'"))
+
+    evaluations: Mapped[list[Evaluation]] = relationship(
+        lazy="selectin", cascade="all, delete-orphan", order_by="Evaluation.proxy"
+    )
+
+
+class Evaluation(Base):
+    """One proxy's validation accuracy for one candidate."""
+
+    __tablename__ = "evaluations"
+    __table_args__ = (UniqueConstraint("candidate_id", "proxy", name="uq_evaluations_candidate_proxy"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    candidate_id: Mapped[int] = mapped_column(ForeignKey("candidates.id", ondelete="CASCADE"))
+    proxy: Mapped[str] = mapped_column(String)
+    accuracy: Mapped[float] = mapped_column(Float)

@@ -1,0 +1,62 @@
+"""The Python API for using searched layers: `load_layer(db, candidate_id)`.
+
+Owns reading a candidate's graph back from a search database (validated, never trusted)
+and turning it into a module factory through the same compile path the search trained
+with, so what was evaluated is what ships.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from torch import nn
+
+from db.store import CandidateRecord, SearchStore
+from evonorm_search.compile import layer_factory
+from evonorm_search.errors import GraphError, StoreError
+from evonorm_search.graph import LayerGraph
+
+
+@contextmanager
+def _opened(db: str | Path | SearchStore) -> Iterator[SearchStore]:
+    """`db` itself when it is an open store, else the file opened read-only for the block."""
+    if isinstance(db, SearchStore):
+        yield db
+        return
+    with SearchStore.open(db, readonly=True) as store:
+        yield store
+
+
+def candidate_graph(store: SearchStore, candidate_id: int) -> tuple[CandidateRecord, LayerGraph]:
+    """A stored candidate and its validated graph; StoreError when either is unusable."""
+    record = store.get_candidate(candidate_id)
+    try:
+        graph = LayerGraph.from_json(record.graph_json)
+    except GraphError as error:
+        raise StoreError(
+            f"candidate {candidate_id} in {store.path} has an invalid layer graph ({error}); "
+            "the database was altered or damaged: use another candidate or restore a backup"
+        ) from None
+    return record, graph
+
+
+def load_layer(
+    db: str | Path | SearchStore,
+    candidate_id: int,
+    *,
+    groups: int = 32,
+    eps: float = 1e-5,
+    momentum: float = 0.1,
+) -> Callable[[int], nn.Module]:
+    """`num_channels -> nn.Module` computing candidate `candidate_id` of the database `db`.
+
+    `db` is a database path (opened read-only) or an open `SearchStore`. The module is
+    freshly initialised (v0 = 0, v1 = 1, gamma = 1, beta = 0): the search stores layer
+    graphs, not trained weights. `groups`, `eps` and `momentum` are passed to
+    `evonorm_search.compile.compile_layer`.
+    """
+    with _opened(db) as store:
+        _, graph = candidate_graph(store, candidate_id)
+    return layer_factory(graph, groups=groups, eps=eps, momentum=momentum)

@@ -1,0 +1,187 @@
+"""`evonorm status`, `evonorm list`, `evonorm front` and `evonorm migrate`.
+
+Owns presenting what a search database holds. The inspection commands open the store
+read-only, so they never modify it and can run while a search is writing; `migrate` is
+the one command here that writes (it upgrades an older schema in place, after a backup).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+import click
+
+from db.models import SCHEMA_VERSION
+from db.store import DEFAULT_DB_PATH, SearchStore, SearchSummary
+
+DB_OPTION = click.option(
+    "--db",
+    "db_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=DEFAULT_DB_PATH,
+    show_default=True,
+    help="The search database file.",
+)
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[bool]) -> str:
+    """Rows aligned under `header`; columns flagged in `right` are right-aligned (numbers)."""
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        padded = [
+            cell.rjust(width) if align else cell.ljust(width)
+            for cell, width, align in zip(cells, widths, right, strict=True)
+        ]
+        return "  ".join(padded).rstrip()
+
+    return "\n".join([line(header), *(line(row) for row in rows)])
+
+
+def _time(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _elapsed(summary: SearchSummary) -> str:
+    if summary.last_activity is None:
+        return "0:00:00 (no candidates yet)"
+    seconds = max(0, round((summary.last_activity - summary.search.created_at).total_seconds()))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d} (creation to last activity)"
+
+
+def describe_status(summary: SearchSummary) -> str:
+    """The `status` block of one search."""
+    search, counts = summary.search, summary.counts
+    total = sum(counts.values())
+    settled = total - counts["pending"] - counts["running"]
+    lines = [
+        f"search {search.name!r} (id {search.id}, seed {search.seed}), created {_time(search.created_at)}",
+        f"  candidates: {total}  " + "  ".join(f"{status} {count}" for status, count in counts.items()),
+    ]
+    if summary.rejected_by_stage:
+        rates = "  ".join(
+            f"{stage} {count} ({100 * count / settled:.1f}%)"
+            for stage, count in summary.rejected_by_stage.items()
+        )
+        lines.append(f"  rejected by stage (share of {settled} finished): {rates}")
+    else:
+        lines.append("  rejected by stage: none")
+    if summary.best:
+        best = "  ".join(
+            f"{proxy} {accuracy:.4f} (id {candidate_id})"
+            for proxy, (candidate_id, accuracy) in summary.best.items()
+        )
+        lines.append(f"  best per proxy: {best}")
+    else:
+        lines.append("  best per proxy: none yet (no done candidates)")
+    lines.append(f"  elapsed: {_elapsed(summary)}")
+    return "\n".join(lines)
+
+
+@click.command("status")
+@click.argument("name", required=False)
+@DB_OPTION
+def status(name: str | None, db_path: Path) -> None:
+    """Show progress of search NAME (all searches without NAME).
+
+    Counts by status, rejections by stage, the best accuracy per proxy and the elapsed
+    time. Reads the database only, so it is safe while a search is running.
+    """
+    with SearchStore.open(db_path, readonly=True) as store:
+        searches = [store.get_search(name)] if name is not None else store.list_searches()
+        if not searches:
+            click.echo(f"no searches in {store.path}; start one with `evonorm search --db {db_path}`")
+            return
+        click.echo("\n\n".join(describe_status(store.summary(search.id)) for search in searches))
+
+
+@click.command("list")
+@DB_OPTION
+def list_searches(db_path: Path) -> None:
+    """List the searches in the database with their candidate counts."""
+    with SearchStore.open(db_path, readonly=True) as store:
+        searches = store.list_searches()
+        if not searches:
+            click.echo(f"no searches in {store.path}; start one with `evonorm search --db {db_path}`")
+            return
+        rows = []
+        for search in searches:
+            counts = store.counts(search.id)
+            rows.append(
+                [
+                    search.name,
+                    str(search.id),
+                    str(sum(counts.values())),
+                    str(counts.get("done", 0)),
+                    str(counts.get("pending", 0) + counts.get("running", 0)),
+                    _time(search.created_at),
+                ]
+            )
+    click.echo(
+        table(
+            ["NAME", "ID", "CANDIDATES", "DONE", "IN FLIGHT", "CREATED"],
+            rows,
+            [False, True, True, True, True, False],
+        )
+    )
+
+
+@click.command("front")
+@click.argument("name")
+@DB_OPTION
+def front(name: str, db_path: Path) -> None:
+    """Show the Pareto front of search NAME over its proxies.
+
+    Lists the done candidates that no other done candidate beats on every proxy: id,
+    formula and accuracy per proxy, best mean accuracy first.
+
+    Pass an ID to `evonorm show ID` or `evonorm export ID -o layer.py`.
+    """
+    from evonorm_search.api import candidate_graph
+    from evonorm_search.selection import pareto_front
+
+    with SearchStore.open(db_path, readonly=True) as store:
+        search = store.get_search(name)
+        done = store.candidates(search.id, ["done"])
+        proxies = sorted({proxy for record in done for proxy in record.accuracies})
+        # Done candidates have every proxy; one without all (a damaged row) cannot be ranked.
+        scored = [record for record in done if set(record.accuracies) == set(proxies)]
+        if not scored or not proxies:
+            click.echo(f"search {name!r} has no done candidates yet; see `evonorm status {name}`")
+            return
+        points = [[record.accuracies[proxy] for proxy in proxies] for record in scored]
+        members = [scored[index] for index in pareto_front(points)]
+        members.sort(key=lambda r: (-sum(r.accuracies.values()) / len(proxies), r.number))
+        formulas = {record.id: candidate_graph(store, record.id)[1].formula() for record in members}
+    rows = [
+        [str(r.id), formulas[r.id], *(f"{r.accuracies[proxy]:.4f}" for proxy in proxies)]
+        for r in members
+    ]
+    click.echo(
+        f"Pareto front of {name!r}: {len(members)} of {len(scored)} done candidates "
+        f"(proxies: {', '.join(proxies)})"
+    )
+    click.echo(table(["ID", "FORMULA", *proxies], rows, [True, False, *([True] * len(proxies))]))
+
+
+@click.command("migrate")
+@DB_OPTION
+def migrate(db_path: Path) -> None:
+    """Upgrade a database written by an older evonorm_search to the current schema.
+
+    A copy of the old file is kept next to it as <file>.v<old version>.bak.
+    """
+    with SearchStore.open(db_path) as store:
+        if store.migrated_from is None:
+            click.echo(f"{store.path} is already at the current database schema v{SCHEMA_VERSION}")
+        else:
+            click.echo(
+                f"migrated {store.path} from schema v{store.migrated_from} to v{SCHEMA_VERSION}; "
+                f"the old file is kept as {store.backup}"
+            )
+
+
+COMMANDS: list[click.Command] = [status, list_searches, front, migrate]

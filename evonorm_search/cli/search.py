@@ -1,0 +1,199 @@
+"""`evonorm search`: start a search, or resume one from its database.
+
+Composes the parts: settings (`SearchConfig`), the store, the data set, the executor and
+the controller. Every check that can fail on user input (settings, conflicts with a
+stored search, the data set, the database path) runs before the database is created or
+written, so a refused command leaves it untouched.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from evonorm_search.config import ConfigError, SearchConfig, stored_config
+from evonorm_search.controller import Progress, SearchController
+
+_DEFAULTS = SearchConfig()
+_TRAIN = _DEFAULTS.train
+_DATA = _DEFAULTS.dataset
+DEFAULT_NAME = "default"
+DEFAULT_DB = "evonorm.db"
+# Seconds between progress lines on stderr (the final line is always printed).
+PROGRESS_INTERVAL = 2.0
+
+# CLI option -> SearchConfig key (None values mean "not given": stored/default value).
+_SETTINGS = {
+    "dataset": "dataset.name",
+    "data_dir": "dataset.data_dir",
+    "image_size": "dataset.image_size",
+    "max_train_examples": "dataset.max_train_examples",
+    "validation_fraction": "dataset.validation_fraction",
+    "space": "space",
+    "budget": "budget",
+    "population": "population",
+    "seed": "seed",
+    "init": "init",
+    "num_nodes": "num_nodes",
+    "proxies": "proxies",
+    "steps": "train.steps",
+    "batch_size": "train.batch_size",
+    "learning_rate": "train.learning_rate",
+    "width": "train.width",
+    "depth": "train.depth",
+    "quality_steps": "train.quality_steps",
+    "quality_threshold": "train.quality_threshold",
+    "stability_steps": "train.stability_steps",
+}
+
+
+def _overrides(options: dict[str, Any]) -> dict[str, Any]:
+    overrides = {_SETTINGS[key]: value for key, value in options.items() if value is not None}
+    if "proxies" in overrides:
+        overrides["proxies"] = tuple(p.strip() for p in overrides["proxies"].split(",") if p.strip())
+    if "dataset.data_dir" in overrides:
+        overrides["dataset.data_dir"] = str(Path(overrides["dataset.data_dir"]).expanduser().resolve())
+    return overrides
+
+
+def _check_settings(config: SearchConfig) -> None:
+    """The evaluation's own checks (proxy names, step counts), before anything is written."""
+    from workers.evaluate import check_settings
+
+    try:
+        check_settings(config.train, config.proxies)
+    except ValueError as error:
+        raise ConfigError(f"invalid training settings: {error}; fix that option") from error
+
+
+class _ProgressPrinter:
+    """Writes a status line to stderr at most every PROGRESS_INTERVAL seconds."""
+
+    def __init__(self) -> None:
+        self._last = 0.0
+
+    def __call__(self, progress: Progress) -> None:
+        now = time.monotonic()
+        if now - self._last >= PROGRESS_INTERVAL:
+            self._last = now
+            click.echo(progress.line(), err=True)
+
+
+def _resolve(store_path: Path, name: str, overrides: dict[str, Any]) -> tuple[SearchConfig, bool]:
+    """The settings to run with, and whether the search exists already (a resume)."""
+    from db.store import SearchStore
+
+    if store_path.exists():
+        with SearchStore.open(store_path) as store:
+            existing = store.find_search(name)
+        if existing is not None:
+            stored = stored_config(existing.config)
+            requested = stored.with_overrides(overrides)
+            stored.check_resume(requested, name)
+            return requested, True
+    return _DEFAULTS.with_overrides(overrides), False
+
+
+@click.command("search")
+@click.option("--name", default=DEFAULT_NAME, show_default=True,
+              help="Search name; an existing search of that name is resumed.")
+@click.option("--db", "db_path", default=DEFAULT_DB, show_default=True,
+              type=click.Path(dir_okay=False), help="SQLite database file (created if missing).")
+@click.option("--dataset", help=f"Data set: digits (embedded), cifar10 or npz. [default: {_DATA.name}]")
+@click.option("--data-dir", type=click.Path(file_okay=True), help="Where the data set's files are.")
+@click.option("--image-size", type=int, help="Resize images to this side (default: native).")
+@click.option("--max-train-examples", type=int, help="Use at most this many training images.")
+@click.option("--validation-fraction", type=float,
+              help=f"Share of training images held out for fitness. [default: {_DATA.validation_fraction}]")
+@click.option("--space", type=click.Choice(["B", "S"]),
+              help=f"B: all 24 primitives; S: no batch statistics. [default: {_DEFAULTS.space}]")
+@click.option("--budget", type=int,
+              help="Candidates to evaluate (submitted for training; duplicates and hash or "
+                   f"NaN rejects do not count). May grow on resume. [default: {_DEFAULTS.budget}]")
+@click.option("--population", type=int,
+              help=f"Aging population size P. [default: {_DEFAULTS.population}]")
+@click.option("--workers", type=int,
+              help="Evaluations in flight with --executor ray. [default: all CPU cores]")
+@click.option("--executor", type=click.Choice(["ray", "inline"]), default="ray", show_default=True,
+              help="ray: parallel local (or --address) Ray workers; inline: in-process, deterministic.")
+@click.option("--address", help="Ray cluster address to join (default: start a local Ray).")
+@click.option("--seed", type=int, help=f"Search seed. [default: {_DEFAULTS.seed}]")
+@click.option("--init", help="First members: random, known, or comma-separated known layer "
+                             f"names (then random). [default: {_DEFAULTS.init}]")
+@click.option("--num-nodes", type=int,
+              help=f"Intermediate nodes of random layers (1-10). [default: {_DEFAULTS.num_nodes}]")
+@click.option("--proxies", help="Comma-separated proxy architectures. "
+                                f"[default: {','.join(_DEFAULTS.proxies)}]")
+@click.option("--steps", type=int, help=f"Training steps per proxy. [default: {_TRAIN.steps}]")
+@click.option("--batch-size", type=int, help=f"Training batch size. [default: {_TRAIN.batch_size}]")
+@click.option("--learning-rate", type=float, help=f"SGD learning rate. [default: {_TRAIN.learning_rate}]")
+@click.option("--width", type=int, help=f"Proxy base width. [default: {_TRAIN.width}]")
+@click.option("--depth", type=int, help=f"Proxy blocks per stage. [default: {_TRAIN.depth}]")
+@click.option("--quality-steps", type=int,
+              help=f"Steps before the quality check (0: off). [default: {_TRAIN.quality_steps}]")
+@click.option("--quality-threshold", type=float,
+              help=f"Minimum accuracy after the quality steps. [default: {_TRAIN.quality_threshold}]")
+@click.option("--stability-steps", type=int,
+              help=f"Gradient-ascent steps of the stability check (0: off). [default: {_TRAIN.stability_steps}]")
+@click.pass_context
+def search(ctx: click.Context, name: str, db_path: str, workers: int | None, executor: str,
+           address: str | None, **settings: Any) -> None:
+    """Run an evolutionary search, or resume the search called NAME.
+
+    With no options: a small real search on the embedded digits data, stored in
+    ./evonorm.db as "default". Resuming needs only --name (and --db): the stored settings
+    are used; giving a different value for any setting but --budget is refused. Progress
+    goes to stderr; Ctrl-C stops cleanly and the search can be resumed later.
+    """
+    from db.store import SearchStore
+    from workers.datasets import load_dataset
+    from workers.executors import make_evaluator
+
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
+    path = Path(db_path).expanduser()
+    config, resuming = _resolve(path, name, _overrides(settings))
+    _check_settings(config)
+    data = load_dataset(config.dataset)
+    with SearchStore.open(path, create=True) as store:
+        record = store.find_search(name) if resuming else None
+        if record is None:
+            record = store.create_search(name, config.to_dict(), config.seed)
+        click.echo(f"{'resuming' if resuming else 'starting'} search {name!r} in {path} "
+                   f"({executor} executor)", err=True)
+        evaluator = make_evaluator(executor, data=data, workers=workers, address=address)
+        try:
+            controller = SearchController(store, record, config, evaluator, progress=_ProgressPrinter())
+            final = controller.run()
+        finally:
+            evaluator.shutdown()
+        click.echo(final.line(), err=True)
+        if final.interrupted:
+            click.echo(f"interrupted: {final.in_flight} in-flight evaluation(s) will be redone; "
+                       f"resume with: evonorm search --name {name} --db {path}", err=True)
+            ctx.exit(130)
+        _print_summary(store, record.id, config)
+
+
+def _print_summary(store: Any, search_id: int, config: SearchConfig) -> None:
+    """The search's best layers (Pareto front of the done candidates) on stdout."""
+    from evonorm_search.graph import LayerGraph
+    from evonorm_search.selection import pareto_front
+
+    done = store.candidates(search_id, ["done"])
+    if not done:
+        click.echo("no candidate passed the rejection protocols yet")
+        return
+    points = [[c.accuracies.get(p, 0.0) for p in config.proxies] for c in done]
+    click.echo(f"Pareto front ({', '.join(config.proxies)}):")
+    for index in pareto_front(points):
+        candidate = done[index]
+        scores = " ".join(f"{a:.3f}" for a in points[index])
+        formula = LayerGraph.from_json(candidate.graph_json).formula()
+        click.echo(f"  id {candidate.id:>5}  {scores}  {formula}")
+
+
+COMMANDS: list[click.Command] = [search]

@@ -1,0 +1,153 @@
+"""Compile a `LayerGraph` into a `torch.nn.Module`: the one path used to train, evaluate
+and export candidates, so what was evaluated is what ships.
+
+At construction the live nodes become a flat execution plan (a tuple of
+(function, input slots, running buffer)); `forward` only walks that tuple. Parameters:
+v0, v1 (per channel, init 0 and 1) and the final affine gamma (init 1), beta (init 0),
+all shaped (1, C, 1, 1); one running buffer `running_<node>` per live batch statistic.
+Statistics stay at their reduced shape and broadcast; the output is expanded to x's shape
+only when the graph does not vary over every axis.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from evonorm_search.graph import NUM_INITIAL, LayerGraph
+from primitives import OPS
+
+
+def effective_groups(num_channels: int, groups: int) -> int:
+    """The group count actually used: `groups` lowered until it divides C."""
+    g = max(1, min(groups, num_channels))
+    while num_channels % g:
+        g -= 1
+    return g
+
+
+def bounded_positive_nodes(graph: LayerGraph) -> frozenset[int]:
+    """Nodes whose value is >= some positive bound for every finite input, so dividing by
+    them needs no guard: statistics with eps under the root, a max with such an argument,
+    sums and products of such nodes."""
+    positive: set[int] = set()
+    for index in range(NUM_INITIAL, graph.num_nodes):
+        node = graph.node(index)
+        args = [j in positive for j in node.inputs]
+        if (
+            OPS[node.op].positive
+            or (node.op == "max" and any(args))
+            or (node.op in ("add", "mul") and all(args))
+        ):
+            positive.add(index)
+    return frozenset(positive)
+
+
+def plain_division(graph: LayerGraph, index: int) -> bool:
+    """Whether `div` node `index` may divide without a guard (denominator positive)."""
+    node = graph.node(index)
+    return node.op == "div" and node.inputs[1] in bounded_positive_nodes(graph)
+
+
+def _divide(a: Tensor, b: Tensor) -> Tensor:
+    return a / b
+
+
+class _Step(NamedTuple):
+    fn: Callable[..., Tensor]
+    inputs: tuple[int, ...]  # slots in the value list
+    buffer: str | None  # running-average buffer of a batch statistic
+
+
+class CompiledLayer(nn.Module):
+    """A layer graph as a module for inputs of shape (N, num_channels, H, W)."""
+
+    def __init__(
+        self,
+        graph: LayerGraph,
+        num_channels: int,
+        *,
+        groups: int = 32,
+        eps: float = 1e-5,
+        momentum: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if not isinstance(num_channels, int) or num_channels < 1:
+            raise ValueError(f"num_channels must be a positive integer, got {num_channels!r}")
+        self.graph = graph
+        self.num_channels = num_channels
+        self.groups = effective_groups(num_channels, groups)
+        self.eps = eps
+        self.momentum = momentum
+        shape = (1, num_channels, 1, 1)
+        self.v0 = nn.Parameter(torch.zeros(shape))
+        self.v1 = nn.Parameter(torch.ones(shape))
+        self.gamma = nn.Parameter(torch.ones(shape))
+        self.beta = nn.Parameter(torch.zeros(shape))
+        self.register_buffer("zero", torch.zeros(1, 1, 1, 1), persistent=False)
+        self._plan = self._build_plan(graph, shape)
+
+    def _build_plan(self, graph: LayerGraph, shape: tuple[int, ...]) -> tuple[_Step, ...]:
+        live = graph.live_nodes()
+        slot = {i: i for i in range(NUM_INITIAL)}
+        plan = []
+        for index in range(NUM_INITIAL, graph.num_nodes):
+            if index not in live:
+                continue
+            node = graph.node(index)
+            op = OPS[node.op]
+            buffer = None
+            if op.reads_batch_stats:
+                buffer = f"running_{index}"
+                self.register_buffer(buffer, torch.full(shape, float(op.running_init)))
+                fn = functools.partial(op.fn, momentum=self.momentum, eps=self.eps)
+            elif op.kind == "statistic":
+                fn = functools.partial(op.fn, eps=self.eps, groups=self.groups)
+            elif plain_division(graph, index):
+                fn = _divide
+            else:
+                fn = functools.partial(op.fn, eps=self.eps)
+            plan.append(_Step(fn, tuple(slot[j] for j in node.inputs), buffer))
+            slot[index] = NUM_INITIAL + len(plan) - 1
+        return tuple(plan)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 4 or x.shape[1] != self.num_channels:
+            raise ValueError(
+                f"expected input (N, {self.num_channels}, H, W), got {tuple(x.shape)}"
+            )
+        values = [x, self.zero, self.v0, self.v1]
+        for fn, inputs, buffer in self._plan:
+            if buffer is None:
+                values.append(fn(*[values[i] for i in inputs]))
+            else:
+                values.append(fn(values[inputs[0]], self._buffers[buffer], self.training))
+        y = values[-1] * self.gamma + self.beta
+        if y.shape != x.shape:
+            y = y.expand(x.shape).contiguous()
+        return y
+
+    def extra_repr(self) -> str:
+        return f"{self.num_channels}, groups={self.groups}, formula={self.graph.formula()!r}"
+
+
+def compile_layer(
+    graph: LayerGraph,
+    num_channels: int,
+    *,
+    groups: int = 32,
+    eps: float = 1e-5,
+    momentum: float = 0.1,
+) -> CompiledLayer:
+    """The module computing `graph` (then `* gamma + beta`) on C = `num_channels`."""
+    return CompiledLayer(graph, num_channels, groups=groups, eps=eps, momentum=momentum)
+
+
+def layer_factory(
+    graph: LayerGraph, *, groups: int = 32, eps: float = 1e-5, momentum: float = 0.1
+) -> Callable[[int], nn.Module]:
+    """`num_channels -> module` for the proxies' `norm_act` argument (picklable)."""
+    return functools.partial(compile_layer, graph, groups=groups, eps=eps, momentum=momentum)

@@ -1,0 +1,187 @@
+"""Search settings: one frozen, JSON-able `SearchConfig`, stored with the search in the DB.
+
+Owns the defaults of a search, validation of user-supplied settings (with messages that
+say how to fix them), applying command-line overrides (`"train.steps"` style keys), and
+detecting conflicts between a stored search and the settings of a resume request.
+Only `budget` may change on resume: it is a target, not part of what is searched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from evonorm_search.errors import EvonormError, StoreError
+from evonorm_search.graph import MAX_INTERMEDIATE
+from evonorm_search.task import DatasetSpec, TrainSettings
+
+# Settings a resume may change without conflicting with the stored search.
+RESUMABLE = frozenset({"budget"})
+
+
+class ConfigError(EvonormError, ValueError):
+    """A search setting is out of range or unknown."""
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Every setting that defines a search. Defaults: a small real search on digits.
+
+    `budget` counts candidates submitted for evaluation (trained or rejected by the
+    stability/quality protocols, or failed); structural-hash skips, fingerprint
+    duplicates and fingerprint (NaN/inf) rejections cost no training and do not count.
+    `init`: "random", "known" (every known layer of the space, then random ones), or a
+    comma-separated list of known layer names (then random ones).
+    """
+
+    space: str = "B"
+    budget: int = 24
+    population: int = 8
+    seed: int = 0
+    init: str = "random"
+    proxies: tuple[str, ...] = ("resnet", "mobilenetv2", "efficientnet")
+    num_nodes: int = MAX_INTERMEDIATE
+    tournament_fraction: float = 0.05
+    tournament_min_size: int = 2
+    max_attempts: int = 3  # submissions of one candidate before infrastructure failure
+    dataset: DatasetSpec = field(default_factory=DatasetSpec)
+    train: TrainSettings = field(default_factory=TrainSettings)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the bad setting and its allowed values."""
+        if self.space not in ("B", "S"):
+            raise ConfigError(f"space {self.space!r} is unknown: use --space B or --space S")
+        if self.budget <= 0:
+            raise ConfigError(f"budget must be a positive number of candidates, got {self.budget}")
+        if self.population < 2:
+            raise ConfigError(f"population must be at least 2, got {self.population}")
+        if not 1 <= self.num_nodes <= MAX_INTERMEDIATE:
+            raise ConfigError(f"num_nodes must be in 1..{MAX_INTERMEDIATE}, got {self.num_nodes}")
+        if not 0.0 < self.tournament_fraction <= 1.0:
+            raise ConfigError(
+                f"tournament_fraction must be in (0, 1], got {self.tournament_fraction}"
+            )
+        if self.tournament_min_size < 1:
+            raise ConfigError(f"tournament_min_size must be >= 1, got {self.tournament_min_size}")
+        if self.max_attempts < 1:
+            raise ConfigError(f"max_attempts must be >= 1, got {self.max_attempts}")
+        if not self.proxies:
+            raise ConfigError("no proxies given: name at least one, e.g. --proxies resnet")
+        if self.seed < 0:
+            raise ConfigError(f"seed must be >= 0, got {self.seed}")
+        self.init_names()
+
+    def init_names(self) -> list[str]:
+        """Known layers to start from, in order; [] for a random start."""
+        from evonorm_search.known import KNOWN_LAYERS
+
+        if self.init == "random":
+            return []
+        names = (
+            list(KNOWN_LAYERS)
+            if self.init == "known"
+            else [name.strip() for name in self.init.split(",") if name.strip()]
+        )
+        if not names:
+            raise ConfigError("init is empty: use --init random, --init known or layer names")
+        for name in names:
+            if name not in KNOWN_LAYERS:
+                raise ConfigError(
+                    f"unknown layer {name!r} in --init: use random, known, or names from "
+                    f"{', '.join(sorted(KNOWN_LAYERS))}"
+                )
+        if self.space == "S":
+            batch = [name for name in names if KNOWN_LAYERS[name].uses_batch_stats]
+            if self.init != "known" and batch:
+                raise ConfigError(
+                    f"--init layers {', '.join(batch)} use batch statistics, which the S "
+                    "space excludes: drop them or use --space B"
+                )
+            names = [name for name in names if name not in batch]
+        return names
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["proxies"] = list(self.proxies)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SearchConfig:
+        """Inverse of `to_dict`; ConfigError for unknown keys or bad values."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"unknown search settings {sorted(unknown)}")
+        values = dict(data)
+        try:
+            if "proxies" in values:
+                values["proxies"] = tuple(values["proxies"])
+            if "dataset" in values:
+                values["dataset"] = DatasetSpec.from_dict(values["dataset"])
+            if "train" in values:
+                values["train"] = TrainSettings.from_dict(values["train"])
+            return cls(**values)
+        except (TypeError, ValueError) as error:
+            if isinstance(error, ConfigError):
+                raise
+            raise ConfigError(f"invalid search settings: {error}") from error
+
+    def with_overrides(self, overrides: dict[str, Any]) -> SearchConfig:
+        """A copy with `overrides` applied; keys are field names, or "dataset.X"/"train.X"."""
+        top: dict[str, Any] = {}
+        nested: dict[str, dict[str, Any]] = {"dataset": {}, "train": {}}
+        for key, value in overrides.items():
+            head, _, sub = key.partition(".")
+            if sub and head in nested:
+                nested[head][sub] = value
+            else:
+                top[key] = value
+        data = self.to_dict()
+        data.update(top)
+        for head, values in nested.items():
+            data[head] = {**data[head], **values}
+        return SearchConfig.from_dict(data)
+
+    def conflicts(self, requested: SearchConfig) -> list[str]:
+        """Human-readable differences that forbid resuming this search with `requested`."""
+        mine, theirs = _flatten(self.to_dict()), _flatten(requested.to_dict())
+        return [
+            f"{key}: stored {mine.get(key)!r}, requested {theirs.get(key)!r}"
+            for key in sorted(set(mine) | set(theirs))
+            if key not in RESUMABLE and mine.get(key) != theirs.get(key)
+        ]
+
+    def check_resume(self, requested: SearchConfig, name: str) -> None:
+        """StoreError listing every conflicting setting, and how to proceed."""
+        problems = self.conflicts(requested)
+        if problems:
+            raise StoreError(
+                f"search {name!r} exists with different settings ({'; '.join(problems)}): "
+                "resume it without those options (only --budget may change), or start a "
+                "new search with another --name"
+            )
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def stored_config(config: dict[str, Any]) -> SearchConfig:
+    """The config of a stored search; StoreError when the stored JSON is not a valid one."""
+    try:
+        return SearchConfig.from_dict(config)
+    except ConfigError as error:
+        raise StoreError(
+            f"the stored search settings are invalid ({error}): the database may come from "
+            "another version of evonorm; start a new search with another --name or --db"
+        ) from error
+

@@ -1,0 +1,386 @@
+"""The search controller: asynchronous steady-state evolution, the only database writer.
+
+Owns the candidate's life up to and after its evaluation (DESIGN.md "One candidate's
+life"): choose a parent by Pareto tournament over the aging population (the P most
+recent done members), mutate it, skip children whose structural hash the search has
+already seen, record fingerprint duplicates and probe NaN/inf rejections without
+training, store the rest as pending *before* submitting them, and record each result as
+soon as its future completes, which immediately frees a slot for the next child.
+
+Determinism and resume: the database is the only state. Candidate k's training seed and
+the generator that proposes it are derived from (search seed, k), and the proposal
+reads only the database (population, seen hashes, fingerprints) as it is at that moment.
+Completed futures are always recorded before the next child is proposed, so with the
+inline executor (whose futures complete inside `submit`) every proposal sees exactly the
+same database in an uninterrupted run and in an interrupted-then-resumed one. On start,
+candidates left pending or running by a killed controller are resubmitted first, in
+number order. With several workers the order in which results arrive is not
+deterministic, so neither is the search (as in the paper's asynchronous setting).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, wait
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from evonorm_search.config import SearchConfig
+from evonorm_search.errors import EvonormError
+from evonorm_search.fingerprint import Fingerprint, fingerprint
+from evonorm_search.graph import LayerGraph
+from evonorm_search.mutation import mutate, random_graph
+from evonorm_search.selection import tournament
+from evonorm_search.task import EvalResult, EvalTask
+
+if TYPE_CHECKING:
+    from db.store import CandidateRecord, SearchRecord, SearchStore
+    from workers.executors import Evaluator
+
+# Proposals per candidate before concluding that the reachable space is exhausted.
+MAX_PROPOSALS = 1000
+# Consecutive untrained candidates (duplicates, probe rejections) before giving up.
+MAX_UNTRAINED_IN_A_ROW = 1000
+FINGERPRINT_STAGE = "fingerprint"
+INFRASTRUCTURE_STAGE = "infrastructure"
+
+
+class SearchExhausted(EvonormError):
+    """No new layer can be proposed: the reachable part of the space has been searched."""
+
+
+def derive_seed(search_seed: int, number: int, purpose: str = "candidate") -> int:
+    """A seed in [0, 2**63) for candidate `number`, independent across numbers and purposes."""
+    digest = hashlib.sha256(f"evonorm:{purpose}:{search_seed}:{number}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+def counts_toward_budget(record: CandidateRecord) -> bool:
+    """Whether the candidate was submitted for evaluation (see `SearchConfig.budget`)."""
+    if record.status == "duplicate":
+        return False
+    return not (record.status == "rejected" and record.stage == FINGERPRINT_STAGE)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A snapshot of a search for the progress display and the run's summary.
+
+    `submitted` counts toward the budget; `hash_skips` and `evaluated_this_run` are for
+    this run only (hash skips leave no row in the database).
+    """
+
+    name: str
+    budget: int
+    submitted: int
+    in_flight: int
+    counts: dict[str, int]
+    rejected_by_stage: dict[str, int]
+    hash_skips: int
+    best: dict[str, float]
+    evaluated_this_run: int
+    elapsed: float
+    interrupted: bool = False
+
+    @property
+    def complete(self) -> bool:
+        return self.submitted >= self.budget and self.in_flight == 0 and not self.interrupted
+
+    @property
+    def throughput_per_minute(self) -> float:
+        return 60.0 * self.evaluated_this_run / self.elapsed if self.elapsed > 0 else 0.0
+
+    def line(self) -> str:
+        """One human-readable status line."""
+        counts = self.counts
+        finished = sum(counts.get(s, 0) for s in ("done", "rejected", "failed"))
+        finished -= self.rejected_by_stage.get(FINGERPRINT_STAGE, 0)
+        rejected = counts.get("rejected", 0) - self.rejected_by_stage.get(FINGERPRINT_STAGE, 0)
+        rate = f"{100.0 * rejected / finished:.0f}%" if finished else "-"
+        stages = ", ".join(f"{k} {v}" for k, v in sorted(self.rejected_by_stage.items()))
+        best = " ".join(f"{proxy} {acc:.3f}" for proxy, acc in self.best.items()) or "-"
+        return (
+            f"[{self.name}] {self.submitted}/{self.budget} evaluated, {self.in_flight} in flight"
+            f" | done {counts.get('done', 0)}, rejected {counts.get('rejected', 0)}"
+            f"{f' ({stages})' if stages else ''}, duplicate {counts.get('duplicate', 0)},"
+            f" failed {counts.get('failed', 0)}, hash skips {self.hash_skips}"
+            f" | rejection rate {rate} | best {best}"
+            f" | {self.throughput_per_minute:.1f} candidates/min"
+        )
+
+
+@dataclass
+class _State:
+    """Running tallies, loaded from the database once and then kept in step with writes."""
+
+    submitted: int = 0
+    counts: Counter[str] = field(default_factory=Counter)
+    rejected_by_stage: Counter[str] = field(default_factory=Counter)
+    best: dict[str, float] = field(default_factory=dict)
+    hash_skips: int = 0
+    evaluated_this_run: int = 0
+
+
+class SearchController:
+    """Runs one search against a store and an evaluator (both owned by the caller)."""
+
+    def __init__(
+        self,
+        store: SearchStore,
+        search: SearchRecord,
+        config: SearchConfig,
+        evaluator: Evaluator,
+        *,
+        progress: Callable[[Progress], None] | None = None,
+        fingerprint_fn: Callable[[LayerGraph], Fingerprint] = fingerprint,
+    ) -> None:
+        self.store = store
+        self.search = search
+        self.config = config
+        self.evaluator = evaluator
+        self._progress = progress
+        self._fingerprint = fingerprint_fn
+        self._state = _State()
+        self._graphs: dict[int, LayerGraph] = {}
+        self._attempts: dict[int, int] = {}
+        self._next_number = 0
+        self._started = time.monotonic()
+        self._in_flight: dict[Future[EvalResult], CandidateRecord] = {}
+        self._queue: deque[CandidateRecord] = deque()
+        self._init_graphs = self._known_init_graphs()
+
+    # ---- the loop --------------------------------------------------------------------
+
+    def run(self) -> Progress:
+        """Run until the budget is evaluated, or Ctrl-C (then in-flight work stays pending
+        in the database and is resubmitted by the next run). Returns the final snapshot."""
+        self._started = time.monotonic()
+        self._load_state()
+        self._queue = deque(self._requeue())
+        try:
+            while True:
+                self._collect([f for f in self._in_flight if f.done()])
+                if len(self._in_flight) < max(1, self.evaluator.capacity):
+                    if self._queue:
+                        self._submit(self._queue.popleft())
+                        continue
+                    if self._state.submitted < self.config.budget:
+                        self._submit(self._new_candidate())
+                        continue
+                if not self._in_flight:
+                    break
+                wait(list(self._in_flight), return_when=FIRST_COMPLETED)
+        except KeyboardInterrupt:
+            for future in self._in_flight:
+                future.cancel()
+            final = self.snapshot(interrupted=True)
+            self._report(final)
+            return final
+        final = self.snapshot()
+        self._report(final)
+        return final
+
+    def snapshot(self, *, interrupted: bool = False) -> Progress:
+        state = self._state
+        counts = {status: count for status, count in state.counts.items() if count}
+        if self._queue:
+            counts["pending"] = len(self._queue)
+        if self._in_flight:
+            counts["running"] = len(self._in_flight)
+        return Progress(
+            name=self.search.name,
+            budget=self.config.budget,
+            submitted=state.submitted,
+            in_flight=len(self._in_flight),
+            counts=counts,
+            rejected_by_stage=dict(state.rejected_by_stage),
+            hash_skips=state.hash_skips,
+            best={p: state.best[p] for p in self.config.proxies if p in state.best},
+            evaluated_this_run=state.evaluated_this_run,
+            elapsed=time.monotonic() - self._started,
+            interrupted=interrupted,
+        )
+
+    def _report(self, progress: Progress | None = None) -> None:
+        if self._progress is not None:
+            self._progress(progress if progress is not None else self.snapshot())
+
+    # ---- state from the database -----------------------------------------------------
+
+    def _load_state(self) -> None:
+        state = _State()
+        for record in self.store.candidates(self.search.id):
+            self._tally(state, record)
+            if counts_toward_budget(record):
+                state.submitted += 1
+        self._state = state
+        self._next_number = self.store.next_number(self.search.id)
+
+    def _tally(self, state: _State, record: CandidateRecord) -> None:
+        """Count a finished candidate (pending/running ones are counted live in snapshot)."""
+        if record.status in ("pending", "running"):
+            return
+        state.counts[record.status] += 1
+        if record.status == "rejected":
+            state.rejected_by_stage[record.stage or "unknown"] += 1
+        if record.status == "done":
+            for proxy, accuracy in record.accuracies.items():
+                state.best[proxy] = max(accuracy, state.best.get(proxy, accuracy))
+
+    def _requeue(self) -> list[CandidateRecord]:
+        """Pending candidates to resubmit; ones that already used every attempt fail."""
+        pending = []
+        for record in self.store.requeue_inflight(self.search.id):
+            if record.attempts >= self.config.max_attempts:
+                failed = self.store.mark_failed(
+                    record.id,
+                    INFRASTRUCTURE_STAGE,
+                    f"submitted {record.attempts} times without a result (the evaluation may "
+                    "crash its process)",
+                )
+                self._tally(self._state, failed)
+            else:
+                pending.append(record)
+        return pending
+
+    # ---- proposing children ----------------------------------------------------------
+
+    def _known_init_graphs(self) -> list[LayerGraph]:
+        from evonorm_search.known import get_known
+
+        return [get_known(name) for name in self.config.init_names()]
+
+    def _graph(self, record: CandidateRecord) -> LayerGraph:
+        graph = self._graphs.get(record.id)
+        if graph is None:
+            if len(self._graphs) > 4 * self.config.population:
+                self._graphs.clear()
+            graph = LayerGraph.from_json(record.graph_json)
+            self._graphs[record.id] = graph
+        return graph
+
+    def _scores(self, record: CandidateRecord) -> list[float]:
+        return [record.accuracies.get(proxy, 0.0) for proxy in self.config.proxies]
+
+    def _initial_graph(self, rng: random.Random) -> LayerGraph:
+        """The next known layer the search has not seen yet, else a random layer."""
+        for graph in self._init_graphs:
+            if not self.store.has_hash(self.search.id, graph.structural_hash()):
+                return graph
+        return random_graph(rng, self.config.space, self.config.num_nodes)  # type: ignore[arg-type]
+
+    def _propose(self, rng: random.Random) -> tuple[LayerGraph, CandidateRecord | None, str]:
+        """A child whose structural hash the search has not seen, with its parent."""
+        config = self.config
+        population = self.store.population(self.search.id, config.population)
+        for _ in range(MAX_PROPOSALS):
+            parent: CandidateRecord | None = None
+            if len(population) < config.population:
+                graph = self._initial_graph(rng)
+            else:
+                parent = tournament(
+                    population,
+                    rng,
+                    config.tournament_fraction,
+                    config.tournament_min_size,
+                    objectives=self._scores,
+                )
+                graph = mutate(self._graph(parent), rng, config.space)  # type: ignore[arg-type]
+            structural_hash = graph.structural_hash()
+            if not self.store.has_hash(self.search.id, structural_hash):
+                return graph, parent, structural_hash
+            self._state.hash_skips += 1
+        raise SearchExhausted(
+            f"search {self.search.name!r}: {MAX_PROPOSALS} proposals in a row were layers "
+            "already seen, so this space looks exhausted; raise --num-nodes or --population, "
+            "or lower --budget"
+        )
+
+    def _new_candidate(self) -> CandidateRecord:
+        """Propose children until one needs training; store it as pending and return it.
+
+        Children caught by the fingerprint are stored (duplicate / rejected) on the way.
+        """
+        for _ in range(MAX_UNTRAINED_IN_A_ROW):
+            number = self._next_number
+            rng = random.Random(derive_seed(self.config.seed, number, "propose"))
+            graph, parent, structural_hash = self._propose(rng)
+            probe = self._fingerprint(graph)
+            fields = {
+                "number": number,
+                "parent_id": None if parent is None else parent.id,
+                "graph_json": graph.to_json(),
+                "structural_hash": structural_hash,
+                "fingerprint": probe.digest,
+                "seed": derive_seed(self.config.seed, number),
+            }
+            self._next_number += 1
+            if not probe.finite:
+                record = self.store.add_candidate(
+                    self.search.id,
+                    status="rejected",
+                    stage=FINGERPRINT_STAGE,
+                    reason=probe.reason,
+                    **fields,
+                )
+            else:
+                original = self.store.find_by_fingerprint(self.search.id, probe.digest)
+                if original is None:
+                    record = self.store.add_candidate(self.search.id, **fields)
+                    self._state.submitted += 1
+                    return record
+                record = self.store.add_candidate(
+                    self.search.id, status="duplicate", duplicate_of=original.id, **fields
+                )
+            self._tally(self._state, record)
+            self._report()
+        raise SearchExhausted(
+            f"search {self.search.name!r}: {MAX_UNTRAINED_IN_A_ROW} children in a row were "
+            "duplicates or numerically broken, so this space looks exhausted; raise --num-nodes "
+            "or --population, or lower --budget"
+        )
+
+    # ---- evaluation ------------------------------------------------------------------
+
+    def _submit(self, record: CandidateRecord) -> None:
+        config = self.config
+        task = EvalTask(
+            graph_json=record.graph_json,
+            proxies=config.proxies,
+            dataset=config.dataset,
+            train=config.train,
+            seed=record.seed,
+            candidate_id=record.id,
+        )
+        self.store.mark_running(record.id)
+        self._attempts[record.id] = self._attempts.get(record.id, record.attempts) + 1
+        self._in_flight[self.evaluator.submit(task)] = record
+        self._report()
+
+    def _collect(self, futures: list[Future[EvalResult]]) -> None:
+        """Record finished futures; an infrastructure failure is retried, then failed."""
+        for future in futures:
+            record = self._in_flight.pop(future)
+            try:
+                result = future.result()
+                if not isinstance(result, EvalResult):
+                    raise TypeError(f"the evaluator returned {type(result).__name__}, not EvalResult")
+            except (Exception, CancelledError) as error:
+                attempts = self._attempts[record.id]
+                if attempts < self.config.max_attempts:
+                    self._queue.appendleft(record)
+                    continue
+                reason = f"no result after {attempts} attempts: {type(error).__name__}: {error}"
+                finished = self.store.mark_failed(record.id, INFRASTRUCTURE_STAGE, reason)
+            else:
+                try:
+                    finished = self.store.record_result(record.id, result)
+                except ValueError as error:  # e.g. a NaN accuracy: the result is unusable
+                    finished = self.store.mark_failed(record.id, "result", str(error))
+                self._state.evaluated_this_run += 1
+            self._tally(self._state, finished)
+            self._report()

@@ -1,0 +1,147 @@
+"""Stand-alone export: Python source of a self-contained `nn.Module` for a layer graph.
+
+The generated module imports only torch. It carries verbatim copies of the primitive
+functions the layer uses (the same functions the compiled module calls) and an unrolled
+`forward` following the compiler's plan, so it gives the same outputs and has the same
+state_dict keys as `compile_layer`. Its class docstring is the formula.
+"""
+
+from __future__ import annotations
+
+import inspect
+import keyword
+import types
+
+from evonorm_search.compile import bounded_positive_nodes
+from evonorm_search.errors import EvonormError
+from evonorm_search.graph import NUM_INITIAL, LayerGraph
+from primitives import OPS
+
+_INITIAL_EXPRESSIONS = ("x", "self.zero", "self.v0", "self.v1")
+
+
+def to_source(graph: LayerGraph, class_name: str = "EvolvedNormAct") -> str:
+    """Python source defining `class_name(num_channels, groups=32, eps=1e-5, momentum=0.1)`."""
+    if not class_name.isidentifier() or keyword.iskeyword(class_name):
+        raise EvonormError(
+            f"class name {class_name!r} is not a Python identifier; use e.g. EvolvedNormAct"
+        )
+    live = sorted(i for i in graph.live_nodes() if i >= NUM_INITIAL)
+    formula = graph.formula()
+    functions = _function_sources(graph, live)
+    return "\n".join([
+        f'"""Normalization-activation layer exported by evonorm_search.\n\n{formula}\n"""',
+        "",
+        "from __future__ import annotations",
+        "",
+        "import torch",
+        "from torch import Tensor, nn",
+        "",
+        *(f"\n{source}" for source in functions),
+        "",
+        f"class {class_name}(nn.Module):",
+        f'    """y = ({formula}) * gamma + beta',
+        "",
+        "    Per-channel parameters v0 (init 0), v1 (init 1), gamma (init 1), beta (init 0).",
+        f"    Graph: {graph.to_json()}",
+        '    """',
+        "",
+        *_init_lines(graph, live),
+        "",
+        *_forward_lines(graph, live),
+        "",
+    ])
+
+
+def _function_sources(graph: LayerGraph, live: list[int]) -> list[str]:
+    """Sources of the op functions used (plus the package helpers they call), callees first."""
+    plain = bounded_positive_nodes(graph)
+    wanted: list[types.FunctionType] = []
+    for index in live:
+        node = graph.node(index)
+        if node.op == "div" and node.inputs[1] in plain:
+            continue
+        _add_with_helpers(OPS[node.op].fn, wanted)
+    return [_def_source(fn) for fn in wanted]
+
+
+def _add_with_helpers(fn: types.FunctionType, wanted: list[types.FunctionType]) -> None:
+    if fn in wanted:
+        return
+    for name in fn.__code__.co_names:
+        helper = fn.__globals__.get(name)
+        if isinstance(helper, types.FunctionType) and helper.__module__.startswith("primitives"):
+            _add_with_helpers(helper, wanted)
+    wanted.append(fn)
+
+
+def _def_source(fn: types.FunctionType) -> str:
+    """The function's source without its registration decorator."""
+    lines = inspect.getsource(fn).splitlines()
+    start = next(k for k, line in enumerate(lines) if line.startswith("def "))
+    return "\n".join(lines[start:]) + "\n"
+
+
+def _init_lines(graph: LayerGraph, live: list[int]) -> list[str]:
+    lines = [
+        "    def __init__(",
+        "        self, num_channels: int, groups: int = 32, eps: float = 1e-5, momentum: float = 0.1",
+        "    ) -> None:",
+        "        super().__init__()",
+        "        # Group count: lowered until it divides the channel count.",
+        "        g = max(1, min(groups, num_channels))",
+        "        while num_channels % g:",
+        "            g -= 1",
+        "        self.num_channels = num_channels",
+        "        self.groups = g",
+        "        self.eps = eps",
+        "        self.momentum = momentum",
+        "        shape = (1, num_channels, 1, 1)",
+        "        self.v0 = nn.Parameter(torch.zeros(shape))",
+        "        self.v1 = nn.Parameter(torch.ones(shape))",
+        "        self.gamma = nn.Parameter(torch.ones(shape))",
+        "        self.beta = nn.Parameter(torch.zeros(shape))",
+        '        self.register_buffer("zero", torch.zeros(1, 1, 1, 1), persistent=False)',
+    ]
+    for index in live:
+        op = OPS[graph.node(index).op]
+        if op.reads_batch_stats:
+            lines.append(
+                f'        self.register_buffer("running_{index}", '
+                f"torch.full(shape, {float(op.running_init)!r}))"
+            )
+    return lines
+
+
+def _forward_lines(graph: LayerGraph, live: list[int]) -> list[str]:
+    plain = bounded_positive_nodes(graph)
+    names = {i: expr for i, expr in enumerate(_INITIAL_EXPRESSIONS)}
+    lines = [
+        "    def forward(self, x: Tensor) -> Tensor:",
+        "        if x.dim() != 4 or x.shape[1] != self.num_channels:",
+        "            raise ValueError(",
+        '                f"expected input (N, {self.num_channels}, H, W), got {tuple(x.shape)}"',
+        "            )",
+    ]
+    for index in live:
+        node = graph.node(index)
+        op = OPS[node.op]
+        args = [names[j] for j in node.inputs]
+        fn = op.fn.__name__
+        if op.reads_batch_stats:
+            call = f"{fn}({args[0]}, self.running_{index}, self.training, self.momentum, self.eps)"
+        elif op.kind == "statistic":
+            call = f"{fn}({args[0]}, self.eps, self.groups)"
+        elif node.op == "div" and node.inputs[1] in plain:
+            call = f"{args[0]} / {args[1]}"
+        else:
+            call = f"{fn}({', '.join(args)}, self.eps)"
+        names[index] = f"t{index}"
+        lines.append(f"        t{index} = {call}")
+    lines += [
+        f"        y = {names[graph.output]} * self.gamma + self.beta",
+        "        if y.shape != x.shape:",
+        "            y = y.expand(x.shape).contiguous()",
+        "        return y",
+    ]
+    return lines

@@ -1,0 +1,99 @@
+"""The layers of the paper written as graphs: baselines and the EvoNorms (PAPER.md 6).
+
+Every layer ends with the per-channel affine `* gamma + beta` added by the compiler.
+The BatchNorm/GroupNorm baselines put their own affine on v1 (scale, init 1) and v0
+(shift, init 0) before the activation, so that e.g. `bn_relu` compiled equals
+`nn.BatchNorm2d` (weight = v1, bias = v0) followed by ReLU. The constant 1 of EvoNorm-B1
+is `exp(0)`: the graph language has no other constants than zero.
+"""
+
+from __future__ import annotations
+
+from evonorm_search.errors import GraphError
+from evonorm_search.graph import LayerGraph, Node
+
+X, ZERO, V0, V1 = 0, 1, 2, 3
+
+
+def _normalize_then(stat: str, activation: list[Node]) -> LayerGraph:
+    """(x - mean_stat(x)) / std_stat(x) * v1 + v0 (nodes 4..9), then `activation`."""
+    mean, std = f"mean_{stat}", f"std_{stat}"
+    return LayerGraph([
+        Node(mean, (X,)),          # 4
+        Node("neg", (4,)),         # 5
+        Node("add", (X, 5)),       # 6  x - mean
+        Node(std, (X,)),           # 7
+        Node("div", (6, 7)),       # 8  normalized x
+        Node("mul", (V1, 8)),      # 9
+        Node("add", (9, V0)),      # 10 scaled and shifted
+        *activation,
+    ])
+
+
+def _evonorm_b(second: list[Node]) -> LayerGraph:
+    """x / max(std_batch(x), `second`), `second` starting at node 5 and ending at k."""
+    last = 4 + len(second)
+    return LayerGraph([
+        Node("std_batch", (X,)),   # 4
+        *second,
+        Node("max", (4, last)),
+        Node("div", (X, last + 1)),
+    ])
+
+
+KNOWN_LAYERS: dict[str, LayerGraph] = {
+    "bn_relu": _normalize_then("batch", [Node("max", (10, ZERO))]),
+    "gn_relu": _normalize_then("group", [Node("max", (10, ZERO))]),
+    "bn_swish": _normalize_then("batch", [Node("sigmoid", (10,)), Node("mul", (10, 11))]),
+    # x / max(std_batch(x), v1 * x + std_instance(x))
+    "evonorm_b0": _evonorm_b([
+        Node("mul", (V1, X)),            # 5
+        Node("std_instance", (X,)),      # 6
+        Node("add", (5, 6)),             # 7
+    ]),
+    # x / max(std_batch(x), (x + 1) * rms_instance(x))
+    "evonorm_b1": _evonorm_b([
+        Node("exp", (ZERO,)),            # 5  the constant 1
+        Node("add", (X, 5)),             # 6
+        Node("rms_instance", (X,)),      # 7
+        Node("mul", (6, 7)),             # 8
+    ]),
+    # x / max(std_batch(x), rms_instance(x) - x)
+    "evonorm_b2": _evonorm_b([
+        Node("rms_instance", (X,)),      # 5
+        Node("neg", (X,)),               # 6
+        Node("add", (5, 6)),             # 7
+    ]),
+    # x * sigmoid(v1 * x) / std_group(x)
+    "evonorm_s0": LayerGraph([
+        Node("mul", (V1, X)),            # 4
+        Node("sigmoid", (4,)),           # 5
+        Node("mul", (X, 5)),             # 6
+        Node("std_group", (X,)),         # 7
+        Node("div", (6, 7)),             # 8
+    ]),
+    # x * sigmoid(x) / std_group(x)
+    "evonorm_s1": LayerGraph([
+        Node("sigmoid", (X,)),           # 4
+        Node("mul", (X, 4)),             # 5
+        Node("std_group", (X,)),         # 6
+        Node("div", (5, 6)),             # 7
+    ]),
+    # x * sigmoid(x) / rms_group(x)
+    "evonorm_s2": LayerGraph([
+        Node("sigmoid", (X,)),           # 4
+        Node("mul", (X, 4)),             # 5
+        Node("rms_group", (X,)),         # 6
+        Node("div", (5, 6)),             # 7
+    ]),
+}
+
+
+def get_known(name: str) -> LayerGraph:
+    """The known layer called `name`; GraphError listing the known names otherwise."""
+    try:
+        return KNOWN_LAYERS[name]
+    except (KeyError, TypeError):
+        raise GraphError(
+            f"unknown layer name {name!r}; use one of: {', '.join(KNOWN_LAYERS)}"
+        ) from None

@@ -1,0 +1,108 @@
+"""The op registry: what a primitive is (name, arity, kind, axes, doc, torch function).
+
+Adding an op is one decorated function (`@register(...)`). The function itself is the
+implementation used by the compiled layer and is copied verbatim into exported stand-alone
+modules, so op functions must reference only `torch`, their arguments and other functions
+of this package.
+
+Calling conventions (what the compiler passes):
+- element-wise:      fn(a, eps) or fn(a, b, eps)
+- statistic:         fn(t, eps, groups) -> statistic kept with size-1 reduced dims
+- batch statistic:   fn(t, running, training, momentum, eps); in training mode it updates
+                     the `running` buffer in place (initialised to `running_init`) and
+                     returns the statistic of the batch, in eval mode it uses `running`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+from evonorm_search.errors import GraphError
+
+OpKind = Literal["elementwise", "statistic"]
+AxisSet = Literal["batch", "layer", "instance", "group"]
+AXIS_SETS: tuple[AxisSet, ...] = ("batch", "layer", "instance", "group")
+
+
+@dataclass(frozen=True)
+class Op:
+    """One primitive. `positive` means the output is bounded away from zero for every
+    finite input (so dividing by it needs no guard); `symbol` is the infix/prefix operator
+    used by readable formulas ("+", "*", "/" for binaries, "-" for negation)."""
+
+    name: str
+    arity: int
+    kind: OpKind
+    axes: AxisSet | None
+    commutative: bool
+    doc: str
+    fn: Callable[..., object]
+    positive: bool = False
+    symbol: str | None = None
+    running_init: float | None = None
+
+    @property
+    def reads_batch_stats(self) -> bool:
+        return self.axes == "batch"
+
+
+OPS: dict[str, Op] = {}
+
+
+def register(
+    name: str,
+    *,
+    arity: int = 1,
+    axes: AxisSet | None = None,
+    commutative: bool = False,
+    positive: bool = False,
+    symbol: str | None = None,
+    running_init: float | None = None,
+    doc: str,
+) -> Callable[[Callable[..., object]], Callable[..., object]]:
+    """Decorator adding the decorated torch function to `OPS` under `name`."""
+    if arity not in (1, 2):
+        raise ValueError(f"op {name!r}: arity must be 1 or 2")
+    if axes is not None and (arity != 1 or axes not in AXIS_SETS):
+        raise ValueError(f"op {name!r}: statistics are unary over one of {AXIS_SETS}")
+    if (axes == "batch") != (running_init is not None):
+        raise ValueError(f"op {name!r}: batch statistics (only) need running_init")
+
+    def decorate(fn: Callable[..., object]) -> Callable[..., object]:
+        if name in OPS:
+            raise ValueError(f"op {name!r} registered twice")
+        OPS[name] = Op(
+            name=name,
+            arity=arity,
+            kind="elementwise" if axes is None else "statistic",
+            axes=axes,
+            commutative=commutative,
+            doc=doc,
+            fn=fn,
+            positive=positive,
+            symbol=symbol,
+            running_init=running_init,
+        )
+        return fn
+
+    return decorate
+
+
+def get_op(name: str) -> Op:
+    """The op called `name`; GraphError naming the known ops otherwise."""
+    try:
+        return OPS[name]
+    except (KeyError, TypeError):
+        raise GraphError(
+            f"unknown op {name!r}; use one of: {', '.join(sorted(OPS))}"
+        ) from None
+
+
+def op_names(space: Literal["B", "S"] = "B") -> tuple[str, ...]:
+    """Op names of a search space: B has all ops, S leaves out batch statistics."""
+    if space not in ("B", "S"):
+        raise GraphError(f"unknown search space {space!r}; use 'B' or 'S'")
+    return tuple(
+        name for name, op in OPS.items() if space == "B" or not op.reads_batch_stats
+    )

@@ -1,0 +1,227 @@
+"""`evaluate(task) -> EvalResult`: score one candidate layer on the proxy networks.
+
+A pure function of the task (and the prepared data, when the caller already loaded
+it): no database, no global state left changed, deterministic for a seed on CPU.
+It never raises: a rejection is a result with status "rejected", a candidate that
+crashes (shape error, unsupported op, ...) is a result with status "failed".
+
+Order of work, cheapest decisions first, nothing computed twice:
+  1. build every proxy with the compiled layer;
+  2. per proxy: stability screen (the first `stability_screen_steps` ascent steps,
+     where most unstable layers already blow up), then the quality check
+     (`quality_steps` of training, validation accuracy against the scaled bar);
+     a quality rejection on the first proxy thus costs one short training run;
+  3. per proxy: the rest of the stability ascent (same probe, so the verdict equals
+     one uninterrupted `stability_steps` run);
+  4. per proxy: full training continues from the quality-check model up to `steps`,
+     then validation accuracy is the fitness.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from evonorm_search.compile import layer_factory
+from evonorm_search.graph import LayerGraph
+from evonorm_search.task import EvalResult, EvalTask, TrainSettings
+from workers.datasets import PreparedData, load_dataset
+from workers.proxies import PROXIES, NormAct
+from workers.rejection import StabilityProbe, Verdict, check_quality
+from workers.training import NonFiniteError, Trainer
+
+Progress = Callable[[str], None]
+
+
+class _Rejected(Exception):
+    """A protocol decided against the candidate (carries the stage and reason)."""
+
+    def __init__(self, stage: str, reason: str) -> None:
+        super().__init__(reason)
+        self.stage = stage
+        self.reason = reason
+
+
+def proxy_seed(seed: int, proxy: str) -> int:
+    """The seed of one proxy run: stable across processes (unlike `hash`)."""
+    return zlib.crc32(f"{seed}:{proxy}".encode()) & 0x7FFFFFFF
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def check_settings(settings: TrainSettings, proxies: tuple[str, ...]) -> None:
+    """`ValueError` naming the first inconsistent setting (the caller's mistake)."""
+    unknown = [name for name in proxies if name not in PROXIES]
+    if unknown or not proxies:
+        raise ValueError(f"unknown or no proxies {unknown}; choose from {', '.join(PROXIES)}")
+    positive = {"batch_size": settings.batch_size, "steps": settings.steps,
+                "width": settings.width, "depth": settings.depth,
+                "stability_batch_size": settings.stability_batch_size}
+    for name, value in positive.items():
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    if not 0 <= settings.quality_steps <= settings.steps:
+        raise ValueError(f"quality_steps must be in 0..steps ({settings.steps}), "
+                         f"got {settings.quality_steps}")
+    if settings.stability_steps < 0 or settings.stability_screen_steps < 0:
+        raise ValueError("stability step counts must be >= 0")
+    if settings.eval_batches is not None and settings.eval_batches < 1:
+        raise ValueError(f"eval_batches must be >= 1 or None, got {settings.eval_batches}")
+
+
+@dataclass
+class _Clock:
+    """Seconds per stage, summed over proxies."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+    current: str = "build"  # the stage running now, or the last one run
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        self.current = name
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+@dataclass
+class _ProxyRun:
+    name: str
+    trainer: Trainer
+    probe: StabilityProbe
+
+
+class _Evaluation:
+    """The state of one `evaluate` call; methods are the stages, in order."""
+
+    def __init__(self, task: EvalTask, data: PreparedData, norm_act: NormAct,
+                 progress: Progress) -> None:
+        self.task = task
+        self.settings = task.train
+        self.data = data
+        self.norm_act = norm_act
+        self.progress = progress
+        self.clock = _Clock()
+        self.runs: list[_ProxyRun] = []
+        self.accuracies: dict[str, float] = {}
+
+    def build(self) -> None:
+        s = self.settings
+        for name in self.task.proxies:
+            seed = proxy_seed(self.task.seed, name)
+            _seed_everything(seed)
+            model: nn.Module = PROXIES[name](self.norm_act, self.data.num_classes,
+                                             self.data.in_channels, s.width, s.depth)
+            picker = torch.Generator().manual_seed(seed)
+            count = min(s.stability_batch_size, len(self.data.train_y))
+            index = torch.randperm(len(self.data.train_y), generator=picker)[:count]
+            probe = StabilityProbe(model, self.data.train_x[index], self.data.train_y[index],
+                                   s.stability_threshold, s.stability_step_size)
+            self.runs.append(_ProxyRun(name, Trainer(model, self.data, s, seed), probe))
+
+    def stability(self, run: _ProxyRun, steps: int) -> None:
+        verdict: Verdict = run.probe.run(min(steps, self.settings.stability_steps))
+        if not verdict.passed:
+            raise _Rejected("stability", f"{run.name}: {verdict.reason}")
+
+    def quality(self, run: _ProxyRun) -> None:
+        s = self.settings
+        if s.quality_steps == 0:
+            return
+        run.trainer.train_until(s.quality_steps)
+        accuracy = run.trainer.accuracy("val", s.eval_batches)
+        verdict = check_quality(accuracy, s.quality_steps, s.quality_threshold,
+                                self.data.num_classes)
+        self.progress(f"{run.name}: {accuracy:.3f} validation accuracy after "
+                      f"{s.quality_steps} steps")
+        if not verdict.passed:
+            raise _Rejected("quality", f"{run.name}: {verdict.reason}")
+
+    def train(self, run: _ProxyRun) -> None:
+        total, chunk = self.settings.steps, max(1, self.settings.steps // 4)
+        while run.trainer.steps_done < total:
+            run.trainer.train_until(min(total, run.trainer.steps_done + chunk))
+            self.progress(f"{run.name}: trained {run.trainer.steps_done}/{total} steps")
+        self.accuracies[run.name] = run.trainer.accuracy("val", self.settings.eval_batches)
+
+    def run_all(self) -> None:
+        """Stages in the order of the module docstring; raises on the first rejection."""
+        with self.clock.stage("build"):
+            self.build()
+        for run in self.runs:
+            self.progress(f"{run.name}: stability screen and quality check")
+            with self.clock.stage("stability"):
+                self.stability(run, self.settings.stability_screen_steps)
+            with self.clock.stage("quality"):
+                self.quality(run)
+        for run in self.runs:
+            with self.clock.stage("stability"):
+                self.stability(run, self.settings.stability_steps)
+        for run in self.runs:
+            with self.clock.stage("training"):
+                self.train(run)
+
+    def result(self, status: str, stage: str | None = None,
+               reason: str | None = None) -> EvalResult:
+        return EvalResult(
+            status=status,  # type: ignore[arg-type]
+            accuracies=dict(self.accuracies),
+            stage=stage,
+            reason=reason,
+            steps={run.name: run.trainer.steps_done for run in self.runs},
+            seconds={k: round(v, 4) for k, v in self.clock.seconds.items()},
+        )
+
+
+def evaluate(task: EvalTask, data: PreparedData | None = None,
+             progress: Progress | None = None) -> EvalResult:
+    """Score `task`'s layer on its proxies. Never raises; see the module docstring.
+
+    `data` is the prepared data set when the caller loaded it once for many tasks;
+    otherwise it is loaded from `task.dataset`. `progress` receives one-line messages.
+    """
+    say = progress or (lambda message: None)
+    try:
+        check_settings(task.train, task.proxies)
+        norm_act = layer_factory(LayerGraph.from_json(task.graph_json))
+        if data is None:
+            data = load_dataset(task.dataset)
+    except Exception as error:  # invalid graph, settings or data: nothing was trained
+        return EvalResult("failed", stage="build", reason=f"{type(error).__name__}: {error}")
+    evaluation = _Evaluation(task, data, norm_act, say)
+    with _torch_threads(task.train.threads):
+        try:
+            evaluation.run_all()
+        except _Rejected as rejection:
+            return evaluation.result("rejected", rejection.stage, rejection.reason)
+        except NonFiniteError as error:
+            return evaluation.result("rejected", evaluation.clock.current, str(error))
+        except Exception as error:  # the candidate crashed: a value, not an exception
+            return evaluation.result("failed", evaluation.clock.current,
+                                     f"{type(error).__name__}: {error}")
+    return evaluation.result("done")

@@ -1,0 +1,384 @@
+"""The Ray executor: evaluates candidates on a local Ray instance or on a Ray cluster.
+
+Owns everything Ray-specific in the search: attaching to a cluster (or starting a local
+instance), sizing the number of evaluations in flight from the cluster's resources,
+shipping each data set once through the object store, and fault tolerance for workers
+and nodes that die mid-evaluation (Ray's task retries; after the cap the candidate's
+future raises `EvaluationLost` and the controller marks it failed).
+
+Only plain values cross the Ray boundary: tasks and results travel as their JSON-able
+dicts (`EvalTask.to_dict`, `EvalResult.to_dict`); the data set is a `ray.put` object the
+workers fetch once per node and keep in memory per worker process. Workers never touch
+the database: the controller that owns this evaluator is its only writer.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+import ray.exceptions
+
+from evonorm_search.errors import EvonormError
+from evonorm_search.task import DatasetSpec, EvalResult, EvalTask
+
+EvaluateFn = Callable[[EvalTask, Any], EvalResult]
+DatasetLoader = Callable[[DatasetSpec], Any]
+
+# Seconds to wait for the cluster's GCS port before declaring it unreachable. Ray's own
+# connection attempt retries for over a minute and logs each try, so probe first.
+CONNECT_TIMEOUT = 5.0
+# Seconds between re-reads of the cluster's resources for `capacity` (nodes may join).
+CAPACITY_REFRESH = 5.0
+# File where `ray start --head` records the address of the cluster it started.
+_RAY_ADDRESS_FILE = "/tmp/ray/ray_current_cluster"
+
+
+class EvaluationLost(RuntimeError):
+    """Ray gave up on an evaluation: its worker or node died more often than the retry cap,
+    or the evaluation function itself raised (a bug: `evaluate` returns failures as values)."""
+
+
+@dataclass(frozen=True)
+class RayStats:
+    """What the evaluator has observed so far (for progress reports and benchmarks).
+
+    `busy_seconds` is the time spent inside the evaluation function, summed over the
+    evaluations that returned; `tasks_per_node` counts them by Ray node id.
+    """
+
+    completed: int
+    lost: int
+    busy_seconds: float
+    tasks_per_node: dict[str, int]
+
+
+def _default_evaluate() -> EvaluateFn:
+    from workers.evaluate import evaluate
+
+    return evaluate
+
+
+def _default_loader() -> DatasetLoader:
+    from workers.datasets import load_dataset
+
+    return load_dataset
+
+
+# ---------------------------------------------------------------------------- worker side
+
+# Per worker process: the last data set fetched, keyed by its object id, so a worker that
+# evaluates many candidates deserializes the data set once rather than once per task.
+_worker_data: dict[str, Any] = {}
+
+
+def _fetch_data(data_box: list[ray.ObjectRef]) -> Any:
+    """The data set behind the (boxed, so Ray does not resolve it per task) object ref."""
+    ref = data_box[0]
+    key = ref.hex()
+    if key not in _worker_data:
+        _worker_data.clear()
+        _worker_data[key] = ray.get(ref)
+    return _worker_data[key]
+
+
+def _run_evaluation(
+    evaluate_fn: EvaluateFn, task_dict: dict[str, Any], data_box: list[ray.ObjectRef]
+) -> dict[str, Any]:
+    """Body of the Ray task: evaluate one candidate, report the result and where it ran."""
+    data = _fetch_data(data_box)
+    started = time.monotonic()
+    result = evaluate_fn(EvalTask.from_dict(task_dict), data)
+    return {
+        "result": result.to_dict(),
+        "node_id": ray.get_runtime_context().get_node_id(),
+        "busy_seconds": time.monotonic() - started,
+    }
+
+
+_remote_evaluation = ray.remote(_run_evaluation)
+
+
+# ---------------------------------------------------------------------------- driver side
+
+
+def _split_host_port(address: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise EvonormError(
+            f"Ray address {address!r} is not HOST:PORT: pass --address auto, or the head "
+            "node's address as printed by `ray start --head` (e.g. 10.0.0.5:6379)"
+        )
+    return host.strip("[]"), int(port)
+
+
+def resolve_address(address: str) -> str:
+    """HOST:PORT of the cluster to join: `address` itself, or for "auto" the RAY_ADDRESS
+    environment variable, else the cluster last started on this machine by `ray start`."""
+    if address.startswith("ray://"):
+        raise EvonormError(
+            f"Ray Client addresses ({address}) are not supported: run the search on a node "
+            "of the cluster and pass the head's HOST:PORT (or auto) to --address"
+        )
+    if address != "auto":
+        return address
+    from_env = os.environ.get("RAY_ADDRESS", "").strip()
+    if from_env:
+        return from_env
+    try:
+        with open(_RAY_ADDRESS_FILE, encoding="utf-8") as handle:
+            recorded = handle.read().strip()
+    except FileNotFoundError:
+        recorded = ""
+    if not recorded:
+        raise EvonormError(
+            "--address auto found no Ray cluster on this machine (RAY_ADDRESS is unset and "
+            f"{_RAY_ADDRESS_FILE} is missing): start one with `ray start --head`, or pass "
+            "--address HOST:PORT, or drop --address to use a local Ray instance"
+        )
+    return recorded
+
+
+def _check_reachable(address: str, resolved: str) -> None:
+    host, port = _split_host_port(resolved)
+    shown = address if address == resolved else f"{address} ({resolved})"
+    try:
+        with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT):
+            pass
+    except OSError as error:
+        raise EvonormError(
+            f"cannot reach the Ray cluster at {shown}: {error.strerror or error}; check that "
+            "`ray start --head` is running there and that the port is open, or fix --address"
+        ) from None
+
+
+class RayEvaluator:
+    """Runs `evaluate_fn(task, data)` as Ray tasks; see the module docstring.
+
+    `address`: None starts a private local Ray instance using this machine's cores;
+    "auto" or HOST:PORT attaches to a running cluster (an unreachable one raises
+    `EvonormError` naming the address within CONNECT_TIMEOUT seconds). If this process
+    is already connected to Ray (e.g. a test cluster), that connection is used and left
+    open on `shutdown`.
+    `workers`: evaluations in flight; None follows the cluster's size (its CPUs divided
+    by `cpus_per_eval`, and its GPUs by `gpus_per_eval` when that is set).
+    `max_retries`: re-runs of an evaluation whose worker process or node died.
+    `dataset_loader`: DatasetSpec -> prepared data, called once per distinct spec in
+    this process (default `workers.datasets.load_dataset`).
+    """
+
+    def __init__(
+        self,
+        evaluate_fn: EvaluateFn | None = None,
+        address: str | None = None,
+        workers: int | None = None,
+        cpus_per_eval: float = 1.0,
+        gpus_per_eval: float = 0.0,
+        max_retries: int = 2,
+        dataset_loader: DatasetLoader | None = None,
+    ) -> None:
+        _check_settings(workers, cpus_per_eval, gpus_per_eval, max_retries)
+        self._evaluate = evaluate_fn if evaluate_fn is not None else _default_evaluate()
+        self._load = dataset_loader if dataset_loader is not None else _default_loader()
+        self._workers = workers
+        self._cpus = float(cpus_per_eval)
+        self._gpus = float(gpus_per_eval)
+        self.max_retries = max_retries
+        self._owns_connection = _connect(address)
+        try:
+            self._check_feasible()
+        except EvonormError:
+            self._disconnect()
+            raise
+        self._remote = _remote_evaluation.options(
+            num_cpus=self._cpus,
+            num_gpus=self._gpus,
+            max_retries=max_retries,
+            retry_exceptions=False,
+        )
+        self._data_refs: dict[DatasetSpec, ray.ObjectRef] = {}
+        self._lock = threading.Lock()
+        self._pending: dict[Future[EvalResult], ray.ObjectRef] = {}
+        self._completed = 0
+        self._lost = 0
+        self._busy = 0.0
+        self._per_node: Counter[str] = Counter()
+        self._capacity = 1
+        self._capacity_read_at = -math.inf
+        self._closed = False
+
+    # ---- the Evaluator protocol -------------------------------------------------------
+
+    @property
+    def capacity(self) -> int:
+        """Evaluations to keep in flight: `workers`, else what the cluster fits right now."""
+        if self._workers is not None:
+            return self._workers
+        now = time.monotonic()
+        if now - self._capacity_read_at >= CAPACITY_REFRESH:
+            self._capacity = max(1, self._slots(ray.cluster_resources()))
+            self._capacity_read_at = now
+        return self._capacity
+
+    def submit(self, task: EvalTask) -> Future[EvalResult]:
+        """Start evaluating `task` on the cluster; the future gets its `EvalResult`, or
+        `EvaluationLost` when Ray gave up on it."""
+        if self._closed:
+            raise RuntimeError("RayEvaluator.submit after shutdown")
+        data_box = [self._data_ref(task.dataset)]
+        ref = self._remote.remote(self._evaluate, task.to_dict(), data_box)
+        outer: Future[EvalResult] = Future()
+        outer.set_running_or_notify_cancel()
+        with self._lock:
+            self._pending[outer] = ref
+        ref.future().add_done_callback(lambda inner: self._finish(outer, task, inner))
+        return outer
+
+    def shutdown(self) -> None:
+        """Cancel what is still running, fail its futures, and leave Ray if we joined it."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            pending = list(self._pending.items())
+            self._pending.clear()
+        for outer, ref in pending:
+            ray.cancel(ref, force=True)
+            if not outer.done():
+                outer.set_exception(EvaluationLost("the evaluator was shut down"))
+        self._data_refs.clear()
+        self._disconnect()
+
+    # ---- observations ------------------------------------------------------------------
+
+    def stats(self) -> RayStats:
+        with self._lock:
+            return RayStats(
+                completed=self._completed,
+                lost=self._lost,
+                busy_seconds=self._busy,
+                tasks_per_node=dict(self._per_node),
+            )
+
+    # ---- internals ---------------------------------------------------------------------
+
+    def _slots(self, resources: dict[str, float]) -> int:
+        slots = math.floor(resources.get("CPU", 0.0) / self._cpus + 1e-9)
+        if self._gpus > 0:
+            slots = min(slots, math.floor(resources.get("GPU", 0.0) / self._gpus + 1e-9))
+        return slots
+
+    def _check_feasible(self) -> None:
+        """Refuse resources no node can provide: Ray would queue such tasks forever."""
+        nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+        if any(self._slots(resources) >= 1 for resources in nodes):
+            return
+        have = ", ".join(
+            f"{r.get('CPU', 0):g} CPU/{r.get('GPU', 0):g} GPU" for r in nodes
+        ) or "no live nodes"
+        raise EvonormError(
+            f"no Ray node can run an evaluation needing {self._cpus:g} CPU and "
+            f"{self._gpus:g} GPU (nodes: {have}): lower --cpus-per-eval/--gpus-per-eval "
+            "or add bigger nodes to the cluster"
+        )
+
+    def _data_ref(self, spec: DatasetSpec) -> ray.ObjectRef:
+        ref = self._data_refs.get(spec)
+        if ref is None:
+            ref = ray.put(self._load(spec))
+            self._data_refs[spec] = ref
+        return ref
+
+    def _finish(self, outer: Future[EvalResult], task: EvalTask, inner: Future[Any]) -> None:
+        """Runs on Ray's callback thread when the task's object is ready (or lost)."""
+        with self._lock:
+            if self._pending.pop(outer, None) is None:
+                return  # shut down meanwhile: the future already failed
+            error = inner.exception()
+            if error is None:
+                reply = inner.result()
+                self._completed += 1
+                self._busy += float(reply["busy_seconds"])
+                self._per_node[reply["node_id"]] += 1
+            else:
+                self._lost += 1
+        if error is None:
+            outer.set_result(EvalResult.from_dict(reply["result"]))
+        else:
+            outer.set_exception(self._lost_error(task, error))
+
+    def _lost_error(self, task: EvalTask, error: BaseException) -> EvaluationLost:
+        who = f"candidate {task.candidate_id}" if task.candidate_id is not None else "evaluation"
+        if isinstance(error, ray.exceptions.RayTaskError):
+            last = str(error).strip().splitlines()[-1] if str(error).strip() else ""
+            return EvaluationLost(f"{who}: the evaluation function raised: {last}")
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        return EvaluationLost(
+            f"{who}: its worker process or node died on all {self.max_retries + 1} attempts "
+            f"({type(error).__name__}: {first})"
+        )
+
+    def _disconnect(self) -> None:
+        if self._owns_connection and ray.is_initialized():
+            ray.shutdown()
+
+
+def _check_settings(
+    workers: int | None, cpus_per_eval: float, gpus_per_eval: float, max_retries: int
+) -> None:
+    if workers is not None and workers < 1:
+        raise EvonormError(f"--workers must be at least 1, got {workers}")
+    if not cpus_per_eval > 0:
+        raise EvonormError(f"--cpus-per-eval must be above 0, got {cpus_per_eval:g}")
+    if not gpus_per_eval >= 0:
+        raise EvonormError(f"--gpus-per-eval must be 0 or more, got {gpus_per_eval:g}")
+    if gpus_per_eval > 1 and gpus_per_eval != int(gpus_per_eval):
+        raise EvonormError(
+            f"--gpus-per-eval above 1 must be a whole number, got {gpus_per_eval:g}: "
+            "use a fraction below 1 to share a GPU, or whole GPUs"
+        )
+    if max_retries < 0:
+        raise EvonormError(f"max_retries must be 0 or more, got {max_retries}")
+
+
+def _connect(address: str | None) -> bool:
+    """Join or start Ray; True when this call did (so `shutdown` should leave it)."""
+    if ray.is_initialized():
+        return False
+    quiet: dict[str, Any] = {
+        "logging_level": logging.WARNING,
+        "log_to_driver": False,
+        "include_dashboard": False,
+    }
+    if address is None:
+        # "local" rather than None: None would silently join a cluster recorded by
+        # `ray start` (or RAY_ADDRESS) instead of starting the private instance we want.
+        ray.init(address="local", num_cpus=_machine_cores(), **quiet)
+        return True
+    resolved = resolve_address(address)
+    _check_reachable(address, resolved)
+    try:
+        ray.init(address=resolved, **quiet)
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        raise EvonormError(
+            f"could not join the Ray cluster at {address}: {error}; check that its Ray "
+            "version matches this one and that `ray status` works there, or fix --address"
+        ) from None
+    return True
+
+
+def _machine_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
