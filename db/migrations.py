@@ -8,7 +8,7 @@ exactly the layout the models create.
 History:
   v1: the first layout (searches, candidates, evaluations, meta).
   v2: per-candidate stage timings and step counts (`seconds_json`, `steps_json`) and the
-      (search_id, fingerprint) index the duplicate filter needs.
+      (search_id, fingerprint, status, number) index the duplicate filter needs.
   v3: the re-ranking tables `rerank_runs` and `rerank_evaluations` (db/rerank.py).
 """
 
@@ -28,7 +28,8 @@ def _v1_to_v2(connection: Connection) -> None:
     )
     connection.exec_driver_sql("ALTER TABLE candidates ADD COLUMN steps_json TEXT NOT NULL DEFAULT '{}'")
     connection.exec_driver_sql(
-        "CREATE INDEX ix_candidates_search_fingerprint ON candidates (search_id, fingerprint)"
+        "CREATE INDEX ix_candidates_search_fingerprint "
+        "ON candidates (search_id, fingerprint, status, number)"
     )
 
 

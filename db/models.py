@@ -24,7 +24,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 SCHEMA_VERSION = 3
 APPLICATION = "evonorm_search"  # the `meta` marker that tells our databases from foreign ones
@@ -82,7 +82,9 @@ class Candidate(Base):
         # aging population be read newest-first without sorting.
         Index("ix_candidates_search_status_number", "search_id", "status", "number"),
         Index("ix_candidates_search_hash", "search_id", "structural_hash"),
-        Index("ix_candidates_search_fingerprint", "search_id", "fingerprint"),
+        # status and number too: otherwise SQLite answers "earliest done candidate with this
+        # fingerprint" by walking the status index over every done candidate.
+        Index("ix_candidates_search_fingerprint", "search_id", "fingerprint", "status", "number"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -104,10 +106,6 @@ class Candidate(Base):
     # Added in schema v2 (kept last so that the v1 -> v2 migration yields the same layout).
     seconds_json: Mapped[str] = mapped_column(Text, server_default=text("'{}'"))
     steps_json: Mapped[str] = mapped_column(Text, server_default=text("'{}'"))
-
-    evaluations: Mapped[list[Evaluation]] = relationship(
-        lazy="selectin", cascade="all, delete-orphan", order_by="Evaluation.proxy"
-    )
 
 
 class Evaluation(Base):

@@ -22,11 +22,14 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    Row,
     String,
     Text,
     UniqueConstraint,
+    insert,
     select,
 )
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from db.models import Base, Search, UTCDateTime
@@ -101,11 +104,15 @@ class RerankEvaluationRecord:
     created_at: datetime
 
 
-def _run_record(row: RerankRun) -> RerankRunRecord:
+RUNS = RerankRun.__table__
+EVALUATIONS = RerankEvaluation.__table__
+
+
+def _run_record(row: Row[Any]) -> RerankRunRecord:
     return RerankRunRecord(row.id, row.search_id, json.loads(row.settings_json), row.created_at)
 
 
-def _evaluation_record(row: RerankEvaluation) -> RerankEvaluationRecord:
+def _evaluation_record(row: Row[Any]) -> RerankEvaluationRecord:
     return RerankEvaluationRecord(
         id=row.id,
         run_id=row.run_id,
@@ -123,44 +130,46 @@ def _evaluation_record(row: RerankEvaluation) -> RerankEvaluationRecord:
 
 
 class RerankStore:
-    """Re-ranking reads and writes on an open `SearchStore` (its engine and sessions)."""
+    """Re-ranking reads and writes on an open `SearchStore`: its engine, its one-transaction
+    helper (commit on success, rollback otherwise) and its read-only guard."""
 
     def __init__(self, store: SearchStore) -> None:
         self._store = store
 
-    def _check_search(self, session: Any, search_id: int) -> None:
-        if session.get(Search, search_id) is None:
-            raise StoreError(f"no search with id {search_id}; list them with `evonorm list`")
-
     def find_run(self, search_id: int, settings: dict[str, Any]) -> RerankRunRecord | None:
         """The latest run of the search with exactly these settings (to resume it)."""
         wanted = json.dumps(settings, sort_keys=True)
-        with self._store._session() as session:
-            rows = session.scalars(
-                select(RerankRun)
-                .where(RerankRun.search_id == search_id, RerankRun.settings_json == wanted)
-                .order_by(RerankRun.id.desc())
-            ).all()
-            return _run_record(rows[0]) if rows else None
+        with self._store._transaction() as connection:
+            row = connection.execute(
+                select(RUNS)
+                .where(RUNS.c.search_id == search_id, RUNS.c.settings_json == wanted)
+                .order_by(RUNS.c.id.desc())
+                .limit(1)
+            ).first()
+            return _run_record(row) if row is not None else None
 
     def create_run(self, search_id: int, settings: dict[str, Any]) -> RerankRunRecord:
         self._store._write()
-        with self._store._session() as session:
-            self._check_search(session, search_id)
-            row = RerankRun(
-                search_id=search_id,
-                settings_json=json.dumps(settings, sort_keys=True),
-                created_at=datetime.now(UTC),
-            )
-            session.add(row)
-            session.flush()
+        with self._store._transaction() as connection:
+            searches = Search.__table__
+            if connection.execute(select(searches.c.id).where(searches.c.id == search_id)).first() is None:
+                raise StoreError(f"no search with id {search_id}; list them with `evonorm list`")
+            row = connection.execute(
+                insert(RUNS)
+                .values(
+                    search_id=search_id,
+                    settings_json=json.dumps(settings, sort_keys=True),
+                    created_at=datetime.now(UTC),
+                )
+                .returning(RUNS)
+            ).one()
             return _run_record(row)
 
     def runs(self, search_id: int) -> list[RerankRunRecord]:
         """Every re-ranking of the search, oldest first."""
-        with self._store._session() as session:
-            rows = session.scalars(
-                select(RerankRun).where(RerankRun.search_id == search_id).order_by(RerankRun.id)
+        with self._store._transaction() as connection:
+            rows = connection.execute(
+                select(RUNS).where(RUNS.c.search_id == search_id).order_by(RUNS.c.id)
             ).all()
             return [_run_record(row) for row in rows]
 
@@ -183,39 +192,32 @@ class RerankStore:
         accuracies = dict(result.accuracies)
         if any(not math.isfinite(v) or not 0.0 <= v <= 1.0 for v in accuracies.values()):
             raise ValueError(f"accuracies must be finite and in [0, 1], got {accuracies}")
-        with self._store._session() as session:
-            duplicate = session.scalars(
-                select(RerankEvaluation.id).where(
-                    RerankEvaluation.run_id == run_id,
-                    RerankEvaluation.label == label,
-                    RerankEvaluation.seed == seed,
-                )
-            ).first()
-            if duplicate is not None:
-                raise StoreError(f"re-ranking run {run_id} already has {label} with seed {seed}")
-            row = RerankEvaluation(
-                run_id=run_id,
-                label=label,
-                candidate_id=candidate_id,
-                graph_json=graph_json,
-                seed=seed,
-                status=result.status,
-                stage=result.stage,
-                reason=result.reason,
-                accuracies_json=json.dumps(accuracies, sort_keys=True),
-                seconds_json=json.dumps(dict(result.seconds), sort_keys=True),
-                created_at=datetime.now(UTC),
-            )
-            session.add(row)
-            session.flush()
-            return _evaluation_record(row)
+        values = {
+            "run_id": run_id,
+            "label": label,
+            "candidate_id": candidate_id,
+            "graph_json": graph_json,
+            "seed": seed,
+            "status": result.status,
+            "stage": result.stage,
+            "reason": result.reason,
+            "accuracies_json": json.dumps(accuracies, sort_keys=True),
+            "seconds_json": json.dumps(dict(result.seconds), sort_keys=True),
+            "created_at": datetime.now(UTC),
+        }
+        try:
+            with self._store._transaction() as connection:
+                row = connection.execute(insert(EVALUATIONS).values(values).returning(EVALUATIONS)).one()
+                return _evaluation_record(row)
+        except IntegrityError as error:
+            raise StoreError(
+                f"re-ranking run {run_id} already has {label} with seed {seed}"
+            ) from error
 
     def evaluations(self, run_id: int) -> list[RerankEvaluationRecord]:
-        with self._store._session() as session:
-            rows = session.scalars(
-                select(RerankEvaluation)
-                .where(RerankEvaluation.run_id == run_id)
-                .order_by(RerankEvaluation.id)
+        with self._store._transaction() as connection:
+            rows = connection.execute(
+                select(EVALUATIONS).where(EVALUATIONS.c.run_id == run_id).order_by(EVALUATIONS.c.id)
             ).all()
             return [_evaluation_record(row) for row in rows]
 

@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any, Self
 from urllib.parse import quote
 
-from sqlalchemy import Engine, create_engine, event, func, select, update
+from sqlalchemy import Connection, Engine, Row, create_engine, event, func, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.pool import QueuePool
 
 from db.migrations import migrate
@@ -47,6 +47,11 @@ from evonorm_search.errors import StoreError
 from evonorm_search.task import EvalResult
 
 DEFAULT_DB_PATH = "evonorm.db"
+# Queries go through SQLAlchemy Core on the models' tables: building ORM instances only to
+# copy them into frozen records cost several times more per call.
+SEARCHES = Search.__table__
+CANDIDATES = Candidate.__table__
+EVALUATIONS = Evaluation.__table__
 SQLITE_HEADER = b"SQLite format 3\x00"
 MAX_SEED = 2**63 - 1  # SQLite INTEGER is signed 64-bit
 FINISHED = ("done", "rejected", "duplicate", "failed")
@@ -116,7 +121,7 @@ def runtime_versions() -> dict[str, str]:
     }
 
 
-def _to_search_record(row: Search) -> SearchRecord:
+def _to_search_record(row: Row[Any]) -> SearchRecord:
     return SearchRecord(
         id=row.id,
         name=row.name,
@@ -127,7 +132,7 @@ def _to_search_record(row: Search) -> SearchRecord:
     )
 
 
-def _to_candidate_record(row: Candidate) -> CandidateRecord:
+def _to_candidate_record(row: Row[Any], accuracies: dict[str, float]) -> CandidateRecord:
     return CandidateRecord(
         id=row.id,
         search_id=row.search_id,
@@ -142,7 +147,7 @@ def _to_candidate_record(row: Candidate) -> CandidateRecord:
         seed=row.seed,
         attempts=row.attempts,
         duplicate_of=row.duplicate_of,
-        accuracies={e.proxy: e.accuracy for e in row.evaluations},
+        accuracies=accuracies,
         seconds={str(k): float(v) for k, v in json.loads(row.seconds_json).items()},
         steps={str(k): int(v) for k, v in json.loads(row.steps_json).items()},
         created_at=row.created_at,
@@ -412,8 +417,8 @@ class SearchStore:
     def _probe(self) -> None:
         """Fail at open, not at first use, when SQLite cannot actually read the file."""
         try:
-            with self._session() as session:
-                session.execute(select(Meta.value).where(Meta.key == "schema_version")).one()
+            with self._transaction() as connection:
+                connection.execute(select(Meta.value).where(Meta.key == "schema_version")).one()
         except DBAPIError as error:
             self.close()
             raise StoreError(
@@ -431,10 +436,10 @@ class SearchStore:
         self.close()
 
     @contextmanager
-    def _session(self) -> Iterator[Session]:
+    def _transaction(self) -> Iterator[Connection]:
         """One transaction: commits when the block succeeds, rolls back otherwise."""
-        with Session(self._engine, expire_on_commit=False) as session, session.begin():
-            yield session
+        with self._engine.begin() as connection:
+            yield connection
 
     def _write(self) -> None:
         if self.readonly:
@@ -449,17 +454,16 @@ class SearchStore:
             raise StoreError("a search name must not be empty; pass --name NAME")
         if not 0 <= seed <= MAX_SEED:
             raise StoreError(f"seed {seed} is out of range; use a seed between 0 and {MAX_SEED}")
-        row = Search(
-            name=name,
-            config_json=json.dumps(config, sort_keys=True, allow_nan=False),
-            seed=seed,
-            versions_json=json.dumps(runtime_versions(), sort_keys=True),
-            created_at=_now(),
-        )
+        values = {
+            "name": name,
+            "config_json": json.dumps(config, sort_keys=True, allow_nan=False),
+            "seed": seed,
+            "versions_json": json.dumps(runtime_versions(), sort_keys=True),
+            "created_at": _now(),
+        }
         try:
-            with self._session() as session:
-                session.add(row)
-                session.flush()
+            with self._transaction() as connection:
+                row = connection.execute(insert(SEARCHES).values(values).returning(SEARCHES)).one()
                 return _to_search_record(row)
         except IntegrityError as error:
             raise StoreError(
@@ -468,8 +472,8 @@ class SearchStore:
             ) from error
 
     def find_search(self, name: str) -> SearchRecord | None:
-        with self._session() as session:
-            row = session.scalars(select(Search).where(Search.name == name)).one_or_none()
+        with self._transaction() as connection:
+            row = connection.execute(select(SEARCHES).where(SEARCHES.c.name == name)).one_or_none()
             return None if row is None else _to_search_record(row)
 
     def get_search(self, name: str) -> SearchRecord:
@@ -485,16 +489,64 @@ class SearchStore:
         return record
 
     def list_searches(self) -> list[SearchRecord]:
-        with self._session() as session:
-            rows = session.scalars(select(Search).order_by(Search.id)).all()
+        with self._transaction() as connection:
+            rows = connection.execute(select(SEARCHES).order_by(SEARCHES.c.id)).all()
             return [_to_search_record(row) for row in rows]
+
+    # ---- candidates: loading -----------------------------------------------------------
+
+    @staticmethod
+    def _load(
+        connection: Connection,
+        where: list[ColumnElement[bool]],
+        order: ColumnElement[Any] | None = None,
+        limit: int | None = None,
+    ) -> list[CandidateRecord]:
+        """Candidates matching `where` with their accuracies, in two queries."""
+        query = select(CANDIDATES).where(*where)
+        if order is not None:
+            query = query.order_by(order)
+        if limit is not None:
+            query = query.limit(limit)
+        rows = connection.execute(query).all()
+        if not rows:
+            return []
+        if limit is not None:  # a few rows: fetch their evaluations by id
+            scope = EVALUATIONS.c.candidate_id.in_([row.id for row in rows])
+            evaluations = select(EVALUATIONS.c.candidate_id, EVALUATIONS.c.proxy, EVALUATIONS.c.accuracy).where(scope)
+        else:  # possibly thousands: join on the same filter instead of a huge IN list
+            evaluations = (
+                select(EVALUATIONS.c.candidate_id, EVALUATIONS.c.proxy, EVALUATIONS.c.accuracy)
+                .join(CANDIDATES, CANDIDATES.c.id == EVALUATIONS.c.candidate_id)
+                .where(*where)
+            )
+        accuracies: dict[int, dict[str, float]] = {}
+        for candidate_id, proxy, accuracy in connection.execute(evaluations.order_by(EVALUATIONS.c.proxy)):
+            accuracies.setdefault(candidate_id, {})[proxy] = accuracy
+        return [_to_candidate_record(row, accuracies.get(row.id, {})) for row in rows]
+
+    def _one(self, connection: Connection, candidate_id: int) -> CandidateRecord:
+        records = self._load(connection, [CANDIDATES.c.id == candidate_id], limit=1)
+        if not records:
+            raise StoreError(
+                f"no candidate with id {candidate_id} in {self.path}; check the id and --db "
+                "(`evonorm front NAME` lists ids)"
+            )
+        return records[0]
+
+    def _update(self, connection: Connection, candidate_id: int, **values: Any) -> None:
+        changed = connection.execute(
+            update(CANDIDATES).where(CANDIDATES.c.id == candidate_id).values(**values)
+        ).rowcount
+        if changed != 1:
+            self._one(connection, candidate_id)  # raises the "no candidate" error
 
     # ---- candidates: writes ----------------------------------------------------------
 
     def next_number(self, search_id: int) -> int:
-        with self._session() as session:
-            highest = session.scalar(
-                select(func.max(Candidate.number)).where(Candidate.search_id == search_id)
+        with self._transaction() as connection:
+            highest = connection.scalar(
+                select(func.max(CANDIDATES.c.number)).where(CANDIDATES.c.search_id == search_id)
             )
             return 0 if highest is None else highest + 1
 
@@ -522,50 +574,63 @@ class SearchStore:
         if not 0 <= seed <= MAX_SEED:
             raise ValueError(f"candidate seed {seed} is outside [0, 2**63)")
         now = _now()
-        row = Candidate(
-            search_id=search_id,
-            number=number,
-            parent_id=parent_id,
-            graph_json=graph_json,
-            structural_hash=structural_hash,
-            fingerprint=fingerprint,
-            status=status,
-            stage=stage,
-            reason=reason,
-            seed=seed,
-            attempts=0,
-            duplicate_of=duplicate_of,
-            created_at=now,
-            finished_at=now if status in FINISHED else None,
-            seconds_json="{}",
-            steps_json="{}",
-        )
+        values = {
+            "search_id": search_id,
+            "number": number,
+            "parent_id": parent_id,
+            "graph_json": graph_json,
+            "structural_hash": structural_hash,
+            "fingerprint": fingerprint,
+            "status": status,
+            "stage": stage,
+            "reason": reason,
+            "seed": seed,
+            "attempts": 0,
+            "duplicate_of": duplicate_of,
+            "created_at": now,
+            "finished_at": now if status in FINISHED else None,
+            "seconds_json": "{}",
+            "steps_json": "{}",
+        }
         try:
-            with self._session() as session:
+            with self._transaction() as connection:
+                accuracies: dict[str, float] = {}
                 if duplicate_of is not None:
-                    original = session.get(Candidate, duplicate_of)
-                    if original is None or original.search_id != search_id:
+                    originals = self._load(connection, [CANDIDATES.c.id == duplicate_of], limit=1)
+                    if not originals or originals[0].search_id != search_id:
                         raise ValueError(f"duplicate_of={duplicate_of} is not a candidate of search {search_id}")
-                    row.evaluations = [
-                        Evaluation(proxy=e.proxy, accuracy=e.accuracy) for e in original.evaluations
-                    ]
-                session.add(row)
-                session.flush()
-                return _to_candidate_record(row)
+                    accuracies = originals[0].accuracies
+                row = connection.execute(insert(CANDIDATES).values(values).returning(CANDIDATES)).one()
+                self._insert_accuracies(connection, row.id, accuracies)
+                return _to_candidate_record(row, accuracies)
         except IntegrityError as error:
             raise StoreError(
                 f"cannot add candidate number {number} to search {search_id}: {error.orig} "
                 "(a number is used once per search; parent and search must exist)"
             ) from error
 
+    @staticmethod
+    def _insert_accuracies(connection: Connection, candidate_id: int, accuracies: dict[str, float]) -> None:
+        if accuracies:
+            connection.execute(
+                insert(EVALUATIONS),
+                [
+                    {"candidate_id": candidate_id, "proxy": proxy, "accuracy": float(accuracy)}
+                    for proxy, accuracy in sorted(accuracies.items())
+                ],
+            )
+
     def mark_running(self, candidate_id: int) -> None:
         """The candidate was submitted: status running, attempts + 1, started now."""
         self._write()
-        with self._session() as session:
-            row = self._candidate_row(session, candidate_id)
-            row.status = "running"
-            row.attempts += 1
-            row.started_at = _now()
+        with self._transaction() as connection:
+            self._update(
+                connection,
+                candidate_id,
+                status="running",
+                attempts=CANDIDATES.c.attempts + 1,
+                started_at=_now(),
+            )
 
     def record_result(self, candidate_id: int, result: EvalResult) -> CandidateRecord:
         """Store a worker's result (done, rejected or failed) with its per-proxy accuracies."""
@@ -573,36 +638,33 @@ class SearchStore:
         if result.status not in ("done", "rejected", "failed"):
             raise ValueError(f"an EvalResult cannot have status {result.status!r}")
         _check_accuracies(result.accuracies)
-        with self._session() as session:
-            row = self._candidate_row(session, candidate_id)
-            if row.status not in ("pending", "running"):
-                raise StoreError(
-                    f"candidate {candidate_id} is already {row.status}; a result is recorded once"
-                )
-            row.status = result.status
-            row.stage = result.stage
-            row.reason = result.reason
-            row.seconds_json = json.dumps({k: float(v) for k, v in result.seconds.items()})
-            row.steps_json = json.dumps({k: int(v) for k, v in result.steps.items()})
-            row.finished_at = _now()
-            row.evaluations = [
-                Evaluation(proxy=proxy, accuracy=float(accuracy))
-                for proxy, accuracy in sorted(result.accuracies.items())
-            ]
-            session.flush()
-            return _to_candidate_record(row)
+        with self._transaction() as connection:
+            status = connection.scalar(select(CANDIDATES.c.status).where(CANDIDATES.c.id == candidate_id))
+            if status is None:
+                self._one(connection, candidate_id)  # raises the "no candidate" error
+            if status not in ("pending", "running"):
+                raise StoreError(f"candidate {candidate_id} is already {status}; a result is recorded once")
+            self._update(
+                connection,
+                candidate_id,
+                status=result.status,
+                stage=result.stage,
+                reason=result.reason,
+                seconds_json=json.dumps({k: float(v) for k, v in result.seconds.items()}),
+                steps_json=json.dumps({k: int(v) for k, v in result.steps.items()}),
+                finished_at=_now(),
+            )
+            self._insert_accuracies(connection, candidate_id, result.accuracies)
+            return self._one(connection, candidate_id)
 
     def mark_failed(self, candidate_id: int, stage: str, reason: str) -> CandidateRecord:
         """An infrastructure failure the controller gave up retrying."""
         self._write()
-        with self._session() as session:
-            row = self._candidate_row(session, candidate_id)
-            row.status = "failed"
-            row.stage = stage
-            row.reason = reason
-            row.finished_at = _now()
-            session.flush()
-            return _to_candidate_record(row)
+        with self._transaction() as connection:
+            self._update(
+                connection, candidate_id, status="failed", stage=stage, reason=reason, finished_at=_now()
+            )
+            return self._one(connection, candidate_id)
 
     def requeue_inflight(self, search_id: int) -> list[CandidateRecord]:
         """Running candidates (lost by a killed controller) go back to pending.
@@ -610,140 +672,129 @@ class SearchStore:
         Returns every pending candidate of the search, by number.
         """
         self._write()
-        with self._session() as session:
-            session.execute(
-                update(Candidate)
-                .where(Candidate.search_id == search_id, Candidate.status == "running")
+        with self._transaction() as connection:
+            connection.execute(
+                update(CANDIDATES)
+                .where(CANDIDATES.c.search_id == search_id, CANDIDATES.c.status == "running")
                 .values(status="pending", started_at=None)
             )
-            rows = session.scalars(
-                select(Candidate)
-                .where(Candidate.search_id == search_id, Candidate.status == "pending")
-                .order_by(Candidate.number)
-            ).all()
-            return [_to_candidate_record(row) for row in rows]
+            return self._load(
+                connection,
+                [CANDIDATES.c.search_id == search_id, CANDIDATES.c.status == "pending"],
+                CANDIDATES.c.number,
+            )
 
     # ---- candidates: reads -----------------------------------------------------------
 
-    def _candidate_row(self, session: Session, candidate_id: int) -> Candidate:
-        row = session.get(Candidate, candidate_id)
-        if row is None:
-            raise StoreError(
-                f"no candidate with id {candidate_id} in {self.path}; check the id and --db "
-                "(`evonorm front NAME` lists ids)"
-            )
-        return row
-
     def get_candidate(self, candidate_id: int) -> CandidateRecord:
-        with self._session() as session:
-            return _to_candidate_record(self._candidate_row(session, candidate_id))
+        with self._transaction() as connection:
+            return self._one(connection, candidate_id)
 
     def candidates(self, search_id: int, statuses: Iterable[str] | None = None) -> list[CandidateRecord]:
         """The search's candidates (optionally only those with one of `statuses`), by number."""
-        query = select(Candidate).where(Candidate.search_id == search_id)
+        where = [CANDIDATES.c.search_id == search_id]
         if statuses is not None:
-            query = query.where(Candidate.status.in_(list(statuses)))
-        with self._session() as session:
-            rows = session.scalars(query.order_by(Candidate.number)).all()
-            return [_to_candidate_record(row) for row in rows]
+            where.append(CANDIDATES.c.status.in_(list(statuses)))
+        with self._transaction() as connection:
+            return self._load(connection, where, CANDIDATES.c.number)
 
     def population(self, search_id: int, size: int) -> list[CandidateRecord]:
         """The aging population: the `size` most recent done candidates, by number."""
-        with self._session() as session:
-            rows = session.scalars(
-                select(Candidate)
-                .where(Candidate.search_id == search_id, Candidate.status == "done")
-                .order_by(Candidate.number.desc())
-                .limit(size)
-            ).all()
-            return [_to_candidate_record(row) for row in reversed(rows)]
+        with self._transaction() as connection:
+            newest_first = self._load(
+                connection,
+                [CANDIDATES.c.search_id == search_id, CANDIDATES.c.status == "done"],
+                CANDIDATES.c.number.desc(),
+                limit=size,
+            )
+            return newest_first[::-1]
 
     def has_hash(self, search_id: int, structural_hash: str) -> bool:
-        with self._session() as session:
-            found = session.scalar(
-                select(Candidate.id)
-                .where(Candidate.search_id == search_id, Candidate.structural_hash == structural_hash)
+        with self._transaction() as connection:
+            found = connection.scalar(
+                select(CANDIDATES.c.id)
+                .where(CANDIDATES.c.search_id == search_id, CANDIDATES.c.structural_hash == structural_hash)
                 .limit(1)
             )
             return found is not None
 
     def find_by_fingerprint(self, search_id: int, fingerprint: str) -> CandidateRecord | None:
         """The earliest done candidate of the search with this fingerprint, if any."""
-        with self._session() as session:
-            row = session.scalars(
-                select(Candidate)
-                .where(
-                    Candidate.search_id == search_id,
-                    Candidate.fingerprint == fingerprint,
-                    Candidate.status == "done",
-                )
-                .order_by(Candidate.number)
-                .limit(1)
-            ).one_or_none()
-            return None if row is None else _to_candidate_record(row)
+        with self._transaction() as connection:
+            found = self._load(
+                connection,
+                [
+                    CANDIDATES.c.search_id == search_id,
+                    CANDIDATES.c.fingerprint == fingerprint,
+                    CANDIDATES.c.status == "done",
+                ],
+                CANDIDATES.c.number,
+                limit=1,
+            )
+            return found[0] if found else None
 
     def counts(self, search_id: int) -> dict[str, int]:
         """status -> number of candidates (statuses with none are left out)."""
-        with self._session() as session:
-            rows = session.execute(
-                select(Candidate.status, func.count())
-                .where(Candidate.search_id == search_id)
-                .group_by(Candidate.status)
-            ).all()
-            return {status: count for status, count in rows}
+        with self._transaction() as connection:
+            return self._counts(connection, search_id)
+
+    @staticmethod
+    def _counts(connection: Connection, search_id: int) -> dict[str, int]:
+        rows = connection.execute(
+            select(CANDIDATES.c.status, func.count())
+            .where(CANDIDATES.c.search_id == search_id)
+            .group_by(CANDIDATES.c.status)
+        ).all()
+        return {status: count for status, count in rows}
 
     def summary(self, search_id: int) -> SearchSummary:
         """Counts, rejections by stage, best done candidate per proxy, last activity."""
-        with self._session() as session:
-            search = session.get(Search, search_id)
+        with self._transaction() as connection:
+            search = connection.execute(select(SEARCHES).where(SEARCHES.c.id == search_id)).one_or_none()
             if search is None:
-                raise StoreError(f"no search with id {search_id}; see `evonorm list`")
+                raise StoreError(f"no search with id {search_id} in {self.path}; see `evonorm list`")
             counts = dict.fromkeys(STATUSES, 0)
-            counts.update(
-                session.execute(
-                    select(Candidate.status, func.count())
-                    .where(Candidate.search_id == search_id)
-                    .group_by(Candidate.status)
-                ).all()
-            )
-            rejected = dict(
-                session.execute(
-                    select(func.coalesce(Candidate.stage, "unknown"), func.count())
-                    .where(Candidate.search_id == search_id, Candidate.status == "rejected")
-                    .group_by(Candidate.stage)
-                    .order_by(Candidate.stage)
-                ).all()
-            )
+            counts.update(self._counts(connection, search_id))
+            stage = func.coalesce(CANDIDATES.c.stage, "unknown")
+            rejected = {
+                name: count
+                for name, count in connection.execute(
+                    select(stage, func.count())
+                    .where(CANDIDATES.c.search_id == search_id, CANDIDATES.c.status == "rejected")
+                    .group_by(stage)
+                    .order_by(stage)
+                )
+            }
             ranked = (
                 select(
-                    Evaluation.proxy,
-                    Evaluation.candidate_id,
-                    Evaluation.accuracy,
+                    EVALUATIONS.c.proxy,
+                    EVALUATIONS.c.candidate_id,
+                    EVALUATIONS.c.accuracy,
                     func.row_number()
                     .over(
-                        partition_by=Evaluation.proxy,
-                        order_by=(Evaluation.accuracy.desc(), Evaluation.candidate_id),
+                        partition_by=EVALUATIONS.c.proxy,
+                        order_by=(EVALUATIONS.c.accuracy.desc(), EVALUATIONS.c.candidate_id),
                     )
                     .label("rank"),
                 )
-                .join(Candidate, Candidate.id == Evaluation.candidate_id)
-                .where(Candidate.search_id == search_id, Candidate.status == "done")
+                .join(CANDIDATES, CANDIDATES.c.id == EVALUATIONS.c.candidate_id)
+                .where(CANDIDATES.c.search_id == search_id, CANDIDATES.c.status == "done")
                 .subquery()
             )
             best = {
                 proxy: (candidate_id, accuracy)
-                for proxy, candidate_id, accuracy in session.execute(
+                for proxy, candidate_id, accuracy in connection.execute(
                     select(ranked.c.proxy, ranked.c.candidate_id, ranked.c.accuracy)
                     .where(ranked.c.rank == 1)
                     .order_by(ranked.c.proxy)
-                ).all()
+                )
             }
-            last = session.execute(
+            last = connection.execute(
                 select(
-                    func.max(Candidate.created_at),
-                    func.max(Candidate.started_at),
-                    func.max(Candidate.finished_at),
-                ).where(Candidate.search_id == search_id)
+                    func.max(CANDIDATES.c.created_at),
+                    func.max(CANDIDATES.c.started_at),
+                    func.max(CANDIDATES.c.finished_at),
+                ).where(CANDIDATES.c.search_id == search_id)
             ).one()
             times = [t for t in last if t is not None]
             return SearchSummary(

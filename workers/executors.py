@@ -74,15 +74,22 @@ def make_evaluator(
     data: Any = None,
     workers: int | None = None,
     address: str | None = None,
+    cpus_per_eval: float | None = None,
+    gpus_per_eval: float | None = None,
 ) -> Evaluator:
     """The evaluator for `kind` ("inline" or "ray").
 
     For "ray", `workers` is the number of evaluations in flight (default: the cluster's
-    CPUs) and `address` a Ray cluster to join (default: start a local instance).
+    CPUs) and `address` a Ray cluster to join (default: start a local instance);
+    `cpus_per_eval`/`gpus_per_eval` are the Ray resources of one evaluation (default 1/0).
     """
     if kind == "inline":
         if address is not None:
             raise EvonormError("--address only applies to --executor ray: drop it or use ray")
+        if cpus_per_eval is not None or gpus_per_eval is not None:
+            raise EvonormError(
+                "--cpus-per-eval/--gpus-per-eval only apply to --executor ray: drop them or use ray"
+            )
         return InlineEvaluator(evaluate_fn, data)
     if kind == "ray":
         from workers.ray_executor import RayEvaluator
@@ -91,6 +98,8 @@ def make_evaluator(
             evaluate_fn=evaluate_fn if evaluate_fn is not None else _default_evaluate(),
             address=address,
             workers=workers,
+            cpus_per_eval=1.0 if cpus_per_eval is None else cpus_per_eval,
+            gpus_per_eval=0.0 if gpus_per_eval is None else gpus_per_eval,
             # The caller's data set was loaded and checked already: ship that one.
             dataset_loader=None if data is None else (lambda _spec: data),
         )

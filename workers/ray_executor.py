@@ -356,7 +356,7 @@ def _connect(address: str | None) -> bool:
     if ray.is_initialized():
         return False
     quiet: dict[str, Any] = {
-        "logging_level": logging.WARNING,
+        "logging_level": logging.ERROR,
         "log_to_driver": False,
         "include_dashboard": False,
     }
@@ -369,10 +369,12 @@ def _connect(address: str | None) -> bool:
     _check_reachable(address, resolved)
     try:
         ray.init(address=resolved, **quiet)
-    except (ConnectionError, RuntimeError, ValueError) as error:
+    except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as error:
+        # e.g. a Ray version mismatch, or a cluster with token authentication whose token
+        # (~/.ray/auth_token or RAY_AUTH_TOKEN) this machine lacks: Ray's message says which.
         raise EvonormError(
-            f"could not join the Ray cluster at {address}: {error}; check that its Ray "
-            "version matches this one and that `ray status` works there, or fix --address"
+            f"could not join the Ray cluster at {address}: {error}; check that `ray status` "
+            "works on this machine with the same settings, or fix --address"
         ) from None
     return True
 

@@ -119,7 +119,14 @@ def _resolve(store_path: Path, name: str, overrides: dict[str, Any]) -> tuple[Se
               help="Evaluations in flight with --executor ray. [default: all CPU cores]")
 @click.option("--executor", type=click.Choice(["ray", "inline"]), default="ray", show_default=True,
               help="ray: parallel local (or --address) Ray workers; inline: in-process, deterministic.")
-@click.option("--address", help="Ray cluster address to join (default: start a local Ray).")
+@click.option("--address", help="Ray cluster to join: auto (the one `ray start` made on this "
+                                "machine, or RAY_ADDRESS) or HOST:PORT of its head (default: "
+                                "start a local Ray). See docs/cluster.md.")
+@click.option("--cpus-per-eval", type=float,
+              help="CPUs one evaluation reserves on Ray (fractions allowed). [default: 1]")
+@click.option("--gpus-per-eval", type=float,
+              help="GPUs one evaluation reserves on Ray, e.g. 0.25 to share a GPU by four. "
+                   "[default: 0]")
 @click.option("--seed", type=int, help=f"Search seed. [default: {_DEFAULTS.seed}]")
 @click.option("--init", help="First members: random, known, or comma-separated known layer "
                              f"names (then random). [default: {_DEFAULTS.init}]")
@@ -140,7 +147,8 @@ def _resolve(store_path: Path, name: str, overrides: dict[str, Any]) -> tuple[Se
               help=f"Gradient-ascent steps of the stability check (0: off). [default: {_TRAIN.stability_steps}]")
 @click.pass_context
 def search(ctx: click.Context, name: str, db_path: str, workers: int | None, executor: str,
-           address: str | None, **settings: Any) -> None:
+           address: str | None, cpus_per_eval: float | None, gpus_per_eval: float | None,
+           **settings: Any) -> None:
     """Run an evolutionary search, or resume the search called NAME.
 
     With no options: a small real search on the embedded digits data, stored in
@@ -164,7 +172,8 @@ def search(ctx: click.Context, name: str, db_path: str, workers: int | None, exe
             record = store.create_search(name, config.to_dict(), config.seed)
         click.echo(f"{'resuming' if resuming else 'starting'} search {name!r} in {path} "
                    f"({executor} executor)", err=True)
-        evaluator = make_evaluator(executor, data=data, workers=workers, address=address)
+        evaluator = make_evaluator(executor, data=data, workers=workers, address=address,
+                                   cpus_per_eval=cpus_per_eval, gpus_per_eval=gpus_per_eval)
         try:
             controller = SearchController(store, record, config, evaluator, progress=_ProgressPrinter())
             final = controller.run()

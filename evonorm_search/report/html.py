@@ -57,21 +57,20 @@ def _formula(graph_json: str) -> str:
 
 
 def _settings(data: ReportData) -> str:
-    flat: list[list[str]] = []
-
-    def walk(prefix: str, value: object) -> None:
+    """Search-level, data set and training settings as three side-by-side tables."""
+    settings = data.config.to_dict()
+    groups: dict[str, list[list[str]]] = {"search": [], "dataset": [], "train": []}
+    for key, value in settings.items():
         if isinstance(value, dict):
-            for key, inner in value.items():
-                walk(f"{prefix}{key}.", inner)
+            groups[key] = [[f"<code>{escape(k)}</code>", escape(json.dumps(v))] for k, v in value.items()]
         else:
-            flat.append([f"<code>{escape(prefix[:-1])}</code>", escape(json.dumps(value))])
-
-    walk("", data.config.to_dict())
+            groups["search"].append([f"<code>{escape(key)}</code>", escape(json.dumps(value))])
     versions = ", ".join(f"{escape(k)} {escape(str(v))}" for k, v in sorted(data.search.versions.items()))
+    tables = "".join(f"<div>{_table([title, 'value'], rows)}</div>" for title, rows in groups.items())
     return (
         f"<p>Search <b>{escape(data.search.name)}</b>, seed {data.search.seed}, created "
         f"{escape(data.search.created_at.isoformat(timespec='seconds'))}. Versions: {versions}.</p>"
-        + _table(["setting", "value"], flat)
+        f'<div class="grid">{tables}</div>'
     )
 
 

@@ -61,8 +61,10 @@ def pareto_pngs(
         ax = figure.add_subplot()
         ax.scatter([p[x_proxy] for p in points], [p[y_proxy] for p in points], s=12,
                    color="#aaaaaa", label="done candidates")
-        ax.scatter([p[x_proxy] for p in front], [p[y_proxy] for p in front], s=28,
-                   color=_FRONT_COLOR, label="Pareto front (all proxies)")
+        # Hollow and drawn last, so front members stay visible under a known-layer star.
+        ax.scatter([p[x_proxy] for p in front], [p[y_proxy] for p in front], s=70,
+                   facecolors="none", edgecolors=_FRONT_COLOR, linewidths=1.5, zorder=3,
+                   label="Pareto front (all proxies)")
         marked = [(name, s) for name, s in known.scores.items() if x_proxy in s and y_proxy in s]
         if marked:
             ax.scatter([s[x_proxy] for _, s in marked], [s[y_proxy] for _, s in marked], s=70,
@@ -70,6 +72,7 @@ def pareto_pngs(
             for name, scores in marked:
                 ax.annotate(name, (scores[x_proxy], scores[y_proxy]), fontsize=7,
                             xytext=(4, 4), textcoords="offset points", color=_KNOWN_COLOR)
+        ax.margins(0.15)
         ax.set_xlabel(f"{x_proxy} accuracy")
         ax.set_ylabel(f"{y_proxy} accuracy")
         ax.grid(alpha=0.3)

@@ -1,0 +1,115 @@
+"""Forward+backward time of compiled EvoNorm-S0/B0 vs hand-written modules and BN-ReLU.
+
+Prints, per shape, the fastest and the median time of each layer and, from the fastest
+times, the ratios compiled / hand-written (goal: <= 1.1) and compiled / (BatchNorm2d +
+ReLU). Timings are interleaved round-robin so that load from other processes hits every
+layer alike; the minimum is the figure least disturbed by such load.
+
+    /work/venv/bin/python benchmarks/layer_speed.py [--repeats 30] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from torch import Tensor, nn
+
+from evonorm_search.compile import compile_layer, effective_groups
+from evonorm_search.known import get_known
+
+EPS = 1e-5
+SHAPES = [(128, 64, 16, 16), (8, 256, 8, 8)]
+
+
+class HandS0(nn.Module):
+    """EvoNorm-S0 written by hand: x * sigmoid(v1 x) / std_group(x) * gamma + beta."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.groups = effective_groups(c, 32)
+        self.v1 = nn.Parameter(torch.ones(1, c, 1, 1))
+        self.gamma = nn.Parameter(torch.ones(1, c, 1, 1))
+        self.beta = nn.Parameter(torch.zeros(1, c, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        n, c = x.shape[:2]
+        var, _ = torch.var_mean(x.reshape(n, self.groups, -1), 2, correction=0, keepdim=True)
+        std = torch.sqrt(var + EPS).expand(n, self.groups, c // self.groups).reshape(n, c, 1, 1)
+        return x * torch.sigmoid(self.v1 * x) / std * self.gamma + self.beta
+
+
+class HandB0(nn.Module):
+    """EvoNorm-B0 by hand: x / max(std_batch(x), v1 x + std_instance(x)) * gamma + beta."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.v1 = nn.Parameter(torch.ones(1, c, 1, 1))
+        self.gamma = nn.Parameter(torch.ones(1, c, 1, 1))
+        self.beta = nn.Parameter(torch.zeros(1, c, 1, 1))
+        self.register_buffer("running_var", torch.ones(1, c, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        var, _ = torch.var_mean(x, (0, 2, 3), correction=0, keepdim=True)
+        n = x.shape[0] * x.shape[2] * x.shape[3]
+        with torch.no_grad():
+            self.running_var.mul_(0.9).add_(var, alpha=0.1 * n / (n - 1))
+        inst, _ = torch.var_mean(x, (2, 3), correction=0, keepdim=True)
+        denominator = torch.maximum(torch.sqrt(var + EPS), self.v1 * x + torch.sqrt(inst + EPS))
+        return x / denominator * self.gamma + self.beta
+
+
+def fwd_bwd_seconds(layer: nn.Module, x: Tensor, grad: Tensor) -> float:
+    start = time.perf_counter()
+    layer(x).backward(grad)
+    return time.perf_counter() - start
+
+
+def measure(
+    layers: dict[str, nn.Module], shape: tuple[int, ...], repeats: int
+) -> dict[str, tuple[float, float]]:
+    """(min, median) seconds of forward+backward per layer."""
+    x = torch.randn(shape, requires_grad=True)
+    grad = torch.randn(shape)
+    for layer in layers.values():  # warm-up (allocator, first-call overheads)
+        for _ in range(3):
+            fwd_bwd_seconds(layer, x, grad)
+    times: dict[str, list[float]] = {name: [] for name in layers}
+    for _ in range(repeats):
+        for name, layer in layers.items():
+            times[name].append(fwd_bwd_seconds(layer, x, grad))
+    return {name: (min(v), statistics.median(v)) for name, v in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=40)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {args.threads} threads, {args.repeats} fwd+bwd per layer")
+    for shape in SHAPES:
+        c = shape[1]
+        layers: dict[str, nn.Module] = {
+            "compiled S0": compile_layer(get_known("evonorm_s0"), c),
+            "hand S0": HandS0(c),
+            "compiled B0": compile_layer(get_known("evonorm_b0"), c),
+            "hand B0": HandB0(c),
+            "BatchNorm2d+ReLU": nn.Sequential(nn.BatchNorm2d(c), nn.ReLU()),
+        }
+        timings = measure(layers, shape, args.repeats)
+        print(f"\nshape N,C,H,W = {shape}")
+        for name, (fastest, median) in timings.items():
+            print(f"  {name:<18} min {fastest * 1e3:8.3f} ms   median {median * 1e3:8.3f} ms")
+        t = {name: fastest for name, (fastest, _) in timings.items()}
+        for kind in ("S0", "B0"):
+            print(
+                f"  {kind}: compiled/hand = {t[f'compiled {kind}'] / t[f'hand {kind}']:.3f}   "
+                f"compiled/BN-ReLU = {t[f'compiled {kind}'] / t['BatchNorm2d+ReLU']:.3f}"
+            )
+
+
+if __name__ == "__main__":
+    main()

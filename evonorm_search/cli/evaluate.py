@@ -1,0 +1,120 @@
+"""`evonorm evaluate`: score known layers or graph files on the proxy networks."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import click
+
+from evonorm_search.errors import EvonormError
+from evonorm_search.layer_spec import load_graph_spec
+from evonorm_search.task import DatasetSpec, EvalResult, EvalTask, TrainSettings
+
+DEFAULT_PROXIES = "resnet,mobilenetv2,efficientnet"
+_DEFAULTS = TrainSettings()
+
+
+def format_table(rows: list[tuple[str, EvalResult]], proxies: tuple[str, ...]) -> str:
+    """A plain-text table: one row per layer, validation accuracy per proxy."""
+    header = ["layer", *proxies, "status", "seconds", "note"]
+    body = []
+    for name, result in rows:
+        accuracies = [f"{result.accuracies[p]:.4f}" if p in result.accuracies else "-"
+                      for p in proxies]
+        note = "" if result.status == "done" else f"{result.stage}: {result.reason}"
+        body.append([name, *accuracies, result.status, f"{sum(result.seconds.values()):.1f}",
+                     note])
+    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header) - 1)]
+    lines = []
+    for row in [header, *body]:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths)] + [row[-1]]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+@click.command("evaluate")
+@click.argument("layers", nargs=-1, required=True, metavar="NAME_OR_JSON_FILE...")
+@click.option("--dataset", type=click.Choice(["digits", "cifar10", "npz"]), default="digits",
+              show_default=True, help="Data set: bundled 8x8 digits, CIFAR-10, or an .npz file.")
+@click.option("--data-dir", default=None,
+              help="cifar10: folder of the official python version; npz: the .npz file.")
+@click.option("--download", is_flag=True,
+              help="cifar10: fetch and verify the official archive into --data-dir if missing.")
+@click.option("--image-size", type=int, default=None,
+              help="Resize images to this side (e.g. 16 to make CIFAR-10 cheaper).")
+@click.option("--augment/--no-augment", default=False, show_default=True,
+              help="Random crop and horizontal flip while training.")
+@click.option("--max-train-examples", type=int, default=None,
+              help="Use at most this many training images.")
+@click.option("--batch-size", type=int, default=_DEFAULTS.batch_size, show_default=True)
+@click.option("--steps", type=int, default=_DEFAULTS.steps, show_default=True,
+              help="Training steps per proxy, quality-check steps included.")
+@click.option("--quality-steps", type=int, default=_DEFAULTS.quality_steps, show_default=True,
+              help="Steps before the quality check (0 disables it).")
+@click.option("--stability-steps", type=int, default=_DEFAULTS.stability_steps,
+              show_default=True, help="Gradient-ascent steps of the stability check (0: off).")
+@click.option("--width", type=int, default=_DEFAULTS.width, show_default=True,
+              help="Proxy base width (channels of the first stage).")
+@click.option("--depth", type=int, default=_DEFAULTS.depth, show_default=True,
+              help="Proxy blocks per stage.")
+@click.option("--lr", "learning_rate", type=float, default=_DEFAULTS.learning_rate,
+              show_default=True, help="SGD learning rate (warmup then cosine decay).")
+@click.option("--eval-batches", type=int, default=None,
+              help="Validate on at most this many batches of 256 images (default: all).")
+@click.option("--proxies", default=DEFAULT_PROXIES, show_default=True,
+              help="Comma-separated proxy networks.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=int, default=None,
+              help="Torch threads (default: torch's choice).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON result per line instead.")
+def evaluate_command(layers: tuple[str, ...], dataset: str, data_dir: str | None,
+                     download: bool, image_size: int | None, augment: bool,
+                     max_train_examples: int | None, batch_size: int, steps: int,
+                     quality_steps: int, stability_steps: int, width: int, depth: int,
+                     learning_rate: float, eval_batches: int | None, proxies: str, seed: int,
+                     threads: int | None, as_json: bool) -> None:
+    """Train and score layers on the proxy networks, as the search does.
+
+    NAME_OR_JSON_FILE: a known layer (bn_relu, gn_relu, evonorm_b0, evonorm_s0, ...) or a
+    layer graph JSON file. Each layer passes the stability and quality checks, then
+    trains; the table shows validation accuracy per proxy, or why it was rejected.
+    Example: evonorm evaluate evonorm_s0 bn_relu --dataset cifar10 --data-dir DIR
+    --batch-size 4. Progress goes to stderr.
+    """
+    from workers.datasets import load_dataset  # torch import only when the command runs
+    from workers.evaluate import check_settings, evaluate
+
+    graphs = [(name, load_graph_spec(name)) for name in layers]
+    settings = TrainSettings(
+        batch_size=batch_size, steps=steps, quality_steps=quality_steps,
+        stability_steps=stability_steps, width=width, depth=depth,
+        learning_rate=learning_rate, eval_batches=eval_batches, threads=threads,
+    )
+    proxy_names = tuple(name.strip() for name in proxies.split(",") if name.strip())
+    try:
+        check_settings(settings, proxy_names)
+    except ValueError as error:
+        raise EvonormError(f"{error}; fix the option (see `evonorm evaluate --help`)") from None
+    spec = DatasetSpec(name=dataset, data_dir=data_dir, image_size=image_size, augment=augment,
+                       max_train_examples=max_train_examples, download=download)
+    click.echo(f"loading {dataset} ...", err=True)
+    data = load_dataset(spec)
+    click.echo(f"{dataset}: {len(data.train_y)} train / {len(data.val_y)} validation images, "
+               f"{data.in_channels}x{data.image_size}x{data.image_size}", err=True)
+    rows = []
+    for name, graph in graphs:
+        task = EvalTask(graph.to_json(), proxy_names, spec, settings, seed)
+        started = time.perf_counter()
+        result = evaluate(task, data, progress=lambda m, n=name: click.echo(f"[{n}] {m}",
+                                                                              err=True))
+        click.echo(f"[{name}] {result.status} in {time.perf_counter() - started:.1f}s",
+                   err=True)
+        if as_json:
+            click.echo(json.dumps({"layer": name, **result.to_dict()}))
+        rows.append((name, result))
+    if not as_json:
+        click.echo(format_table(rows, proxy_names))
+
+
+COMMANDS: list[click.Command] = [evaluate_command]

@@ -1,0 +1,118 @@
+"""Random layers and mutation: validity, the space's ops, and reachability."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from evonorm_search.errors import GraphError
+from evonorm_search.graph import INITIAL_NODES, MAX_INTERMEDIATE, LayerGraph
+from evonorm_search.known import KNOWN_LAYERS
+from evonorm_search.mutation import depends_on_x, is_valid, mutate, random_graph
+from primitives import get_op, op_names
+
+FIRST = len(INITIAL_NODES)
+spaces = st.sampled_from(["B", "S"])
+
+
+def assert_valid(graph: LayerGraph, space: str) -> None:
+    assert 1 <= len(graph.nodes) <= MAX_INTERMEDIATE
+    assert depends_on_x(graph)
+    assert LayerGraph.from_json(graph.to_json()) == graph  # passes the validator
+    allowed = set(op_names(space))  # type: ignore[arg-type]
+    for position, node in enumerate(graph.nodes):
+        assert node.op in allowed
+        assert len(node.inputs) == get_op(node.op).arity
+        assert all(0 <= i < FIRST + position for i in node.inputs)
+
+
+@given(seed=st.integers(0, 2**32), space=spaces, num_nodes=st.integers(1, MAX_INTERMEDIATE))
+@settings(max_examples=150, deadline=None)
+def test_random_graphs_are_valid(seed: int, space: str, num_nodes: int) -> None:
+    graph = random_graph(random.Random(seed), space, num_nodes)  # type: ignore[arg-type]
+    assert len(graph.nodes) == num_nodes
+    assert_valid(graph, space)
+
+
+@given(seed=st.integers(0, 2**32), space=spaces, steps=st.integers(1, 20))
+@settings(max_examples=100, deadline=None)
+def test_mutation_keeps_validity_and_changes_one_node(seed: int, space: str, steps: int) -> None:
+    rng = random.Random(seed)
+    graph = random_graph(rng, space)  # type: ignore[arg-type]
+    for _ in range(steps):
+        child = mutate(graph, rng, space)  # type: ignore[arg-type]
+        assert_valid(child, space)
+        assert len(child.nodes) == len(graph.nodes)
+        assert sum(a != b for a, b in zip(child.nodes, graph.nodes)) <= 1
+        graph = child
+
+
+@pytest.mark.parametrize("name", sorted(KNOWN_LAYERS))
+def test_known_layers_mutate_within_their_space(name: str) -> None:
+    layer = KNOWN_LAYERS[name]
+    rng = random.Random(0)
+    for _ in range(50):
+        assert_valid(mutate(layer, rng, layer.space), layer.space)
+
+
+def test_same_seed_same_layers() -> None:
+    def walk(seed: int) -> list[LayerGraph]:
+        rng = random.Random(seed)
+        graphs = [random_graph(rng, "B")]
+        for _ in range(10):
+            graphs.append(mutate(graphs[-1], rng, "B"))
+        return graphs
+
+    assert walk(3) == walk(3)
+    assert walk(3) != walk(4)
+
+
+@pytest.mark.parametrize("space", ["B", "S"])
+def test_every_op_and_input_position_is_reachable(space: str) -> None:
+    """A random walk of mutations puts every op of the space, and every earlier node as
+    an input, at every position."""
+    rng = random.Random(11)
+    graph = random_graph(rng, space)  # type: ignore[arg-type]
+    ops_at: dict[int, set[str]] = {p: set() for p in range(MAX_INTERMEDIATE)}
+    inputs_at: dict[int, set[int]] = {p: set() for p in range(MAX_INTERMEDIATE)}
+    for _ in range(6000):
+        graph = mutate(graph, rng, space)  # type: ignore[arg-type]
+        for position, node in enumerate(graph.nodes):
+            ops_at[position].add(node.op)
+            inputs_at[position].update(node.inputs)
+    for position in range(MAX_INTERMEDIATE):
+        assert ops_at[position] == set(op_names(space)), position  # type: ignore[arg-type]
+        assert inputs_at[position] == set(range(FIRST + position)), position
+
+
+def test_s_space_never_reads_batch_statistics() -> None:
+    rng = random.Random(5)
+    graph = random_graph(rng, "S")
+    for _ in range(300):
+        graph = mutate(graph, rng, "S")
+        assert not any(get_op(n.op).reads_batch_stats for n in graph.nodes)
+    with pytest.raises(GraphError, match="B space"):
+        mutate(KNOWN_LAYERS["bn_relu"], rng, "S")
+    assert not is_valid(KNOWN_LAYERS["bn_relu"], "S") and is_valid(KNOWN_LAYERS["bn_relu"], "B")
+
+
+def test_layers_whose_output_ignores_x_are_invalid() -> None:
+    constant = LayerGraph([("abs", (0,)), ("sigmoid", (3,))])  # output sigmoid(v1)
+    assert not depends_on_x(constant) and not is_valid(constant, "B")
+    # Mutating the only node that reads x must still give a child that reads x.
+    rng = random.Random(0)
+    single = LayerGraph([("abs", (0,))])
+    for _ in range(100):
+        assert depends_on_x(mutate(single, rng, "B"))
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="space"):
+        random_graph(random.Random(0), "C")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="num_nodes"):
+        random_graph(random.Random(0), "B", 11)
+    with pytest.raises(ValueError, match="num_nodes"):
+        random_graph(random.Random(0), "B", 0)
