@@ -1,16 +1,19 @@
 """Forward+backward time of compiled EvoNorm-S0/B0 vs hand-written modules and BN-ReLU.
 
-Prints, per shape, the fastest and the median time of each layer and, from the fastest
-times, the ratios compiled / hand-written (goal: <= 1.1) and compiled / (BatchNorm2d +
-ReLU). Timings are interleaved round-robin so that load from other processes hits every
-layer alike; the minimum is the figure least disturbed by such load.
+Prints, per shape, the fastest and the median time of each layer and the ratios
+compiled / hand-written (goal: <= 1.1) and compiled / (BatchNorm2d + ReLU), each the
+median over rounds of the ratio measured within one round: every round times every layer
+back to back, so load from other processes (the machine is shared) cancels out. One
+thread by default, since multi-threaded kernels on an overloaded machine mostly measure
+scheduling stalls.
 
-    /work/venv/bin/python benchmarks/layer_speed.py [--repeats 30] [--threads 2]
+    /work/venv/bin/python benchmarks/layer_speed.py [--repeats 40] [--threads 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import time
 
@@ -69,24 +72,58 @@ def fwd_bwd_seconds(layer: nn.Module, x: Tensor, grad: Tensor) -> float:
 
 def measure(
     layers: dict[str, nn.Module], shape: tuple[int, ...], repeats: int
-) -> dict[str, tuple[float, float]]:
-    """(min, median) seconds of forward+backward per layer."""
+) -> dict[str, list[float]]:
+    """Seconds of forward+backward per layer and round; each round runs every layer
+    once in a shuffled order (a fixed order would always give a layer the same, cache-
+    warming predecessor: that alone skewed ratios by 10-15% on the small shape)."""
     x = torch.randn(shape, requires_grad=True)
     grad = torch.randn(shape)
     for layer in layers.values():  # warm-up (allocator, first-call overheads)
         for _ in range(3):
             fwd_bwd_seconds(layer, x, grad)
-    times: dict[str, list[float]] = {name: [] for name in layers}
-    for _ in range(repeats):
-        for name, layer in layers.items():
-            times[name].append(fwd_bwd_seconds(layer, x, grad))
-    return {name: (min(v), statistics.median(v)) for name, v in times.items()}
+    names = list(layers)
+    rng = random.Random(0)
+    times: dict[str, list[float]] = {name: [0.0] * repeats for name in names}
+    for r in range(repeats):
+        rng.shuffle(names)
+        for name in names:
+            times[name][r] = fwd_bwd_seconds(layers[name], x, grad)
+    return times
+
+
+def aten_op_count(layer: nn.Module, shape: tuple[int, ...]) -> int:
+    """Top-level aten ops run by one forward+backward: the work, independent of load."""
+    x = torch.randn(shape, requires_grad=True)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        layer(x).sum().backward()
+    return sum(
+        1 for e in prof.events()
+        if e.name.startswith("aten::") and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::"))
+    )
+
+
+def call_overhead_us(layer: nn.Module, c: int, calls: int = 500) -> float:
+    """Fastest mean forward time on a 2x C x 1x1 input: Python/dispatch overhead per call."""
+    x = torch.randn(2, c, 1, 1)
+    best = float("inf")
+    with torch.no_grad():
+        for _ in range(7):
+            start = time.perf_counter()
+            for _ in range(calls):
+                layer(x)
+            best = min(best, (time.perf_counter() - start) / calls)
+    return best * 1e6
+
+
+def paired_ratio(times: dict[str, list[float]], a: str, b: str) -> float:
+    """Median over rounds of time(a) / time(b): robust to load that varies between rounds."""
+    return statistics.median(ta / tb for ta, tb in zip(times[a], times[b]))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=40)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads, {args.repeats} fwd+bwd per layer")
@@ -101,13 +138,21 @@ def main() -> None:
         }
         timings = measure(layers, shape, args.repeats)
         print(f"\nshape N,C,H,W = {shape}")
-        for name, (fastest, median) in timings.items():
-            print(f"  {name:<18} min {fastest * 1e3:8.3f} ms   median {median * 1e3:8.3f} ms")
-        t = {name: fastest for name, (fastest, _) in timings.items()}
-        for kind in ("S0", "B0"):
+        for name, seconds in timings.items():
             print(
-                f"  {kind}: compiled/hand = {t[f'compiled {kind}'] / t[f'hand {kind}']:.3f}   "
-                f"compiled/BN-ReLU = {t[f'compiled {kind}'] / t['BatchNorm2d+ReLU']:.3f}"
+                f"  {name:<18} min {min(seconds) * 1e3:8.3f} ms   "
+                f"median {statistics.median(seconds) * 1e3:8.3f} ms"
+            )
+        for name, layer in layers.items():
+            print(
+                f"  {name:<18} aten ops fwd+bwd {aten_op_count(layer, shape):3d}   "
+                f"overhead per call {call_overhead_us(layer, c):6.1f} us"
+            )
+        for kind in ("S0", "B0"):
+            compiled = f"compiled {kind}"
+            print(
+                f"  {kind}: compiled/hand = {paired_ratio(timings, compiled, f'hand {kind}'):.3f}   "
+                f"compiled/BN-ReLU = {paired_ratio(timings, compiled, 'BatchNorm2d+ReLU'):.3f}"
             )
 
 

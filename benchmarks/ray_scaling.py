@@ -99,14 +99,15 @@ def part_a(count: int) -> None:
           f"(goal < 20 ms: {'met' if median < 0.020 and amortized < 0.020 else 'NOT met'})")
 
 
-def _search(evaluator: RayEvaluator, config: SearchConfig, directory: Path) -> float:
+def _search(evaluator: RayEvaluator, config: SearchConfig, directory: Path) -> tuple[float, float]:
+    """Run a search; its (start, end) on the wall clock the workers' spans use."""
     with SearchStore.open(directory / f"s{time.monotonic_ns()}.db", create=True) as store:
         record = store.create_search("bench", config.to_dict(), config.seed)
-        started = time.perf_counter()
+        started = time.time()
         final = SearchController(store, record, config, evaluator).run()
-        wall = time.perf_counter() - started
+        ended = time.time()
     assert final.complete, final.line()
-    return wall
+    return started, ended
 
 
 def part_c(sleep: float, rounds: int, directory: Path) -> None:
@@ -119,9 +120,10 @@ def part_c(sleep: float, rounds: int, directory: Path) -> None:
             _steady(evaluator, workers)  # worker processes up before timing
             budget = rounds * workers
             config = SearchConfig(proxies=("resnet",), budget=budget, population=4, seed=workers)
-            wall = _search(evaluator, config, directory)
+            started, ended = _search(evaluator, config, directory)
         finally:
             evaluator.shutdown()
+        wall = ended - started
         throughput[workers] = budget / wall
         ideal = workers / sleep
         say(f"    {workers} workers: {budget} candidates in {wall:.2f} s")
@@ -141,16 +143,29 @@ def part_b(budget: int, directory: Path) -> None:
     say(f"(b) real digits search, budget {budget}, 2 workers, local Ray instance")
     evaluator = RayEvaluator(evaluate, workers=2, dataset_loader=lambda spec: data)
     try:
-        wall = _search(evaluator, config, directory)
+        started, ended = _search(evaluator, config, directory)
         stats = evaluator.stats()
     finally:
         evaluator.shutdown()
+    wall = ended - started
     utilization = stats.busy_seconds / (wall * 2)
+    # Where the idle worker-seconds went: before each worker's first evaluation (worker
+    # process start, imports, data fetch), after each one's last (the search's tail, when
+    # nothing is left to submit), and between evaluations (dispatch and controller).
+    starts = sorted(start for start, _ in stats.spans)[:2]
+    ends = sorted(end for _, end in stats.spans)[-2:]
+    startup = sum(start - started for start in starts)
+    tail = sum(ended - end for end in ends)
+    between = wall * 2 - stats.busy_seconds - startup - tail
+    steady = stats.busy_seconds / (stats.busy_seconds + between)
     print(f"(b) real digits search, {stats.completed} evaluations in {wall:.1f} s: "
           f"{stats.busy_seconds:.1f} busy worker-seconds, mean evaluation "
-          f"{stats.busy_seconds / max(1, stats.completed):.1f} s")
-    print(f"(b) worker utilization with 2 workers: {100 * utilization:.1f}% "
-          f"(goal >= 95%: {'met' if utilization >= 0.95 else 'NOT met'})")
+          f"{stats.busy_seconds / max(1, stats.completed):.2f} s")
+    print(f"(b) idle worker-seconds: {startup:.1f} before the first evaluations, "
+          f"{between:.1f} between evaluations, {tail:.1f} in the tail")
+    print(f"(b) worker utilization with 2 workers: {100 * utilization:.1f}% of the search's "
+          f"wall time (goal >= 95%: {'met' if utilization >= 0.95 else 'NOT met'}); "
+          f"{100 * steady:.1f}% between each worker's first and last evaluation")
 
 
 def main() -> None:

@@ -3,7 +3,8 @@
 Owns the defaults of a search, validation of user-supplied settings (with messages that
 say how to fix them), applying command-line overrides (`"train.steps"` style keys), and
 detecting conflicts between a stored search and the settings of a resume request.
-Only `budget` may change on resume: it is a target, not part of what is searched.
+Only `budget` and `train.threads` may change on resume: they are not part of what is
+searched.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from evonorm_search.errors import EvonormError, StoreError
 from evonorm_search.graph import MAX_INTERMEDIATE
 from evonorm_search.task import DatasetSpec, TrainSettings
 
-# Settings a resume may change without conflicting with the stored search.
-RESUMABLE = frozenset({"budget"})
+# Settings a resume may change without conflicting with the stored search: the budget is
+# a target; thread counts and downloading change speed or data access, not what is searched.
+RESUMABLE = frozenset({"budget", "train.threads", "dataset.download"})
 
 
 class ConfigError(EvonormError, ValueError):
@@ -160,7 +162,7 @@ class SearchConfig:
         if problems:
             raise StoreError(
                 f"search {name!r} exists with different settings ({'; '.join(problems)}): "
-                "resume it without those options (only --budget may change), or start a "
+                "resume it without those options (only --budget and --threads may change), or start a "
                 "new search with another --name"
             )
 

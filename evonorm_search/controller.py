@@ -7,6 +7,11 @@ already seen, record fingerprint duplicates and probe NaN/inf rejections without
 training, store the rest as pending *before* submitting them, and record each result as
 soon as its future completes, which immediately frees a slot for the next child.
 
+The controller is the only writer, so it mirrors in memory the three things proposals
+read from the database (the aging population, the structural hashes seen, the earliest
+done candidate per fingerprint): loaded from the store when a run starts, updated with
+each write, equal to what the store's queries would return, at no query cost.
+
 Determinism and resume: the database is the only state. Candidate k's training seed and
 the generator that proposes it are derived from (search seed, k), and the proposal
 reads only the database (population, seen hashes, fingerprints) as it is at that moment.
@@ -20,6 +25,7 @@ deterministic, so neither is the search (as in the paper's asynchronous setting)
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import random
 import time
@@ -45,6 +51,7 @@ if TYPE_CHECKING:
 MAX_PROPOSALS = 1000
 # Consecutive untrained candidates (duplicates, probe rejections) before giving up.
 MAX_UNTRAINED_IN_A_ROW = 1000
+REFRESH_SECONDS = 5.0
 FINGERPRINT_STAGE = "fingerprint"
 INFRASTRUCTURE_STAGE = "infrastructure"
 
@@ -123,6 +130,10 @@ class _State:
     best: dict[str, float] = field(default_factory=dict)
     hash_skips: int = 0
     evaluated_this_run: int = 0
+    # Mirrors of the store (see the module docstring).
+    hashes: set[str] = field(default_factory=set)
+    population: list[CandidateRecord] = field(default_factory=list)
+    first_done: dict[str, tuple[int, int]] = field(default_factory=dict)  # fp -> (number, id)
 
 
 class SearchController:
@@ -173,7 +184,9 @@ class SearchController:
                         continue
                 if not self._in_flight:
                     break
-                wait(list(self._in_flight), return_when=FIRST_COMPLETED)
+                # The timeout only refreshes the progress display during long evaluations.
+                wait(list(self._in_flight), timeout=REFRESH_SECONDS, return_when=FIRST_COMPLETED)
+                self._report()
         except KeyboardInterrupt:
             for future in self._in_flight:
                 future.cancel()
@@ -183,6 +196,11 @@ class SearchController:
         final = self.snapshot()
         self._report(final)
         return final
+
+    @property
+    def population(self) -> list[CandidateRecord]:
+        """The aging population proposals draw parents from (mirrors the store's query)."""
+        return list(self._state.population)
 
     def snapshot(self, *, interrupted: bool = False) -> Progress:
         state = self._state
@@ -217,11 +235,13 @@ class SearchController:
             self._tally(state, record)
             if counts_toward_budget(record):
                 state.submitted += 1
+        state.population = self.store.population(self.search.id, self.config.population)
         self._state = state
         self._next_number = self.store.next_number(self.search.id)
 
     def _tally(self, state: _State, record: CandidateRecord) -> None:
         """Count a finished candidate (pending/running ones are counted live in snapshot)."""
+        state.hashes.add(record.structural_hash)
         if record.status in ("pending", "running"):
             return
         state.counts[record.status] += 1
@@ -230,6 +250,16 @@ class SearchController:
         if record.status == "done":
             for proxy, accuracy in record.accuracies.items():
                 state.best[proxy] = max(accuracy, state.best.get(proxy, accuracy))
+            if record.fingerprint is not None:
+                known = state.first_done.get(record.fingerprint)
+                if known is None or record.number < known[0]:
+                    state.first_done[record.fingerprint] = (record.number, record.id)
+
+    def _join_population(self, record: CandidateRecord) -> None:
+        """Aging: a newly done member enters by number; beyond P the oldest leaves."""
+        population = self._state.population
+        bisect.insort(population, record, key=lambda member: member.number)
+        del population[: max(0, len(population) - self.config.population)]
 
     def _requeue(self) -> list[CandidateRecord]:
         """Pending candidates to resubmit; ones that already used every attempt fail."""
@@ -269,14 +299,14 @@ class SearchController:
     def _initial_graph(self, rng: random.Random) -> LayerGraph:
         """The next known layer the search has not seen yet, else a random layer."""
         for graph in self._init_graphs:
-            if not self.store.has_hash(self.search.id, graph.structural_hash()):
+            if graph.structural_hash() not in self._state.hashes:
                 return graph
         return random_graph(rng, self.config.space, self.config.num_nodes)  # type: ignore[arg-type]
 
     def _propose(self, rng: random.Random) -> tuple[LayerGraph, CandidateRecord | None, str]:
         """A child whose structural hash the search has not seen, with its parent."""
         config = self.config
-        population = self.store.population(self.search.id, config.population)
+        population = self._state.population
         for _ in range(MAX_PROPOSALS):
             parent: CandidateRecord | None = None
             if len(population) < config.population:
@@ -291,7 +321,7 @@ class SearchController:
                 )
                 graph = mutate(self._graph(parent), rng, config.space)  # type: ignore[arg-type]
             structural_hash = graph.structural_hash()
-            if not self.store.has_hash(self.search.id, structural_hash):
+            if structural_hash not in self._state.hashes:
                 return graph, parent, structural_hash
             self._state.hash_skips += 1
         raise SearchExhausted(
@@ -328,13 +358,14 @@ class SearchController:
                     **fields,
                 )
             else:
-                original = self.store.find_by_fingerprint(self.search.id, probe.digest)
+                original = self._state.first_done.get(probe.digest)
                 if original is None:
                     record = self.store.add_candidate(self.search.id, **fields)
                     self._state.submitted += 1
+                    self._state.hashes.add(structural_hash)
                     return record
                 record = self.store.add_candidate(
-                    self.search.id, status="duplicate", duplicate_of=original.id, **fields
+                    self.search.id, status="duplicate", duplicate_of=original[1], **fields
                 )
             self._tally(self._state, record)
             self._report()
@@ -383,4 +414,6 @@ class SearchController:
                     finished = self.store.mark_failed(record.id, "result", str(error))
                 self._state.evaluated_this_run += 1
             self._tally(self._state, finished)
+            if finished.status == "done":
+                self._join_population(finished)
             self._report()

@@ -12,7 +12,7 @@ import inspect
 import keyword
 import types
 
-from evonorm_search.compile import bounded_positive_nodes
+from evonorm_search.compile import execution_order, plain_division
 from evonorm_search.errors import EvonormError
 from evonorm_search.graph import NUM_INITIAL, LayerGraph
 from primitives import OPS
@@ -26,9 +26,9 @@ def to_source(graph: LayerGraph, class_name: str = "EvolvedNormAct") -> str:
         raise EvonormError(
             f"class name {class_name!r} is not a Python identifier; use e.g. EvolvedNormAct"
         )
-    live = sorted(i for i in graph.live_nodes() if i >= NUM_INITIAL)
+    order = execution_order(graph)
     formula = graph.formula()
-    functions = _function_sources(graph, live)
+    functions = _function_sources(graph, order)
     return "\n".join([
         f'"""Normalization-activation layer exported by evonorm_search.\n\n{formula}\n"""',
         "",
@@ -46,22 +46,19 @@ def to_source(graph: LayerGraph, class_name: str = "EvolvedNormAct") -> str:
         f"    Graph: {graph.to_json()}",
         '    """',
         "",
-        *_init_lines(graph, live),
+        *_init_lines(graph, order),
         "",
-        *_forward_lines(graph, live),
+        *_forward_lines(graph, order),
         "",
     ])
 
 
-def _function_sources(graph: LayerGraph, live: list[int]) -> list[str]:
+def _function_sources(graph: LayerGraph, order: list[int]) -> list[str]:
     """Sources of the op functions used (plus the package helpers they call), callees first."""
-    plain = bounded_positive_nodes(graph)
     wanted: list[types.FunctionType] = []
-    for index in live:
-        node = graph.node(index)
-        if node.op == "div" and node.inputs[1] in plain:
-            continue
-        _add_with_helpers(OPS[node.op].fn, wanted)
+    for index in order:
+        if not plain_division(graph, index):
+            _add_with_helpers(OPS[graph.node(index).op].fn, wanted)
     return [_def_source(fn) for fn in wanted]
 
 
@@ -82,7 +79,8 @@ def _def_source(fn: types.FunctionType) -> str:
     return "\n".join(lines[start:]) + "\n"
 
 
-def _init_lines(graph: LayerGraph, live: list[int]) -> list[str]:
+def _init_lines(graph: LayerGraph, order: list[int]) -> list[str]:
+    """`__init__`: parameters and buffers as `CompiledLayer` registers them."""
     lines = [
         "    def __init__(",
         "        self, num_channels: int, groups: int = 32, eps: float = 1e-5, momentum: float = 0.1",
@@ -103,7 +101,7 @@ def _init_lines(graph: LayerGraph, live: list[int]) -> list[str]:
         "        self.beta = nn.Parameter(torch.zeros(shape))",
         '        self.register_buffer("zero", torch.zeros(1, 1, 1, 1), persistent=False)',
     ]
-    for index in live:
+    for index in order:
         op = OPS[graph.node(index).op]
         if op.reads_batch_stats:
             lines.append(
@@ -113,8 +111,7 @@ def _init_lines(graph: LayerGraph, live: list[int]) -> list[str]:
     return lines
 
 
-def _forward_lines(graph: LayerGraph, live: list[int]) -> list[str]:
-    plain = bounded_positive_nodes(graph)
+def _forward_lines(graph: LayerGraph, order: list[int]) -> list[str]:
     names = {i: expr for i, expr in enumerate(_INITIAL_EXPRESSIONS)}
     lines = [
         "    def forward(self, x: Tensor) -> Tensor:",
@@ -123,7 +120,7 @@ def _forward_lines(graph: LayerGraph, live: list[int]) -> list[str]:
         '                f"expected input (N, {self.num_channels}, H, W), got {tuple(x.shape)}"',
         "            )",
     ]
-    for index in live:
+    for index in order:
         node = graph.node(index)
         op = OPS[node.op]
         args = [names[j] for j in node.inputs]
@@ -132,7 +129,7 @@ def _forward_lines(graph: LayerGraph, live: list[int]) -> list[str]:
             call = f"{fn}({args[0]}, self.running_{index}, self.training, self.momentum, self.eps)"
         elif op.kind == "statistic":
             call = f"{fn}({args[0]}, self.eps, self.groups)"
-        elif node.op == "div" and node.inputs[1] in plain:
+        elif plain_division(graph, index):
             call = f"{args[0]} / {args[1]}"
         else:
             call = f"{fn}({', '.join(args)}, self.eps)"

@@ -16,6 +16,7 @@ import hashlib
 import math
 import random
 from dataclasses import dataclass
+from functools import cache
 
 import torch
 
@@ -44,7 +45,8 @@ class Fingerprint:
     reason: str | None = None
 
 
-def _probe_input() -> torch.Tensor:
+@cache
+def _probe_values() -> tuple[float, ...]:
     """Fixed input with per-channel offsets and scales, so centring and scaling matter."""
     rng = random.Random(PROBE_SEED)
     batch, channels, height, width = PROBE_SHAPE
@@ -53,14 +55,15 @@ def _probe_input() -> torch.Tensor:
         for channel in range(channels):
             offset, scale = 0.5 * (channel - 2), 0.5 + 0.3 * channel
             values.extend(offset + scale * rng.gauss(0.0, 1.0) for _ in range(height * width))
-    return torch.tensor(values, dtype=torch.float64).reshape(PROBE_SHAPE)
+    return tuple(values)
 
 
-def _parameter_values(name: str, count: int) -> list[float]:
+@cache
+def _parameter_values(name: str, count: int) -> tuple[float, ...]:
     """Fixed values for the parameter `name`: signed, away from 0 and 1, distinct per name."""
     seed = int.from_bytes(hashlib.sha256(f"{PROBE_SEED}:{name}".encode()).digest()[:8], "big")
     rng = random.Random(seed)
-    return [rng.choice((-1.0, 1.0)) * rng.uniform(0.3, 1.7) for _ in range(count)]
+    return tuple(rng.choice((-1.0, 1.0)) * rng.uniform(0.3, 1.7) for _ in range(count))
 
 
 def _format(value: float) -> str:
@@ -71,7 +74,7 @@ def _format(value: float) -> str:
 
 def fingerprint(graph: LayerGraph) -> Fingerprint:
     """The functional fingerprint of `graph` on the fixed probe input (see module doc)."""
-    probe = _probe_input()
+    probe = torch.tensor(_probe_values(), dtype=torch.float64).reshape(PROBE_SHAPE)
     layer = compile_layer(graph, PROBE_SHAPE[1], groups=PROBE_GROUPS).double().train()
     with torch.no_grad():
         for name, parameter in sorted(layer.named_parameters()):

@@ -16,7 +16,7 @@ X, ZERO, V0, V1 = 0, 1, 2, 3
 
 
 def _normalize_then(stat: str, activation: list[Node]) -> LayerGraph:
-    """(x - mean_stat(x)) / std_stat(x) * v1 + v0 (nodes 4..9), then `activation`."""
+    """v1 * (x - mean_stat(x)) / std_stat(x) + v0 (nodes 4..10), then `activation`."""
     mean, std = f"mean_{stat}", f"std_{stat}"
     return LayerGraph([
         Node(mean, (X,)),          # 4

@@ -4,8 +4,8 @@ A random layer draws its intermediate nodes one after another, each with a unifo
 drawn primitive of the space whose inputs are drawn uniformly from the nodes before it.
 A mutation picks one intermediate node uniformly, gives it a uniformly drawn primitive
 and redraws its inputs uniformly from the nodes before it; its successors are untouched.
-Draws that give an invalid layer (one whose output does not depend on the input `x`, or
-that the graph validator refuses) are thrown away and drawn again. All randomness comes
+Draws that the graph validator refuses (e.g. an output that does not depend on the
+input `x`) are thrown away and drawn again. All randomness comes
 from the `random.Random` passed in, so a seeded generator reproduces the same layers.
 """
 
@@ -22,19 +22,12 @@ Space = Literal["B", "S"]
 
 # A valid draw always exists (any op fed with `x`), so hitting this cap means a bug.
 _MAX_DRAWS = 10_000
-_X = INITIAL_NODES.index("x")
-
-
-def depends_on_x(graph: LayerGraph) -> bool:
-    """True when the output node is reachable from the input `x` along the graph's edges."""
-    return _X in graph.live_nodes()
 
 
 def is_valid(graph: LayerGraph, space: Space) -> bool:
-    """A layer the search may evaluate: its output depends on `x`, and in the S space
-    no node (live or dead, so no later mutation can revive one) reads batch statistics."""
-    if not depends_on_x(graph):
-        return False
+    """Whether a layer the validator accepted (so its output depends on `x`) belongs to
+    `space`: in S, no node (live or dead, so no later mutation revives one) reads batch
+    statistics."""
     return space == "B" or not any(get_op(node.op).reads_batch_stats for node in graph.nodes)
 
 

@@ -202,7 +202,7 @@ def run_rerank(
     settings = rerank_settings(config, top, seeds, train, baselines)
     run = rerank.find_run(search.id, settings) or rerank.create_run(search.id, settings)
     done = {(e.label, e.seed) for e in rerank.evaluations(run.id)}
-    queue = [(entry, seed) for entry in entries for seed in seed_values if (entry.label, seed) not in done]
+    queue = [(e, seed) for e in entries for seed in seed_values if (e.label, seed) not in done]
     total = len(entries) * len(seed_values)
     finished = total - len(queue)
     if progress and finished:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ from evonorm_search.task import EvalResult
 from tests.test_store import make_v1_database, readonly_directory, set_schema_version, snapshot
 
 GRAPHS = list(KNOWN_LAYERS.values())
+REPO = Path(__file__).resolve().parents[1]
 
 # (resnet, mobilenetv2) accuracies of the done candidates of search "alpha", by number.
 # The front is {0, 1, 2}: 3 is dominated by 2, 4 by everything, 5 equals 2 (kept: ties do
@@ -265,3 +268,41 @@ def test_older_schema_refused_by_inspection_then_migrated(capsys, tmp_path: Path
     assert code == 0 and "done 1" in out, err
     code, out, _ = run(capsys, "migrate", "--db", str(path))
     assert code == 0 and "already at the current database schema" in out
+
+
+def test_status_and_front_while_another_process_writes(capsys, db) -> None:
+    path, _ = db
+    writer_script = textwrap.dedent(
+        f"""
+        from db.store import SearchStore
+        from evonorm_search.task import EvalResult
+        with SearchStore.open({str(path)!r}) as store:
+            search = store.get_search("alpha")
+            for number in range(8, 48):
+                record = store.add_candidate(search.id, number=number, parent_id=None,
+                    graph_json={GRAPHS[0].to_json()!r}, structural_hash=f"w{{number}}",
+                    fingerprint=None, seed=number)
+                store.mark_running(record.id)
+                store.record_result(record.id, EvalResult("done", {{"resnet": 0.01, "mobilenetv2": 0.01}}))
+        print("writer finished")
+        """
+    )
+    writer = subprocess.Popen(
+        [sys.executable, "-c", writer_script], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    seen = []
+    try:
+        while writer.poll() is None or not seen:
+            code, out, err = run(capsys, "status", "alpha", "--db", str(path))
+            assert code == 0, err
+            seen.append(int(re.search(r"candidates: (\d+)", out).group(1)))  # type: ignore[union-attr]
+            code, out, err = run(capsys, "front", "alpha", "--db", str(path))
+            assert code == 0 and "4 of" in out, err  # the writer's 0.01 candidates are all dominated
+    finally:
+        stdout, stderr = writer.communicate(timeout=120)
+    assert writer.returncode == 0 and "writer finished" in stdout, stderr
+    assert seen == sorted(seen) and seen[0] >= 8
+    code, out, _ = run(capsys, "status", "alpha", "--db", str(path))
+    assert "candidates: 48" in out
+    with SearchStore.open(path) as store:
+        assert store.integrity_check() == "ok"

@@ -10,9 +10,10 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from evonorm_search.compile import (
-    CompiledLayer, bounded_positive_nodes, compile_layer, effective_groups, layer_factory,
+    CompiledLayer, bounded_positive_nodes, compile_layer, effective_groups, execution_order,
+    layer_factory,
 )
-from evonorm_search.graph import LayerGraph, Node
+from evonorm_search.graph import NUM_INITIAL, LayerGraph, Node
 from evonorm_search.known import KNOWN_LAYERS, get_known
 from tests.test_graph import graphs
 
@@ -56,6 +57,22 @@ def test_dead_nodes_cost_nothing() -> None:
     x = torch.randn(5, 3, 2, 2)
     expected = torch.tanh(x) / torch.sqrt(torch.tanh(x).var((0, 2, 3), unbiased=False, keepdim=True) + 1e-5)
     torch.testing.assert_close(layer(x), expected)
+
+
+@settings(max_examples=100, deadline=None)
+@given(graphs())
+def test_execution_order_is_topological_over_live_nodes_statistics_first(graph: LayerGraph) -> None:
+    order = execution_order(graph)
+    assert sorted(order) == sorted(i for i in graph.live_nodes() if i >= NUM_INITIAL)
+    assert order[-1] == graph.output
+    position = {i: k for k, i in enumerate(order)}
+    for i in order:
+        assert all(j < NUM_INITIAL or position[j] < position[i] for j in graph.node(i).inputs)
+
+
+def test_statistics_of_x_run_first() -> None:
+    assert execution_order(get_known("evonorm_s0")) == [7, 4, 5, 6, 8]
+    assert execution_order(get_known("evonorm_b0")) == [4, 6, 5, 7, 8, 9]
 
 
 def test_output_constant_over_some_axes_is_expanded_to_the_input_shape() -> None:

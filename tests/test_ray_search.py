@@ -133,10 +133,10 @@ def test_workers_killed_mid_evaluation_are_retried(
     evaluator_factory: Callable[..., RayEvaluator], tmp_path: Path
 ) -> None:
     evaluator = evaluator_factory(_fake(tmp_path, kill="first"))
-    final, candidates, integrity = _run(tmp_path / "s.db", _config(budget=3), evaluator)
+    final, candidates, integrity = _run(tmp_path / "s.db", _config(budget=2), evaluator)
     assert final.complete and integrity == "ok"
     evaluated = _evaluated(candidates)
-    assert [c.status for c in evaluated] == ["done"] * 3
+    assert [c.status for c in evaluated] == ["done"] * 2
     for candidate in evaluated:
         assert sorted(p.name for p in tmp_path.glob(f"{candidate.id}-*")) == [
             f"{candidate.id}-0", f"{candidate.id}-1"

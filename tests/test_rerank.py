@@ -118,8 +118,8 @@ def test_run_stores_results_and_ranks_them(tmp_path: Path) -> None:
         evaluations = RerankStore(store).evaluations(run.id)
         assert len(evaluations) == 10
         rows = ranking(evaluations, PROXIES)
-        assert {r.label for r in rows} == {f"#{ids[n]}" for n in ("evonorm_s1", "evonorm_b1", "evonorm_s2")} | {
-            "bn_relu", "evonorm_s0"}
+        front_labels = {f"#{ids[n]}" for n in ("evonorm_s1", "evonorm_b1", "evonorm_s2")}
+        assert {r.label for r in rows} == front_labels | {"bn_relu", "evonorm_s0"}
         for row in rows:
             graph = next(e.graph_json for e in evaluations if e.label == row.label)
             for proxy in PROXIES:
@@ -212,3 +212,39 @@ def test_cli_user_errors_exit_2_without_traceback(
         assert output.startswith("error: ") and expected in output and "Traceback" not in output
     code, output = run_cli(capsys, monkeypatch, "rerank", "--help")
     assert code == 0 and "TEST" in output
+
+
+def test_evaluate_on_test_scores_the_test_split(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    import torch
+
+    import workers.evaluate
+    from evonorm_search.rerank import evaluate_on_test
+    from evonorm_search.task import DatasetSpec, TrainSettings
+    from workers.datasets import load_dataset
+
+    spec = DatasetSpec(name="digits")
+    data = load_dataset(spec)
+    assert len(data.val_y) != len(data.test_y)
+    seen = []
+
+    def spy(task: EvalTask, prepared: object = None) -> EvalResult:
+        seen.append(prepared)
+        return EvalResult("done", {"resnet": 0.5})
+
+    monkeypatch.setattr(workers.evaluate, "evaluate", spy)
+    task = EvalTask(get_known("bn_relu").to_json(), ("resnet",), spec, TrainSettings(steps=1))
+    evaluate_on_test(task, data)
+    evaluate_on_test(task)  # loads the data set itself
+    for prepared in seen:
+        assert isinstance(prepared, type(data))
+        assert torch.equal(prepared.val_x, data.test_x) and torch.equal(prepared.val_y, data.test_y)
+        assert torch.equal(prepared.train_x, data.train_x)
+    # The real evaluation, tiny: it runs and reports an accuracy on the test split's size.
+    monkeypatch.undo()
+    train = TrainSettings(steps=3, width=4, quality_steps=0, stability_steps=0, batch_size=16, threads=1)
+    result = evaluate_on_test(dataclasses.replace(task, train=train), data)
+    assert result.status == "done", result.reason
+    assert round(result.accuracies["resnet"] * len(data.test_y)) == pytest.approx(
+        result.accuracies["resnet"] * len(data.test_y), abs=1e-6)

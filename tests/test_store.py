@@ -286,7 +286,7 @@ def test_has_hash_is_per_search(store: SearchStore) -> None:
     assert not store.has_hash(alpha.id, "abd")
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(
     st.lists(st.sampled_from(["pending", "running", "done", "rejected", "failed"]), max_size=25),
     st.integers(min_value=1, max_value=8),

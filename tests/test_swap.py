@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -97,6 +98,15 @@ class GroupSwish(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.norm(x)
         return y * torch.sigmoid(y)
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny models: one intra-op thread avoids oversubscription on a shared 2-core box."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 PAIRS = {"stem.1", "layer.0.bn1", "layer.1.bn_a", "single.norm"}
@@ -211,3 +221,24 @@ def test_swapped_model_still_trains() -> None:
     # The swapped layers took part: their parameters moved.
     norm = model.single.norm.norm
     assert not torch.allclose(norm.weight, torch.ones_like(norm.weight))
+
+
+def test_swap_with_a_compiled_evonorm_layer_trains() -> None:
+    from evonorm_search.compile import layer_factory
+    from evonorm_search.known import get_known
+
+    torch.manual_seed(3)
+    model = TinyNet()
+    assert swap_norm_act(model, layer_factory(get_known("evonorm_s0"))) == len(PAIRS)
+    assert batchnorm_names(model) == NOT_PAIRS
+    x = torch.randn(8, 3, 6, 6)
+    y = torch.randint(0, 3, (8,))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    losses = []
+    for _ in range(25):
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0]

@@ -54,13 +54,15 @@ class RayStats:
     """What the evaluator has observed so far (for progress reports and benchmarks).
 
     `busy_seconds` is the time spent inside the evaluation function, summed over the
-    evaluations that returned; `tasks_per_node` counts them by Ray node id.
+    evaluations that returned; `tasks_per_node` counts them by Ray node id; `spans` are
+    their (start, end) times on the workers' clocks (`time.time()`), in arrival order.
     """
 
     completed: int
     lost: int
     busy_seconds: float
     tasks_per_node: dict[str, int]
+    spans: tuple[tuple[float, float], ...]
 
 
 def _default_evaluate() -> EvaluateFn:
@@ -97,12 +99,13 @@ def _run_evaluation(
 ) -> dict[str, Any]:
     """Body of the Ray task: evaluate one candidate, report the result and where it ran."""
     data = _fetch_data(data_box)
-    started = time.monotonic()
+    started_at, started = time.time(), time.monotonic()
     result = evaluate_fn(EvalTask.from_dict(task_dict), data)
     return {
         "result": result.to_dict(),
         "node_id": ray.get_runtime_context().get_node_id(),
         "busy_seconds": time.monotonic() - started,
+        "started_at": started_at,
     }
 
 
@@ -213,6 +216,7 @@ class RayEvaluator:
         self._lost = 0
         self._busy = 0.0
         self._per_node: Counter[str] = Counter()
+        self._spans: list[tuple[float, float]] = []
         self._capacity = 1
         self._capacity_read_at = -math.inf
         self._closed = False
@@ -268,6 +272,7 @@ class RayEvaluator:
                 lost=self._lost,
                 busy_seconds=self._busy,
                 tasks_per_node=dict(self._per_node),
+                spans=tuple(self._spans),
             )
 
     # ---- internals ---------------------------------------------------------------------
@@ -310,6 +315,8 @@ class RayEvaluator:
                 self._completed += 1
                 self._busy += float(reply["busy_seconds"])
                 self._per_node[reply["node_id"]] += 1
+                start = float(reply["started_at"])
+                self._spans.append((start, start + float(reply["busy_seconds"])))
             else:
                 self._lost += 1
         if error is None:

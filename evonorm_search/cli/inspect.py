@@ -8,7 +8,7 @@ the one command here that writes (it upgrades an older schema in place, after a 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -44,16 +44,22 @@ def _time(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _elapsed(summary: SearchSummary) -> str:
+def _duration(seconds: float) -> str:
+    whole = max(0, round(seconds))
+    hours, rest = divmod(whole, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+def _elapsed(summary: SearchSummary, now: datetime) -> str:
     if summary.last_activity is None:
         return "0:00:00 (no candidates yet)"
-    seconds = max(0, round((summary.last_activity - summary.search.created_at).total_seconds()))
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d} (creation to last activity)"
+    span = (summary.last_activity - summary.search.created_at).total_seconds()
+    idle = (now - summary.last_activity).total_seconds()
+    return f"{_duration(span)} (creation to last activity, which was {_duration(idle)} ago)"
 
 
-def describe_status(summary: SearchSummary) -> str:
-    """The `status` block of one search."""
+def describe_status(summary: SearchSummary, now: datetime) -> str:
+    """The `status` block of one search, as of `now`."""
     search, counts = summary.search, summary.counts
     total = sum(counts.values())
     settled = total - counts["pending"] - counts["running"]
@@ -77,7 +83,7 @@ def describe_status(summary: SearchSummary) -> str:
         lines.append(f"  best per proxy: {best}")
     else:
         lines.append("  best per proxy: none yet (no done candidates)")
-    lines.append(f"  elapsed: {_elapsed(summary)}")
+    lines.append(f"  elapsed: {_elapsed(summary, now)}")
     return "\n".join(lines)
 
 
@@ -95,7 +101,8 @@ def status(name: str | None, db_path: Path) -> None:
         if not searches:
             click.echo(f"no searches in {store.path}; start one with `evonorm search --db {db_path}`")
             return
-        click.echo("\n\n".join(describe_status(store.summary(search.id)) for search in searches))
+        now = datetime.now(UTC)
+        click.echo("\n\n".join(describe_status(store.summary(search.id), now) for search in searches))
 
 
 @click.command("list")

@@ -28,7 +28,8 @@ def report(name: str, out_dir: Path, db_path: str) -> None:
     from evonorm_search.report import build_report
 
     with SearchStore.open(Path(db_path).expanduser(), readonly=True) as store:
-        click.echo("building the report...", err=True)
+        store.get_search(name)  # an unknown name fails before any progress output
+        click.echo(f"building the report of {name!r}...", err=True)
         path = build_report(store, name, out_dir)
     click.echo(str(path))
 

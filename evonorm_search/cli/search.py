@@ -8,6 +8,7 @@ written, so a refused command leaves it untouched.
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,11 +25,13 @@ DEFAULT_NAME = "default"
 DEFAULT_DB = "evonorm.db"
 # Seconds between progress lines on stderr (the final line is always printed).
 PROGRESS_INTERVAL = 2.0
+INTERRUPTED_EXIT_CODE = 130  # as a shell reports a process stopped by SIGINT
 
 # CLI option -> SearchConfig key (None values mean "not given": stored/default value).
 _SETTINGS = {
     "dataset": "dataset.name",
     "data_dir": "dataset.data_dir",
+    "download": "dataset.download",
     "image_size": "dataset.image_size",
     "max_train_examples": "dataset.max_train_examples",
     "validation_fraction": "dataset.validation_fraction",
@@ -47,6 +50,7 @@ _SETTINGS = {
     "quality_steps": "train.quality_steps",
     "quality_threshold": "train.quality_threshold",
     "stability_steps": "train.stability_steps",
+    "threads": "train.threads",
 }
 
 
@@ -74,12 +78,14 @@ class _ProgressPrinter:
 
     def __init__(self) -> None:
         self._last = 0.0
+        self.last_line = ""
 
     def __call__(self, progress: Progress) -> None:
         now = time.monotonic()
         if now - self._last >= PROGRESS_INTERVAL:
             self._last = now
-            click.echo(progress.line(), err=True)
+            self.last_line = progress.line()
+            click.echo(self.last_line, err=True)
 
 
 def _resolve(store_path: Path, name: str, overrides: dict[str, Any]) -> tuple[SearchConfig, bool]:
@@ -104,6 +110,8 @@ def _resolve(store_path: Path, name: str, overrides: dict[str, Any]) -> tuple[Se
               type=click.Path(dir_okay=False), help="SQLite database file (created if missing).")
 @click.option("--dataset", help=f"Data set: digits (embedded), cifar10 or npz. [default: {_DATA.name}]")
 @click.option("--data-dir", type=click.Path(file_okay=True), help="Where the data set's files are.")
+@click.option("--download/--no-download", default=None,
+              help="Download CIFAR-10 into --data-dir when missing (needs internet).")
 @click.option("--image-size", type=int, help="Resize images to this side (default: native).")
 @click.option("--max-train-examples", type=int, help="Use at most this many training images.")
 @click.option("--validation-fraction", type=float,
@@ -145,16 +153,18 @@ def _resolve(store_path: Path, name: str, overrides: dict[str, Any]) -> tuple[Se
               help=f"Minimum accuracy after the quality steps. [default: {_TRAIN.quality_threshold}]")
 @click.option("--stability-steps", type=int,
               help=f"Gradient-ascent steps of the stability check (0: off). [default: {_TRAIN.stability_steps}]")
-@click.pass_context
-def search(ctx: click.Context, name: str, db_path: str, workers: int | None, executor: str,
+@click.option("--threads", type=int,
+              help="Torch threads per evaluation; may change on resume. [default: torch's choice]")
+def search(name: str, db_path: str, workers: int | None, executor: str,
            address: str | None, cpus_per_eval: float | None, gpus_per_eval: float | None,
            **settings: Any) -> None:
     """Run an evolutionary search, or resume the search called NAME.
 
     With no options: a small real search on the embedded digits data, stored in
     ./evonorm.db as "default". Resuming needs only --name (and --db): the stored settings
-    are used; giving a different value for any setting but --budget is refused. Progress
-    goes to stderr; Ctrl-C stops cleanly and the search can be resumed later.
+    are used; a different value for any setting but --budget or --threads is refused (a
+    larger --budget extends the search for that run). Progress goes to stderr; Ctrl-C
+    stops cleanly (exit 130) and the search can be resumed later.
     """
     from db.store import SearchStore
     from workers.datasets import load_dataset
@@ -166,24 +176,33 @@ def search(ctx: click.Context, name: str, db_path: str, workers: int | None, exe
     config, resuming = _resolve(path, name, _overrides(settings))
     _check_settings(config)
     data = load_dataset(config.dataset)
-    with SearchStore.open(path, create=True) as store:
+    # The executor is built (and --address reached) before the database is written.
+    evaluator = make_evaluator(executor, data=data, workers=workers, address=address,
+                               cpus_per_eval=cpus_per_eval, gpus_per_eval=gpus_per_eval)
+    try:
+        store = SearchStore.open(path, create=True)
+    except BaseException:
+        evaluator.shutdown()
+        raise
+    with store:
         record = store.find_search(name) if resuming else None
         if record is None:
             record = store.create_search(name, config.to_dict(), config.seed)
         click.echo(f"{'resuming' if resuming else 'starting'} search {name!r} in {path} "
                    f"({executor} executor)", err=True)
-        evaluator = make_evaluator(executor, data=data, workers=workers, address=address,
-                                   cpus_per_eval=cpus_per_eval, gpus_per_eval=gpus_per_eval)
         try:
-            controller = SearchController(store, record, config, evaluator, progress=_ProgressPrinter())
-            final = controller.run()
+            printer = _ProgressPrinter()
+            final = SearchController(store, record, config, evaluator, progress=printer).run()
         finally:
             evaluator.shutdown()
-        click.echo(final.line(), err=True)
+        if final.line() != printer.last_line:
+            click.echo(final.line(), err=True)
         if final.interrupted:
             click.echo(f"interrupted: {final.in_flight} in-flight evaluation(s) will be redone; "
                        f"resume with: evonorm search --name {name} --db {path}", err=True)
-            ctx.exit(130)
+            # SystemExit, not ctx.exit: the group runs with standalone_mode=False, where
+            # click turns ctx.exit(code) into a return value that main() drops.
+            sys.exit(INTERRUPTED_EXIT_CODE)
         _print_summary(store, record.id, config)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import statistics
+from collections.abc import Set
 from html import escape
 
 from evonorm_search.graph import LayerGraph
@@ -40,7 +41,8 @@ def _img(png: bytes, alt: str) -> str:
     return f'<img alt="{escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-def _table(header: list[str], rows: list[list[str]], numeric: set[int] = frozenset()) -> str:  # type: ignore[assignment]
+def _table(header: list[str], rows: list[list[str]], numeric: Set[int] = frozenset()) -> str:
+    """A table; `header` is escaped here, cells are HTML already; `numeric` columns align right."""
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
     body = "".join(
         "<tr>" + "".join(
