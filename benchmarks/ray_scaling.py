@@ -131,7 +131,8 @@ def part_c(sleep: float, rounds: int, directory: Path) -> None:
               f"({throughput[workers] / throughput[1]:.2f}x one worker; "
               f"{100 * throughput[workers] / ideal:.0f}% of the sleep-bound ideal)")
     speedup = throughput[8] / throughput[1]
-    print(f"(c) 8 workers / 1 worker: {speedup:.2f}x (goal >= 7x: {'met' if speedup >= 7 else 'NOT met'})")
+    verdict = "met" if speedup >= 7 else "NOT met"
+    print(f"(c) 8 workers / 1 worker: {speedup:.2f}x (goal >= 7x: {verdict})")
 
 
 def part_b(budget: int, directory: Path) -> None:

@@ -3,8 +3,8 @@
 Owns the defaults of a search, validation of user-supplied settings (with messages that
 say how to fix them), applying command-line overrides (`"train.steps"` style keys), and
 detecting conflicts between a stored search and the settings of a resume request.
-Only `budget` and `train.threads` may change on resume: they are not part of what is
-searched.
+Only the settings in `RESUMABLE` (budget, torch threads, CIFAR download) may change on
+resume: they are not part of what is searched.
 """
 
 from __future__ import annotations

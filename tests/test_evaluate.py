@@ -17,8 +17,9 @@ from evonorm_search.task import DatasetSpec, EvalResult, EvalTask, TrainSettings
 from workers.datasets import load_dataset
 from workers.evaluate import check_settings, evaluate, proxy_seed
 
-TINY = TrainSettings(batch_size=32, steps=60, quality_steps=40, stability_steps=100,
-                     width=8, eval_batches=None)
+# The full protocols at a tenth of the training; stability_steps is cut to 40 to keep
+# the suite fast (the slow test below runs the default 100 steps).
+TINY = TrainSettings(batch_size=32, steps=40, quality_steps=30, stability_steps=40, width=8)
 FAST = TrainSettings(batch_size=16, steps=8, quality_steps=0, stability_steps=2, width=4)
 
 
@@ -47,8 +48,16 @@ def test_good_layers_pass_both_protocols_with_sane_accuracy(digits, layer: str) 
     assert result.status == "done", result.reason
     assert set(result.accuracies) == {"resnet", "mobilenetv2", "efficientnet"}
     assert all(0.5 < acc <= 1.0 for acc in result.accuracies.values())
-    assert result.steps == {"resnet": 60, "mobilenetv2": 60, "efficientnet": 60}
+    assert result.steps == {"resnet": 40, "mobilenetv2": 40, "efficientnet": 40}
     assert set(result.seconds) == {"build", "stability", "quality", "training"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layer", ["bn_relu", "evonorm_s0"])
+def test_good_layers_pass_default_protocols(digits, layer: str) -> None:
+    result = evaluate(_task(layer, TrainSettings()), digits)
+    assert result.status == "done", result.reason
+    assert all(acc > 0.9 for acc in result.accuracies.values())
 
 
 def test_same_seed_same_result(digits) -> None:

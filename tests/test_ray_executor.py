@@ -138,7 +138,9 @@ def test_worker_killed_on_first_attempt_is_retried(cluster: Cluster, tmp_path: P
         assert attempts[0][1] != attempts[1][1], "the retry ran in a fresh worker process"
 
 
-def test_candidate_killing_every_worker_fails_after_the_cap(cluster: Cluster, tmp_path: Path) -> None:
+def test_candidate_killing_every_worker_fails_after_the_cap(
+    cluster: Cluster, tmp_path: Path
+) -> None:
     killer = RayEvaluator(_logging(tmp_path, kill_attempts=99), max_retries=1, dataset_loader=_load)
     healthy = RayEvaluator(_scored, dataset_loader=_load)
     try:

@@ -96,7 +96,9 @@ def _fake(log_dir: Path, kill: str = "never", seconds: float = 0.1) -> Callable[
     return evaluate
 
 
-def _run(path: Path, config: SearchConfig, evaluator: RayEvaluator) -> tuple[Any, list[CandidateRecord], str]:
+def _run(
+    path: Path, config: SearchConfig, evaluator: RayEvaluator
+) -> tuple[Any, list[CandidateRecord], str]:
     with SearchStore.open(path, create=True) as store:
         record = store.create_search("s", config.to_dict(), config.seed)
         final = SearchController(store, record, config, evaluator).run()
@@ -108,7 +110,9 @@ def _evaluated(candidates: list[CandidateRecord]) -> list[CandidateRecord]:
 
 
 def _config(**changes: Any) -> SearchConfig:
-    return SearchConfig(proxies=PROXIES, budget=8, population=4, seed=3, max_attempts=1).with_overrides(changes)
+    # max_attempts=1: the controller does not resubmit, so only Ray's own retries act.
+    config = SearchConfig(proxies=PROXIES, budget=8, population=4, seed=3, max_attempts=1)
+    return config.with_overrides(changes)
 
 
 def test_search_completes_its_budget_on_both_nodes(

@@ -145,6 +145,8 @@ class _Evaluation:
             self.runs.append(_ProxyRun(name, Trainer(model, self.data, s, seed), probe))
 
     def stability(self, run: _ProxyRun, steps: int) -> None:
+        if self.settings.stability_steps == 0:
+            return
         verdict: Verdict = run.probe.run(min(steps, self.settings.stability_steps))
         if not verdict.passed:
             raise _Rejected("stability", f"{run.name}: {verdict.reason}")
