@@ -402,7 +402,7 @@ class SearchController:
                     raise TypeError(f"the evaluator returned {type(result).__name__}, not EvalResult")
             except (Exception, CancelledError) as error:
                 attempts = self._attempts[record.id]
-                if attempts < self.config.max_attempts:
+                if attempts < self.config.max_attempts and not self.evaluator.retries_lost_work:
                     self._queue.appendleft(record)
                     continue
                 reason = f"no result after {attempts} attempts: {type(error).__name__}: {error}"

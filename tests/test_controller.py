@@ -201,6 +201,8 @@ def test_infrastructure_failures_are_retried_then_failed(tmp_path: Path) -> None
 class ThreadEvaluator:
     """A truly asynchronous evaluator: results arrive out of submission order."""
 
+    retries_lost_work = False
+
     def __init__(self, workers: int) -> None:
         self.capacity = workers
         self._pool = ThreadPoolExecutor(workers)

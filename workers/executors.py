@@ -25,7 +25,14 @@ EXECUTOR_KINDS: tuple[str, ...] = ("inline", "ray")
 class Evaluator(Protocol):
     """What the controller needs from an executor."""
 
-    capacity: int
+    @property
+    def capacity(self) -> int:
+        """Evaluations to keep in flight."""
+
+    @property
+    def retries_lost_work(self) -> bool:
+        """Whether a failed future already includes the executor's own retries (then the
+        controller records the failure instead of resubmitting)."""
 
     def submit(self, task: EvalTask) -> Future[EvalResult]: ...
 
@@ -48,6 +55,7 @@ class InlineEvaluator:
     """
 
     capacity = 1
+    retries_lost_work = False
 
     def __init__(self, evaluate_fn: EvaluateFn | None = None, data: Any = None) -> None:
         self._evaluate = evaluate_fn if evaluate_fn is not None else _default_evaluate()

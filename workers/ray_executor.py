@@ -224,6 +224,11 @@ class RayEvaluator:
     # ---- the Evaluator protocol -------------------------------------------------------
 
     @property
+    def retries_lost_work(self) -> bool:
+        """Ray re-runs an evaluation whose worker died (`max_retries`) before failing it."""
+        return True
+
+    @property
     def capacity(self) -> int:
         """Evaluations to keep in flight: `workers`, else what the cluster fits right now."""
         if self._workers is not None:

@@ -14,7 +14,7 @@ USER_ERROR_EXIT_CODE = 2
 def run_command_group(group: click.Group) -> None:
     """Run `group`; an `EvonormError` prints `error: ...` and exits 2, no traceback."""
     try:
-        group.main(standalone_mode=False)
+        status = group.main(standalone_mode=False)
     except EvonormError as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(USER_ERROR_EXIT_CODE)
@@ -26,3 +26,6 @@ def run_command_group(group: click.Group) -> None:
         sys.exit(error.exit_code)
     except click.exceptions.Exit as done:
         sys.exit(done.exit_code)
+    # Without standalone mode click returns the code given to ctx.exit() instead of exiting.
+    if isinstance(status, int) and status != 0:
+        sys.exit(status)
