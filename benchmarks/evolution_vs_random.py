@@ -3,9 +3,9 @@
 For each seed, three searches run in one database (resumable: rerun the same command to
 continue after an interruption):
 - `evo-s<seed>`: the evolutionary search (Pareto tournaments, aging, mutation);
-- `random-s<seed>`: a random search: the same controller with a population larger than
-  the budget, so that selection never starts and every child is a fresh `random_graph`,
-  with the same duplicate/NaN filters, rejection protocols and training;
+- `random-s<seed>`: a random search (`strategy="random"`): the same controller, every
+  child a fresh `random_graph`, with the same duplicate/NaN filters, rejection protocols
+  and training;
 - `known-s<seed>`: the known layers bn_relu, evonorm_s0, evonorm_b0 under the same
   protocol, for reference.
 Both searches use the same seed, so their first `--population` members are the same
@@ -76,6 +76,7 @@ def base_config(args: argparse.Namespace, seed: int) -> SearchConfig:
         "budget": args.budget,
         "population": args.population,
         "seed": seed,
+        "init": "random",  # the paper's protocol: both arms start from random layers
         "proxies": tuple(p.strip() for p in args.proxies.split(",") if p.strip()),
         "dataset.name": "cifar10",
         "dataset.data_dir": str(Path(args.data_dir).expanduser().resolve()),
@@ -95,11 +96,9 @@ def arm_configs(args: argparse.Namespace, seed: int) -> dict[str, SearchConfig]:
     base = base_config(args, seed)
     return {
         f"evo-s{seed}": base,
-        # Population above the budget: the aging population never fills, so the
-        # controller never selects a parent and every child is a fresh random layer.
-        f"random-s{seed}": base.with_overrides({"population": args.budget + 1}),
+        f"random-s{seed}": base.with_overrides({"strategy": "random"}),
         f"known-s{seed}": base.with_overrides({
-            "space": "B", "init": ",".join(KNOWN), "budget": len(KNOWN), "population": len(KNOWN) + 1,
+            "space": "B", "init": ",".join(KNOWN), "budget": len(KNOWN), "strategy": "random",
         }),
     }
 

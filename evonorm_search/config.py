@@ -25,6 +25,9 @@ class ConfigError(EvonormError, ValueError):
     """A search setting is out of range or unknown."""
 
 
+STRATEGIES: tuple[str, ...] = ("evolution", "random")
+
+
 @dataclass(frozen=True)
 class SearchConfig:
     """Every setting that defines a search. Defaults: a small real search on digits.
@@ -43,6 +46,8 @@ class SearchConfig:
     # Our default, not the paper's (random): on small budgets random layers almost never
     # pass rejection (0 of 30 on digits), so a random start never reaches evolution.
     init: str = "known"
+    # "random": every child is a fresh random layer (the baseline evolution must beat).
+    strategy: str = "evolution"
     proxies: tuple[str, ...] = ("resnet", "mobilenetv2", "efficientnet")
     num_nodes: int = MAX_INTERMEDIATE
     tournament_fraction: float = 0.05
@@ -58,6 +63,10 @@ class SearchConfig:
         """Raise ConfigError naming the bad setting and its allowed values."""
         if self.space not in ("B", "S"):
             raise ConfigError(f"space {self.space!r} is unknown: use --space B or --space S")
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(
+                f"strategy {self.strategy!r} is unknown: use one of {', '.join(STRATEGIES)}"
+            )
         if self.budget <= 0:
             raise ConfigError(f"budget must be a positive number of candidates, got {self.budget}")
         if self.population < 2:

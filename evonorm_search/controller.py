@@ -309,7 +309,7 @@ class SearchController:
         population = self._state.population
         for _ in range(MAX_PROPOSALS):
             parent: CandidateRecord | None = None
-            if len(population) < config.population:
+            if config.strategy == "random" or len(population) < config.population:
                 graph = self._initial_graph(rng)
             else:
                 parent = tournament(

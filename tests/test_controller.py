@@ -305,3 +305,18 @@ def test_progress_line_reports_counts_and_best(tmp_path: Path) -> None:
     rejected = final.counts.get("rejected", 0) - final.rejected_by_stage.get("fingerprint", 0)
     finished = rejected + final.counts.get("done", 0) + final.counts.get("failed", 0)
     assert f"rejection rate {100 * rejected / finished:.0f}%" in lines[-1]
+
+
+def test_random_strategy_never_selects_a_parent(tmp_path: Path) -> None:
+    config = make_config(strategy="random", init="random", budget=20, population=3)
+    final, candidates, integrity = run_search(tmp_path / "r.db", config, InlineEvaluator(fake_evaluate))
+    assert final.complete and integrity == "ok"
+    assert sum(c.status == "done" for c in candidates) > config.population
+    assert all(c.parent_id is None for c in candidates)
+
+
+def test_unknown_strategy_is_refused_with_the_choices() -> None:
+    from evonorm_search.config import ConfigError
+
+    with pytest.raises(ConfigError, match="evolution, random"):
+        make_config(strategy="annealing")

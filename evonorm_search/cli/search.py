@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from evonorm_search.config import ConfigError, SearchConfig, stored_config
+from evonorm_search.config import STRATEGIES, ConfigError, SearchConfig, stored_config
 from evonorm_search.controller import Progress, SearchController
 
 _DEFAULTS = SearchConfig()
@@ -40,6 +40,7 @@ _SETTINGS = {
     "population": "population",
     "seed": "seed",
     "init": "init",
+    "strategy": "strategy",
     "num_nodes": "num_nodes",
     "proxies": "proxies",
     "steps": "train.steps",
@@ -116,6 +117,9 @@ def _resolve(store_path: Path, name: str, overrides: dict[str, Any]) -> tuple[Se
 @click.option("--max-train-examples", type=int, help="Use at most this many training images.")
 @click.option("--validation-fraction", type=float,
               help=f"Share of training images held out for fitness. [default: {_DATA.validation_fraction}]")
+@click.option("--strategy", type=click.Choice(list(STRATEGIES)),
+              help="evolution: mutate parents from Pareto tournaments; random: every child a "
+                   f"fresh random layer (the baseline). [default: {_DEFAULTS.strategy}]")
 @click.option("--space", type=click.Choice(["B", "S"]),
               help=f"B: all 24 primitives; S: no batch statistics. [default: {_DEFAULTS.space}]")
 @click.option("--budget", type=int,
