@@ -8,8 +8,8 @@ continue after an interruption):
   and training;
 - `known-s<seed>`: the known layers bn_relu, evonorm_s0, evonorm_b0 under the same
   protocol, for reference.
-Both searches use the same seed, so their first `--population` members are the same
-random layers (a paired comparison); they differ only in how later children are made.
+Both searches use the same seed and `--init`, so their first `--population` members are
+the same layers (a paired comparison); they differ only in how later children are made.
 
 Prints, per arm: the best validation accuracy per proxy after 25/50/75/100% of the budget
 (mean over seeds), the hypervolume of the final Pareto front (K proxies, maximized,
@@ -55,6 +55,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="evolution's population P (selection starts once P members are done)")
     parser.add_argument("--seeds", default="0,1", help="comma-separated search seeds")
     parser.add_argument("--space", default="B", choices=("B", "S"))
+    parser.add_argument("--init", default="random",
+                        help="both arms' first members: random (the paper's protocol) or "
+                             "known (the known layers of the space, then random ones)")
     parser.add_argument("--proxies", default="resnet,mobilenetv2,efficientnet")
     parser.add_argument("--image-size", type=int, default=16, help="downsampled image side")
     parser.add_argument("--max-train-examples", type=int, default=10000)
@@ -76,7 +79,7 @@ def base_config(args: argparse.Namespace, seed: int) -> SearchConfig:
         "budget": args.budget,
         "population": args.population,
         "seed": seed,
-        "init": "random",  # the paper's protocol: both arms start from random layers
+        "init": args.init,
         "proxies": tuple(p.strip() for p in args.proxies.split(",") if p.strip()),
         "dataset.name": "cifar10",
         "dataset.data_dir": str(Path(args.data_dir).expanduser().resolve()),
