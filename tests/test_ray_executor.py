@@ -62,9 +62,14 @@ def _task(number: int, **dataset: Any) -> EvalTask:
     )
 
 
+RELEASE = "release"
+
+
 def _logging(log_dir: Path, kill_attempts: int, seconds: float = 0.0) -> FakeEvaluate:
     """An evaluation that records each attempt (pid, node) and kills its own worker
-    process on its first `kill_attempts` attempts of a candidate."""
+    process on its first `kill_attempts` attempts of a candidate; it then holds for up to
+    `seconds`, or until the test creates the file `RELEASE` in `log_dir` (so that a slow,
+    loaded machine cannot finish an evaluation before the test acts on it)."""
 
     def evaluate(task: EvalTask, data: Any) -> EvalResult:
         node = ray.get_runtime_context().get_node_id()
@@ -72,7 +77,9 @@ def _logging(log_dir: Path, kill_attempts: int, seconds: float = 0.0) -> FakeEva
         (log_dir / f"{task.candidate_id}-{attempt}-{os.getpid()}-{node}").touch()
         if attempt < kill_attempts:
             os._exit(1)
-        time.sleep(seconds)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not (log_dir / RELEASE).exists():
+            time.sleep(0.05)
         return EvalResult(status="done", accuracies={"resnet": 0.5})
 
     return evaluate
@@ -182,12 +189,18 @@ def test_shutdown_fails_the_futures_still_in_flight(cluster: Cluster, tmp_path: 
 
 def test_evaluation_on_a_dying_node_is_retried_on_another(cluster: Cluster, tmp_path: Path) -> None:
     doomed = cluster.add_node(num_cpus=1)
-    evaluator = RayEvaluator(_logging(tmp_path, kill_attempts=0, seconds=3), dataset_loader=_load)
+    evaluator = RayEvaluator(_logging(tmp_path, kill_attempts=0, seconds=120), dataset_loader=_load)
     try:
         # Three one-CPU nodes and three evaluations: one of them must start on `doomed`.
         futures = [evaluator.submit(_task(n)) for n in range(3)]
         _wait_for(lambda: all(_attempts(tmp_path, n) for n in range(3)))
+        [doomed_pid] = [int(pid) for n in range(3) for _, pid, node in _attempts(tmp_path, n)
+                        if node == doomed.node_id]
         cluster.remove_node(doomed, allow_graceful=False)
+        # Release the evaluations only once the doomed worker is gone, or it could still
+        # finish and report before its node's death is noticed.
+        _wait_for(lambda: not _process_alive(doomed_pid))
+        (tmp_path / RELEASE).touch()
         results = [future.result(timeout=90) for future in futures]
     finally:
         evaluator.shutdown()
@@ -196,6 +209,14 @@ def test_evaluation_on_a_dying_node_is_retried_on_another(cluster: Cluster, tmp_
     retried = [attempts for attempts in runs if len(attempts) == 2]
     assert len(retried) == 1, runs
     assert retried[0][0][2] == doomed.node_id and retried[0][1][2] != doomed.node_id
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _wait_for(condition: Callable[[], object], timeout: float = 60.0) -> None:
