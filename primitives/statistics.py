@@ -2,7 +2,7 @@
 
 Each statistic keeps its reduced dims with size 1 and is broadcast back by torch's
 broadcasting at its consumer, never materialised at full size. std = sqrt(biased var +
-eps) (two-pass `var_mean`), rms = sqrt(mean(t^2) + eps), both bounded below by sqrt(eps).
+eps) (two-pass), rms = sqrt(mean(t^2) + eps), both bounded below by sqrt(eps).
 Group statistics use the channel-group count computed by the compiler (32 lowered until
 it divides C); a tensor that is constant over channels (C dim 1) uses its whole (C,H,W).
 Batch statistics keep a per-channel running average (see `primitives.registry`); for
@@ -26,6 +26,14 @@ def _ungrouped(stat: Tensor, t: Tensor) -> Tensor:
     """Bring a (N, G, 1) group statistic to (N, C, 1, 1), C being `t`'s channel count."""
     n, g = stat.shape[0], stat.shape[1]
     return stat.expand(n, g, t.shape[1] // g).reshape(n, t.shape[1], 1, 1)
+
+
+def _biased_var(t: Tensor, dims: tuple[int, ...]) -> Tensor:
+    """Biased variance over `dims` (kept), two-pass: mean, then mean squared deviation.
+    Written out because `torch.var_mean` is 1.5-3x slower forward+backward on CPU at
+    proxy shapes (measured: 480 vs 175 us at (64, 16, 64))."""
+    centred = t - t.mean(dims, keepdim=True)
+    return (centred * centred).mean(dims, keepdim=True)
 
 
 def _unbiased_factor(t: Tensor) -> float:
@@ -67,20 +75,17 @@ def op_rms_group(t: Tensor, eps: float, groups: int) -> Tensor:
 
 @register("std_layer", axes="layer", positive=True, doc="sqrt(var_{C,H,W}(t) + eps)")
 def op_std_layer(t: Tensor, eps: float, groups: int) -> Tensor:
-    var, _ = torch.var_mean(t, (1, 2, 3), correction=0, keepdim=True)
-    return torch.sqrt(var + eps)
+    return torch.sqrt(_biased_var(t, (1, 2, 3)) + eps)
 
 
 @register("std_instance", axes="instance", positive=True, doc="sqrt(var_{H,W}(t) + eps)")
 def op_std_instance(t: Tensor, eps: float, groups: int) -> Tensor:
-    var, _ = torch.var_mean(t, (2, 3), correction=0, keepdim=True)
-    return torch.sqrt(var + eps)
+    return torch.sqrt(_biased_var(t, (2, 3)) + eps)
 
 
 @register("std_group", axes="group", positive=True, doc="sqrt(var_{C/g,H,W}(t) + eps)")
 def op_std_group(t: Tensor, eps: float, groups: int) -> Tensor:
-    var, _ = torch.var_mean(_grouped(t, groups), 2, correction=0, keepdim=True)
-    return _ungrouped(torch.sqrt(var + eps), t)
+    return _ungrouped(torch.sqrt(_biased_var(_grouped(t, groups), (2,)) + eps), t)
 
 
 @register("mean_batch", axes="batch", running_init=0.0, doc="mean over (N,H,W), per channel")
@@ -119,7 +124,7 @@ def op_std_batch(
 ) -> Tensor:
     if not training:
         return torch.sqrt(running + eps)
-    var, _ = torch.var_mean(t, (0, 2, 3), correction=0, keepdim=True)
+    var = _biased_var(t, (0, 2, 3))
     with torch.no_grad():
         running.mul_(1.0 - momentum).add_(var, alpha=momentum * _unbiased_factor(t))
     return torch.sqrt(var + eps)
