@@ -14,7 +14,7 @@ import types
 
 from evonorm_search.compile import execution_order, plain_division
 from evonorm_search.errors import EvonormError
-from evonorm_search.graph import NUM_INITIAL, LayerGraph
+from evonorm_search.graph import LayerGraph
 from primitives import OPS
 
 _INITIAL_EXPRESSIONS = ("x", "self.zero", "self.v0", "self.v1")

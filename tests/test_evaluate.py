@@ -23,13 +23,6 @@ TINY = TrainSettings(batch_size=32, steps=40, quality_steps=30, stability_steps=
 FAST = TrainSettings(batch_size=16, steps=8, quality_steps=0, stability_steps=2, width=4)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 @pytest.fixture(scope="module")
 def digits():

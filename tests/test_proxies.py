@@ -16,14 +16,6 @@ from workers.proxies import PROXIES, build_proxy
 
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: the machine is shared, and oversubscribed threads spin."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 INPUTS = {"digits-like": (1, 8), "cifar-like": (3, 32)}
 

@@ -23,13 +23,6 @@ EXPLODING = LayerGraph([Node("square", (0,))])
 CONSTANT = LayerGraph([Node("mul", (0, 1))])
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 @pytest.fixture(scope="module")
 def batch() -> tuple[torch.Tensor, torch.Tensor]:
