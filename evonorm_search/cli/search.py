@@ -25,6 +25,7 @@ DEFAULT_NAME = "default"
 DEFAULT_DB = "evonorm.db"
 # Seconds between progress lines on stderr (the final line is always printed).
 PROGRESS_INTERVAL = 2.0
+HEARTBEAT_INTERVAL = 30.0
 INTERRUPTED_EXIT_CODE = 130  # as a shell reports a process stopped by SIGINT
 
 # CLI option -> SearchConfig key (None values mean "not given": stored/default value).
@@ -75,18 +76,35 @@ def _check_settings(config: SearchConfig) -> None:
 
 
 class _ProgressPrinter:
-    """Writes a status line to stderr at most every PROGRESS_INTERVAL seconds."""
+    """The status line on stderr, at most every PROGRESS_INTERVAL seconds: rewritten in
+    place on a terminal; in a log, a new line only when the counts change or every
+    HEARTBEAT_INTERVAL seconds (the throughput alone changes all the time)."""
 
     def __init__(self) -> None:
         self._last = 0.0
+        self._last_logged = 0.0
+        self._last_counts = ""
+        self._terminal = click.get_text_stream("stderr").isatty()
         self.last_line = ""
 
     def __call__(self, progress: Progress) -> None:
         now = time.monotonic()
-        if now - self._last >= PROGRESS_INTERVAL:
-            self._last = now
-            self.last_line = progress.line()
+        if now - self._last < PROGRESS_INTERVAL:
+            return
+        self._last = now
+        self.last_line = progress.line()
+        if self._terminal:
+            click.echo(f"\r\x1b[K{self.last_line}", err=True, nl=False)
+            return
+        counts = self.last_line.rsplit(" | ", 1)[0]
+        if counts != self._last_counts or now - self._last_logged >= HEARTBEAT_INTERVAL:
+            self._last_counts, self._last_logged = counts, now
             click.echo(self.last_line, err=True)
+
+    def finish(self) -> None:
+        """End the in-place line so that what follows starts on a line of its own."""
+        if self._terminal and self.last_line:
+            click.echo("", err=True)
 
 
 def _resolve(store_path: Path, name: str, overrides: dict[str, Any]) -> tuple[SearchConfig, bool]:
@@ -194,10 +212,11 @@ def search(name: str, db_path: str, workers: int | None, executor: str,
             record = store.create_search(name, config.to_dict(), config.seed)
         click.echo(f"{'resuming' if resuming else 'starting'} search {name!r} in {path} "
                    f"({executor} executor)", err=True)
+        printer = _ProgressPrinter()
         try:
-            printer = _ProgressPrinter()
             final = SearchController(store, record, config, evaluator, progress=printer).run()
         finally:
+            printer.finish()
             evaluator.shutdown()
         if final.line() != printer.last_line:
             click.echo(final.line(), err=True)
