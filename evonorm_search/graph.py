@@ -16,7 +16,7 @@ from typing import Any, Iterable, Literal, NamedTuple
 import networkx as nx
 
 from evonorm_search.errors import GraphError
-from primitives import OPS, get_op
+from primitives import OPS, UnknownOpError, get_op
 
 INITIAL_NODES: tuple[str, ...] = ("x", "zero", "v0", "v1")
 NUM_INITIAL = len(INITIAL_NODES)
@@ -278,7 +278,10 @@ def _validate(nodes: tuple[Node, ...]) -> None:
     total = NUM_INITIAL + len(nodes)
     for k, node in enumerate(nodes):
         index = NUM_INITIAL + k
-        op = get_op(node.op)
+        try:
+            op = get_op(node.op)
+        except UnknownOpError as error:
+            raise GraphError(f"node {index}: {error}") from None
         if len(node.inputs) != op.arity:
             raise GraphError(
                 f"node {index} ({node.op}) has {len(node.inputs)} inputs; "

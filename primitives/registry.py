@@ -18,7 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Literal
 
-from evonorm_search.errors import GraphError
 
 OpKind = Literal["elementwise", "statistic"]
 AxisSet = Literal["batch", "layer", "instance", "group"]
@@ -89,12 +88,16 @@ def register(
     return decorate
 
 
+class UnknownOpError(ValueError):
+    """No primitive has that name (graph validation reports it as a GraphError)."""
+
+
 def get_op(name: str) -> Op:
-    """The op called `name`; GraphError naming the known ops otherwise."""
+    """The op called `name`; UnknownOpError naming the known ops otherwise."""
     try:
         return OPS[name]
     except (KeyError, TypeError):
-        raise GraphError(
+        raise UnknownOpError(
             f"unknown op {name!r}; use one of: {', '.join(sorted(OPS))}"
         ) from None
 
@@ -102,7 +105,7 @@ def get_op(name: str) -> Op:
 def op_names(space: Literal["B", "S"] = "B") -> tuple[str, ...]:
     """Op names of a search space: B has all ops, S leaves out batch statistics."""
     if space not in ("B", "S"):
-        raise GraphError(f"unknown search space {space!r}; use 'B' or 'S'")
+        raise ValueError(f"unknown search space {space!r}; use 'B' or 'S'")
     return tuple(
         name for name, op in OPS.items() if space == "B" or not op.reads_batch_stats
     )
