@@ -12,6 +12,7 @@ best estimate of wall time on an idle core); wall seconds are printed alongside.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from collections.abc import Callable
 from typing import Any
@@ -50,11 +51,15 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--image-size", type=int, default=None)
     parser.add_argument("--layer", default="bn_relu")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="training steps per proxy (default: TrainSettings' default)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     spec = DatasetSpec(name=args.dataset, data_dir=args.data_dir, image_size=args.image_size)
     data = load_dataset(spec)
     settings = TrainSettings()
+    if args.steps is not None:
+        settings = dataclasses.replace(settings, steps=args.steps)
     print(f"data: {args.dataset} {tuple(data.train_x.shape[1:])}; settings: batch "
           f"{settings.batch_size}, steps {settings.steps}, width {settings.width}, depth "
           f"{settings.depth}, stability {settings.stability_steps} steps on "

@@ -17,8 +17,11 @@ from typing import Callable, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from evonorm_search.graph import NUM_INITIAL, LayerGraph
+from evonorm_search.graph import INITIAL_NODES, NUM_INITIAL, LayerGraph
 from primitives import OPS
+
+
+ZERO_NODE = INITIAL_NODES.index("zero")
 
 
 def effective_groups(num_channels: int, groups: int) -> int:
@@ -50,6 +53,15 @@ def plain_division(graph: LayerGraph, index: int) -> bool:
     """Whether `div` node `index` may divide without a guard (denominator positive)."""
     node = graph.node(index)
     return node.op == "div" and node.inputs[1] in bounded_positive_nodes(graph)
+
+
+def relu_input(graph: LayerGraph, index: int) -> int | None:
+    """For `max(t, zero)` (in either order), the node t: compiled as `relu(t)`, one op
+    instead of three."""
+    node = graph.node(index)
+    if node.op != "max" or ZERO_NODE not in node.inputs or node.inputs == (ZERO_NODE, ZERO_NODE):
+        return None
+    return node.inputs[0] if node.inputs[1] == ZERO_NODE else node.inputs[1]
 
 
 def execution_order(graph: LayerGraph) -> list[int]:
@@ -124,7 +136,11 @@ class CompiledLayer(nn.Module):
                 constants = (self.eps, self.groups)
             elif plain_division(graph, index):
                 fn, constants = _divide, ()
-            plan.append(_Step(fn, tuple(slot[j] for j in node.inputs), constants, buffer))
+            inputs = node.inputs
+            relu_of = relu_input(graph, index)
+            if relu_of is not None:
+                fn, inputs, constants = torch.relu, (relu_of,), ()
+            plan.append(_Step(fn, tuple(slot[j] for j in inputs), constants, buffer))
             slot[index] = NUM_INITIAL + len(plan) - 1
         return tuple(plan)
 

@@ -12,7 +12,7 @@ import inspect
 import keyword
 import types
 
-from evonorm_search.compile import execution_order, plain_division
+from evonorm_search.compile import execution_order, plain_division, relu_input
 from evonorm_search.errors import EvonormError
 from evonorm_search.graph import LayerGraph
 from primitives import OPS
@@ -57,7 +57,7 @@ def _function_sources(graph: LayerGraph, order: list[int]) -> list[str]:
     """Sources of the op functions used (plus the package helpers they call), callees first."""
     wanted: list[types.FunctionType] = []
     for index in order:
-        if not plain_division(graph, index):
+        if not plain_division(graph, index) and relu_input(graph, index) is None:
             _add_with_helpers(OPS[graph.node(index).op].fn, wanted)
     return [_def_source(fn) for fn in wanted]
 
@@ -131,6 +131,8 @@ def _forward_lines(graph: LayerGraph, order: list[int]) -> list[str]:
             call = f"{fn}({args[0]}, self.eps, self.groups)"
         elif plain_division(graph, index):
             call = f"{args[0]} / {args[1]}"
+        elif relu_input(graph, index) is not None:
+            call = f"torch.relu({names[relu_input(graph, index)]})"
         else:
             call = f"{fn}({', '.join(args)}, self.eps)"
         names[index] = f"t{index}"

@@ -174,3 +174,22 @@ def test_torch_compile_inductor(name: str) -> None:
     reference = compile_layer(get_known(name), 8)
     x = torch.randn(2, 8, 3, 3)
     torch.testing.assert_close(torch.compile(layer)(x), reference(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("inputs", [(0, 1), (1, 0)])
+def test_max_with_zero_compiles_to_relu(inputs: tuple[int, int]) -> None:
+    graph = LayerGraph([Node("max", inputs)])
+    layer = compile_layer(graph, 6)
+    assert [step.fn for step in layer._plan] == [torch.relu]
+    x = torch.randn(3, 6, 4, 4)
+    torch.testing.assert_close(layer(x), torch.relu(x), rtol=0, atol=0)
+
+
+def test_max_of_two_tensors_equals_torch_maximum_with_finite_second_derivatives() -> None:
+    layer = compile_layer(LayerGraph([Node("sigmoid", (0,)), Node("max", (0, 4))]), 5)
+    x = torch.randn(4, 5, 3, 3, dtype=torch.float64, requires_grad=True)
+    layer = layer.double()
+    torch.testing.assert_close(layer(x), torch.maximum(x, torch.sigmoid(x)))
+    (grad,) = torch.autograd.grad(layer(x).square().sum(), x, create_graph=True)
+    (second,) = torch.autograd.grad(grad.sum(), x)
+    assert torch.isfinite(second).all()
