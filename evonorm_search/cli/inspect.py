@@ -153,7 +153,10 @@ def front(name: str, db_path: Path) -> None:
     with SearchStore.open(db_path, readonly=True) as store:
         search = store.get_search(name)
         done = store.candidates(search.id, ["done"])
-        proxies = sorted({proxy for record in done for proxy in record.accuracies})
+        # The search's own proxy order (as `evonorm search` prints it), then any others.
+        stored_order = [str(p) for p in search.config.get("proxies", [])]
+        seen = {proxy for record in done for proxy in record.accuracies}
+        proxies = [p for p in stored_order if p in seen] + sorted(seen - set(stored_order))
         # Done candidates have every proxy; one without all (a damaged row) cannot be ranked.
         scored = [record for record in done if set(record.accuracies) == set(proxies)]
         if not scored or not proxies:
