@@ -67,9 +67,10 @@ class HandB0(nn.Module):
         with torch.no_grad():
             self.running_var.mul_(0.9).add_(var, alpha=0.1 * n / (n - 1))
         inst = biased_var(x, (2, 3))
-        # max(a, b) as b + relu(a - b): torch.maximum's backward is 4-8x slower on CPU.
+        # max(a, b) by a 0/1 mask: torch.maximum's backward is 4-6x slower on CPU.
         a, b = torch.sqrt(var + EPS), self.v1 * x + torch.sqrt(inst + EPS)
-        denominator = b + torch.relu(a - b)
+        take_a = (a >= b).to(a.dtype)
+        denominator = a * take_a + b * (1 - take_a)
         return x / denominator * self.gamma + self.beta
 
 

@@ -30,9 +30,12 @@ def op_div(a: Tensor, b: Tensor, eps: float) -> Tensor:
 
 @register("max", arity=2, commutative=True, doc="element-wise maximum of a and b")
 def op_max(a: Tensor, b: Tensor, eps: float) -> Tensor:
-    # Equal to torch.maximum up to rounding, but its backward is 4-8x faster on CPU
-    # (torch.maximum's backward masks twice); at a tie the gradient goes to b.
-    return b + torch.relu(a - b)
+    # Exactly torch.maximum's value (x * 1 + y * 0) with a backward 4-6x faster on CPU.
+    # Not b + relu(a - b): that cancels catastrophically when |b| >> |a| (a denominator
+    # of EvoNorm-B1 then came out near 0 under the stability ascent). At a tie the
+    # gradient goes to a.
+    take_a = (a >= b).to(a.dtype)
+    return a * take_a + b * (1 - take_a)
 
 
 @register("neg", symbol="-", doc="-a")

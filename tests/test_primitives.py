@@ -164,3 +164,9 @@ def test_batch_statistic_running_average_and_eval_mode() -> None:
     rms_running = torch.ones(1, 6, 1, 1, dtype=torch.float64)
     OPS["rms_batch"].fn(x, rms_running, True, 0.1, EPS)
     torch.testing.assert_close(rms_running, 0.9 + 0.1 * x.pow(2).mean((0, 2, 3), keepdim=True))
+
+
+def test_max_is_exact_when_the_magnitudes_differ_widely() -> None:
+    """No cancellation: max(1, -1e8) is 1 exactly (b + relu(a - b) gives 0 in float32)."""
+    a, b = torch.tensor([1.0, -1e8, 3.0]), torch.tensor([-1e8, 1.0, 3.0])
+    assert torch.equal(OPS["max"].fn(a, b, 1e-5), torch.maximum(a, b))
