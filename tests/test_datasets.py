@@ -237,3 +237,16 @@ def test_augment_keeps_shape_is_seeded_and_moves_pixels() -> None:
             for c in range(3):
                 allowed = set(x[n, c].flatten().tolist()) | {0.0}
                 assert set(out[n, c].flatten().tolist()) <= allowed
+
+
+def test_prepared_data_moves_to_a_device_whole() -> None:
+    """The GPU path moves every split at once; `meta` stands in for a device here."""
+    from workers.datasets import PreparedData
+
+    data = PreparedData("t", 2, *(torch.zeros(2, 1, 4, 4) if i % 2 == 0 else torch.zeros(2)
+                                  for i in range(6)))
+    assert data.to(torch.device("cpu")) is data
+    moved = data.to(torch.device("meta"))
+    tensors = ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")
+    assert all(getattr(moved, name).device.type == "meta" for name in tensors)
+    assert moved.num_classes == 2 and moved.in_channels == 1

@@ -21,7 +21,7 @@ import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,13 @@ class PreparedData:
     @property
     def image_size(self) -> int:
         return int(self.train_x.shape[-1])
+
+    def to(self, device: torch.device) -> PreparedData:
+        """The same data on `device` (itself when already there)."""
+        if self.train_x.device == device:
+            return self
+        tensors = ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")
+        return replace(self, **{name: getattr(self, name).to(device) for name in tensors})
 
 
 # --------------------------------------------------------------------------- raw arrays
@@ -345,11 +352,12 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     n, _, h, w = x.shape
     pad = max(1, h // 8)
     padded = F.pad(x, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    # Random draws on the CPU generator (the same on every device), then moved to x's.
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
     c, wide = x.shape[1], w + 2 * pad
-    rows = (dy[:, None] + torch.arange(h))[:, None, :, None].expand(n, c, h, wide)
-    cols = (dx[:, None] + torch.arange(w))[:, None, None, :].expand(n, c, h, w)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None].expand(n, c, h, wide)
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :].expand(n, c, h, w)
     cropped = padded.gather(2, rows).gather(3, cols)
-    flip = torch.rand(n, generator=generator) < 0.5
+    flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
     return torch.where(flip[:, None, None, None], cropped.flip(3), cropped)

@@ -137,6 +137,7 @@ class _Evaluation:
             _seed_everything(seed)
             model: nn.Module = PROXIES[name](self.norm_act, self.data.num_classes,
                                              self.data.in_channels, s.width, s.depth)
+            model = model.to(self.data.train_x.device)
             picker = torch.Generator().manual_seed(seed)
             count = min(s.stability_batch_size, len(self.data.train_y))
             index = torch.randperm(len(self.data.train_y), generator=picker)[:count]
@@ -200,6 +201,12 @@ class _Evaluation:
         )
 
 
+def training_device() -> torch.device:
+    """A GPU when this process sees one (a Ray task given --gpus-per-eval does), else
+    the CPU. Results are deterministic per seed on the CPU only."""
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
 def evaluate(task: EvalTask, data: PreparedData | None = None,
              progress: Progress | None = None) -> EvalResult:
     """Score `task`'s layer on its proxies. Never raises; see the module docstring.
@@ -213,6 +220,7 @@ def evaluate(task: EvalTask, data: PreparedData | None = None,
         norm_act = layer_factory(LayerGraph.from_json(task.graph_json))
         if data is None:
             data = load_dataset(task.dataset)
+        data = data.to(training_device())
     except Exception as error:  # invalid graph, settings or data: nothing was trained
         return EvalResult("failed", stage="build", reason=f"{type(error).__name__}: {error}")
     evaluation = _Evaluation(task, data, norm_act, say)
