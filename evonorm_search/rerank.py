@@ -30,7 +30,7 @@ from db.rerank import RerankEvaluationRecord, RerankRunRecord, RerankStore
 from db.store import CandidateRecord, SearchStore
 from evonorm_search.config import SearchConfig, stored_config
 from evonorm_search.errors import EvonormError
-from evonorm_search.known import get_known
+from evonorm_search.known import KNOWN_LAYERS, get_known
 from evonorm_search.selection import pareto_front
 from evonorm_search.task import DatasetSpec, EvalResult, EvalTask, TrainSettings
 
@@ -95,20 +95,29 @@ def select_entries(
     top: int,
     baselines: Sequence[str] = RERANK_BASELINES,
 ) -> list[RerankEntry]:
-    """The `top` front candidates (one per structural hash) followed by the baselines."""
+    """The `top` front candidates (one per structural hash) followed by the baselines.
+
+    A candidate that is a known layer is labelled with its name too ("#5 (evonorm_b1)"),
+    and a baseline already among the candidates is not trained twice.
+    """
     if top < 1:
         raise RerankError(f"--top must be at least 1, got {top}")
+    known_names = {get_known(name).structural_hash(): name for name in KNOWN_LAYERS}
     entries: list[RerankEntry] = []
     seen: set[str] = set()
     for candidate in front_candidates(candidates, proxies):
         if candidate.structural_hash in seen:
             continue
         seen.add(candidate.structural_hash)
-        entries.append(RerankEntry(f"#{candidate.id}", candidate.graph_json, candidate.id))
+        known = known_names.get(candidate.structural_hash)
+        label = f"#{candidate.id}" + (f" ({known})" if known else "")
+        entries.append(RerankEntry(label, candidate.graph_json, candidate.id))
         if len(entries) == top:
             break
     for name in baselines:
-        entries.append(RerankEntry(name, get_known(name).to_json(), None))
+        graph = get_known(name)
+        if graph.structural_hash() not in seen:
+            entries.append(RerankEntry(name, graph.to_json(), None))
     return entries
 
 

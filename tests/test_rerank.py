@@ -89,8 +89,12 @@ def test_front_and_entries(tmp_path: Path) -> None:
         # Front: the three non-dominated layers, best mean first (s2: 0.767, then a 0.70 tie by id).
         assert [c.id for c in front] == [ids["evonorm_s2"], ids["evonorm_s1"], ids["evonorm_b1"]]
         entries = select_entries(candidates, PROXIES, top=2, baselines=("bn_relu",))
-        assert [e.label for e in entries] == [f"#{ids['evonorm_s2']}", f"#{ids['evonorm_s1']}", "bn_relu"]
+        assert [e.label for e in entries] == [
+            f"#{ids['evonorm_s2']} (evonorm_s2)", f"#{ids['evonorm_s1']} (evonorm_s1)", "bn_relu"]
         assert entries[-1].candidate_id is None
+        # A baseline that is already a front candidate is not trained a second time.
+        again = select_entries(candidates, PROXIES, top=2, baselines=("evonorm_s2", "bn_relu"))
+        assert [e.label for e in again][2:] == ["bn_relu"]
         with pytest.raises(RerankError, match="--top"):
             select_entries(candidates, PROXIES, top=0)
 
@@ -118,7 +122,7 @@ def test_run_stores_results_and_ranks_them(tmp_path: Path) -> None:
         evaluations = RerankStore(store).evaluations(run.id)
         assert len(evaluations) == 10
         rows = ranking(evaluations, PROXIES)
-        front_labels = {f"#{ids[n]}" for n in ("evonorm_s1", "evonorm_b1", "evonorm_s2")}
+        front_labels = {f"#{ids[n]} ({n})" for n in ("evonorm_s1", "evonorm_b1", "evonorm_s2")}
         assert {r.label for r in rows} == front_labels | {"bn_relu", "evonorm_s0"}
         for row in rows:
             graph = next(e.graph_json for e in evaluations if e.label == row.label)
