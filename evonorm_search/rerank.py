@@ -121,6 +121,13 @@ def select_entries(
     return entries
 
 
+def known_layer_of(label: str) -> str | None:
+    """The known layer an entry's label names: a baseline ("bn_relu") or a candidate
+    that is one ("#5 (evonorm_b1)"); None for other candidates."""
+    name = label.rsplit(" (", 1)[-1][:-1] if label.endswith(")") else label
+    return name if name in KNOWN_LAYERS else None
+
+
 def rerank_seeds(search_seed: int, count: int) -> list[int]:
     """Seeds shared by every entry (a paired comparison), derived from the search seed."""
     if count < 1:

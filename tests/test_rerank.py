@@ -252,3 +252,12 @@ def test_evaluate_on_test_scores_the_test_split(monkeypatch: pytest.MonkeyPatch)
     assert result.status == "done", result.reason
     assert round(result.accuracies["resnet"] * len(data.test_y)) == pytest.approx(
         result.accuracies["resnet"] * len(data.test_y), abs=1e-6)
+
+
+def test_known_layer_of_reads_baseline_and_candidate_labels() -> None:
+    from evonorm_search.rerank import known_layer_of
+
+    assert known_layer_of("bn_relu") == "bn_relu"
+    assert known_layer_of("#5 (evonorm_b1)") == "evonorm_b1"
+    assert known_layer_of("#7") is None
+    assert known_layer_of("#8 (not_a_layer)") is None

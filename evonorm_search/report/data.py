@@ -15,7 +15,13 @@ from db.rerank import RerankStore
 from evonorm_search.config import SearchConfig, stored_config
 from evonorm_search.controller import FINGERPRINT_STAGE, counts_toward_budget
 from evonorm_search.known import KNOWN_LAYERS
-from evonorm_search.rerank import RankingRow, complete_candidates, front_candidates, ranking
+from evonorm_search.rerank import (
+    RankingRow,
+    complete_candidates,
+    front_candidates,
+    known_layer_of,
+    ranking,
+)
 
 if TYPE_CHECKING:
     from db.rerank import RerankRunRecord
@@ -132,7 +138,9 @@ def known_scores(
     candidates: list[CandidateRecord], proxies: tuple[str, ...], rows: list[RankingRow]
 ) -> KnownScores:
     """Known layers' scores: from the re-ranking if it has any, else from the search itself."""
-    from_rerank = {r.label: dict(r.mean) for r in rows if r.label in KNOWN_LAYERS and r.mean}
+    from_rerank = {
+        name: dict(r.mean) for r in rows if r.mean and (name := known_layer_of(r.label))
+    }
     if from_rerank:
         return KnownScores(from_rerank, "known layers: re-ranking means (TEST split, longer training)")
     hashes = {graph.structural_hash(): name for name, graph in KNOWN_LAYERS.items()}
