@@ -73,6 +73,17 @@ def test_inline_search_then_resume_with_a_larger_budget(tmp_path: Path) -> None:
     assert [r.number for r in more] == list(range(len(more)))
 
 
+def test_a_complete_search_reports_without_starting_an_executor(tmp_path: Path) -> None:
+    db = str(tmp_path / "s.db")
+    assert run_cli("search", "--name", "t", "--db", db, "--executor", "inline",
+                   "--budget", "2", *TINY)[0] == 0
+    # An unreachable cluster would fail the run (exit 2) if an executor were built.
+    code, out, err = run_cli("search", "--name", "t", "--db", db, "--address", "127.0.0.1:9")
+    assert code == 0, err
+    assert "is complete: 2 of its budget of 2 evaluated" in err
+    assert "Pareto front" in out or "no candidate passed" in out
+
+
 def test_resume_with_conflicting_settings_is_refused_untouched(tmp_path: Path) -> None:
     db = tmp_path / "s.db"
     assert run_cli("search", "--name", "t", "--db", str(db), "--executor", "inline",

@@ -197,6 +197,8 @@ def search(name: str, db_path: str, workers: int | None, executor: str,
     path = Path(db_path).expanduser()
     config, resuming = _resolve(path, name, _overrides(settings))
     _check_settings(config)
+    if resuming and _budget_done(path, name, config):
+        return
     data = load_dataset(config.dataset)
     # The executor is built (and --address reached) before the database is written.
     evaluator = make_evaluator(executor, data=data, workers=workers, address=address,
@@ -227,6 +229,25 @@ def search(name: str, db_path: str, workers: int | None, executor: str,
             # click turns ctx.exit(code) into a return value that main() drops.
             sys.exit(INTERRUPTED_EXIT_CODE)
         _print_summary(store, record.id, config)
+
+
+def _budget_done(path: Path, name: str, config: SearchConfig) -> bool:
+    """For a finished search, say so and print its front without starting any executor."""
+    from db.store import SearchStore
+    from evonorm_search.controller import counts_toward_budget
+
+    with SearchStore.open(path, readonly=True) as store:
+        record = store.get_search(name)
+        candidates = store.candidates(record.id)
+        if any(c.status in ("pending", "running") for c in candidates):
+            return False
+        submitted = sum(counts_toward_budget(c) for c in candidates)
+        if submitted < config.budget:
+            return False
+        click.echo(f"search {name!r} in {path} is complete: {submitted} of its budget of "
+                   f"{config.budget} evaluated; pass a larger --budget to extend it", err=True)
+        _print_summary(store, record.id, config)
+        return True
 
 
 def _print_summary(store: Any, search_id: int, config: SearchConfig) -> None:
