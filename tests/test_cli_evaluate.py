@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from evonorm_search.cli import main
+from tests.cli_runner import run_evonorm
 
 TINY = ["--steps", "6", "--quality-steps", "0", "--stability-steps", "2", "--width", "4",
         "--batch-size", "16", "--threads", "1"]
@@ -22,23 +23,12 @@ def _restore_threads():
     torch.set_num_threads(previous)
 
 
-def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["evonorm", "evaluate", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as done:  # success returns; errors exit with a code
-        code = done.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def test_table_and_progress(monkeypatch, capsys, tmp_path: Path) -> None:
     graph = tmp_path / "layer.json"
     monkeypatch.setattr(sys, "argv", ["evonorm", "show", "evonorm_s0", "--json"])
     main()
     graph.write_text(capsys.readouterr().out)
-    code, out, err = run(monkeypatch, capsys, "bn_relu", str(graph), "--proxies",
+    code, out, err = run_evonorm("evaluate", "bn_relu", str(graph), "--proxies",
                          "resnet,efficientnet", *TINY)
     assert code == 0, err
     lines = out.strip().splitlines()
@@ -48,8 +38,8 @@ def test_table_and_progress(monkeypatch, capsys, tmp_path: Path) -> None:
     assert "[bn_relu] resnet: trained" in err and "loading digits" in err
 
 
-def test_json_output(monkeypatch, capsys) -> None:
-    code, out, _ = run(monkeypatch, capsys, "gn_relu", "--proxies", "mobilenetv2", "--json",
+def test_json_output() -> None:
+    code, out, _ = run_evonorm("evaluate", "gn_relu", "--proxies", "mobilenetv2", "--json",
                        *TINY)
     assert code == 0 and '"layer": "gn_relu"' in out and '"status": "done"' in out
 
@@ -68,20 +58,20 @@ def _foreign_cifar(root: Path) -> Path:
     (["--steps", "5", "--quality-steps", "10"], "quality_steps"),
     (["no_such_layer"], "unknown layer name"),
 ])
-def test_user_errors_exit_2_without_traceback(monkeypatch, capsys, args, message) -> None:
+def test_user_errors_exit_2_without_traceback(args, message) -> None:
     layers = [] if args == ["no_such_layer"] else ["bn_relu"]
-    code, _, err = run(monkeypatch, capsys, *layers, *args)
+    code, _, err = run_evonorm("evaluate", *layers, *args)
     assert code == 2 and err.splitlines()[-1].startswith("error: ")
     assert message in err and "Traceback" not in err
 
 
-def test_foreign_pickle_exits_2(monkeypatch, capsys, tmp_path: Path) -> None:
+def test_foreign_pickle_exits_2(tmp_path: Path) -> None:
     root = _foreign_cifar(tmp_path / "c")
-    code, _, err = run(monkeypatch, capsys, "bn_relu", "--dataset", "cifar10", "--data-dir",
+    code, _, err = run_evonorm("evaluate", "bn_relu", "--dataset", "cifar10", "--data-dir",
                        str(root))
     assert code == 2 and "refusing to unpickle pathlib" in err
 
 
-def test_help(monkeypatch, capsys) -> None:
-    code, out, _ = run(monkeypatch, capsys, "--help")
+def test_help() -> None:
+    code, out, _ = run_evonorm("evaluate", "--help")
     assert code == 0 and "--batch-size" in out and "stderr" in out

@@ -13,10 +13,15 @@ import pytest
 
 from db.models import SCHEMA_VERSION
 from db.store import SearchStore
-from evonorm_search.cli import main
 from evonorm_search.known import KNOWN_LAYERS
 from evonorm_search.task import EvalResult
-from tests.test_store import make_v1_database, readonly_directory, set_schema_version, snapshot
+from tests.cli_runner import run_evonorm
+from tests.test_store import (
+    make_v1_database,
+    readonly_directory,
+    set_schema_version,
+    snapshot,
+)
 
 GRAPHS = list(KNOWN_LAYERS.values())
 REPO = Path(__file__).resolve().parents[1]
@@ -26,21 +31,6 @@ REPO = Path(__file__).resolve().parents[1]
 # not dominate).
 ALPHA_SCORES = [(0.9, 0.1), (0.1, 0.9), (0.55, 0.55), (0.4, 0.45), (0.05, 0.05), (0.55, 0.55)]
 ALPHA_FRONT_NUMBERS = {0, 1, 2, 5}
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run the real console entry point in-process: (exit code, stdout, stderr)."""
-    argv = sys.argv
-    sys.argv = ["evonorm", *args]
-    try:
-        main()
-        code = 0
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    finally:
-        sys.argv = argv
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def populate(path: Path) -> dict[str, dict[int, int]]:
@@ -93,9 +83,9 @@ def table_ids(out: str) -> list[int]:
 # ---- happy paths --------------------------------------------------------------------------
 
 
-def test_list_shows_searches_with_counts(capsys, db) -> None:
+def test_list_shows_searches_with_counts(db) -> None:
     path, _ = db
-    code, out, err = run(capsys, "list", "--db", str(path))
+    code, out, err = run_evonorm("list", "--db", str(path))
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].split()[:5] == ["NAME", "ID", "CANDIDATES", "DONE", "IN"]
@@ -103,9 +93,9 @@ def test_list_shows_searches_with_counts(capsys, db) -> None:
     assert lines[2].split()[:5] == ["beta", "2", "1", "0", "1"]
 
 
-def test_status_of_one_and_all_searches(capsys, db) -> None:
+def test_status_of_one_and_all_searches(db) -> None:
     path, ids = db
-    code, out, err = run(capsys, "status", "alpha", "--db", str(path))
+    code, out, err = run_evonorm("status", "alpha", "--db", str(path))
     assert code == 0, err
     assert "search 'alpha'" in out and "search 'beta'" not in out
     assert "done 6" in out and "rejected 2" in out
@@ -114,14 +104,14 @@ def test_status_of_one_and_all_searches(capsys, db) -> None:
     assert f"resnet 0.9000 (id {ids['alpha'][0]})" in out
     assert f"mobilenetv2 0.9000 (id {ids['alpha'][1]})" in out
     assert "elapsed:" in out
-    code, out, _ = run(capsys, "status", "--db", str(path))
+    code, out, _ = run_evonorm("status", "--db", str(path))
     assert code == 0 and "search 'alpha'" in out and "search 'beta'" in out
     assert "best per proxy: none yet" in out
 
 
-def test_front_lists_exactly_the_non_dominated_done_candidates(capsys, db) -> None:
+def test_front_lists_exactly_the_non_dominated_done_candidates(db) -> None:
     path, ids = db
-    code, out, err = run(capsys, "front", "alpha", "--db", str(path))
+    code, out, err = run_evonorm("front", "alpha", "--db", str(path))
     assert code == 0, err
     assert set(table_ids(out)) == {ids["alpha"][n] for n in ALPHA_FRONT_NUMBERS}
     # Best mean accuracy first, ties by number.
@@ -133,37 +123,37 @@ def test_front_lists_exactly_the_non_dominated_done_candidates(capsys, db) -> No
     assert GRAPHS[0].formula() in out and GRAPHS[2].formula() in out
 
 
-def test_front_of_a_search_without_done_candidates(capsys, db) -> None:
+def test_front_of_a_search_without_done_candidates(db) -> None:
     path, _ = db
-    code, out, _ = run(capsys, "front", "beta", "--db", str(path))
+    code, out, _ = run_evonorm("front", "beta", "--db", str(path))
     assert code == 0 and "no done candidates yet" in out
 
 
-def test_show_and_export_a_candidate_id(capsys, db, tmp_path: Path) -> None:
+def test_show_and_export_a_candidate_id(db, tmp_path: Path) -> None:
     path, ids = db
     candidate = ids["alpha"][2]
-    code, out, err = run(capsys, "show", str(candidate), "--db", str(path))
+    code, out, err = run_evonorm("show", str(candidate), "--db", str(path))
     assert code == 0, err
     assert f"candidate {candidate}: search 'alpha' number 2, done" in out
     assert f"formula: {GRAPHS[2].formula()}" in out
-    code, out, _ = run(capsys, "show", str(candidate), "--db", str(path), "--json")
+    code, out, _ = run_evonorm("show", str(candidate), "--db", str(path), "--json")
     assert code == 0 and out.strip() == GRAPHS[2].to_json()
     target = tmp_path / "layer.py"
-    code, _, err = run(capsys, "export", str(candidate), "--db", str(path), "-o", str(target))
+    code, _, err = run_evonorm("export", str(candidate), "--db", str(path), "-o", str(target))
     assert code == 0, err
     assert GRAPHS[2].formula() in target.read_text()
 
 
-def test_inspection_does_not_modify_the_database(capsys, db) -> None:
+def test_inspection_does_not_modify_the_database(db) -> None:
     path, _ = db
     before = path.read_bytes(), path.stat().st_mtime_ns
     for args in (["list"], ["status"], ["status", "alpha"], ["front", "alpha"], ["show", "1"]):
-        code, _, err = run(capsys, *args, "--db", str(path))
+        code, _, err = run_evonorm(*args, "--db", str(path))
         assert code == 0, (args, err)
     assert (path.read_bytes(), path.stat().st_mtime_ns) == before
 
 
-def test_status_runs_while_a_writer_holds_the_write_lock(capsys, db) -> None:
+def test_status_runs_while_a_writer_holds_the_write_lock(db) -> None:
     path, _ = db
     with SearchStore.open(path) as writer:
         search = writer.get_search("beta")
@@ -175,7 +165,7 @@ def test_status_runs_while_a_writer_holds_the_write_lock(capsys, db) -> None:
         blocker.execute("BEGIN IMMEDIATE")
         blocker.execute("UPDATE candidates SET reason = 'uncommitted' WHERE number = 0")
         try:
-            code, out, err = run(capsys, "status", "beta", "--db", str(path))
+            code, out, err = run_evonorm("status", "beta", "--db", str(path))
         finally:
             blocker.execute("ROLLBACK")
             blocker.close()
@@ -183,57 +173,57 @@ def test_status_runs_while_a_writer_holds_the_write_lock(capsys, db) -> None:
     assert "candidates: 2" in out and "pending 2" in out
 
 
-def test_every_command_has_help(capsys) -> None:
+def test_every_command_has_help() -> None:
     for command in ("status", "list", "front", "migrate", "show", "export"):
-        code, out, _ = run(capsys, command, "--help")
+        code, out, _ = run_evonorm(command, "--help")
         assert code == 0 and "--db" in out and len(out.splitlines()) > 4
 
 
 # ---- bad input ---------------------------------------------------------------------------
 
 
-def test_unknown_search_name_and_candidate_id(capsys, db) -> None:
+def test_unknown_search_name_and_candidate_id(db) -> None:
     path, _ = db
     before = snapshot(path.parent)
-    code, out, err = run(capsys, "front", "gamma", "--db", str(path))
+    code, out, err = run_evonorm("front", "gamma", "--db", str(path))
     assert code == 2 and out == ""
     assert err.startswith("error: no search named 'gamma'") and "'alpha', 'beta'" in err
     assert "Traceback" not in err
-    code, _, err = run(capsys, "status", "gamma", "--db", str(path))
+    code, _, err = run_evonorm("status", "gamma", "--db", str(path))
     assert code == 2 and "evonorm list" in err
-    code, _, err = run(capsys, "show", "4242", "--db", str(path))
+    code, _, err = run_evonorm("show", "4242", "--db", str(path))
     assert code == 2 and "no candidate with id 4242" in err
-    code, _, err = run(capsys, "export", "4242", "--db", str(path))
+    code, _, err = run_evonorm("export", "4242", "--db", str(path))
     assert code == 2 and "no candidate with id 4242" in err
     after = snapshot(path.parent)
     assert after[path.name] == before[path.name]
 
 
-def test_missing_database_and_directory(capsys, tmp_path: Path) -> None:
+def test_missing_database_and_directory(tmp_path: Path) -> None:
     for args in (["list"], ["status"], ["front", "x"], ["show", "1"], ["migrate"]):
-        code, _, err = run(capsys, *args, "--db", str(tmp_path / "absent.db"))
+        code, _, err = run_evonorm(*args, "--db", str(tmp_path / "absent.db"))
         assert code == 2 and "no evonorm database at" in err, (args, err)
-        code, _, err = run(capsys, *args, "--db", str(tmp_path / "no-dir" / "absent.db"))
+        code, _, err = run_evonorm(*args, "--db", str(tmp_path / "no-dir" / "absent.db"))
         assert code == 2 and "does not exist" in err, (args, err)
     assert list(tmp_path.iterdir()) == []
 
 
-def test_inspection_works_in_a_read_only_directory(capsys, tmp_path: Path) -> None:
+def test_inspection_works_in_a_read_only_directory(tmp_path: Path) -> None:
     directory = tmp_path / "ro"
     directory.mkdir()
     path = directory / "evonorm.db"
     populate(path)
     before = snapshot(directory)
     with readonly_directory(directory):
-        code, out, err = run(capsys, "status", "alpha", "--db", str(path))
+        code, out, err = run_evonorm("status", "alpha", "--db", str(path))
         assert code == 0 and "done 6" in out, err
-        code, _, err = run(capsys, "migrate", "--db", str(path))
+        code, _, err = run_evonorm("migrate", "--db", str(path))
         assert code == 2 and "read-only" in err
     assert snapshot(directory) == before
 
 
 @pytest.mark.parametrize("kind", ["text", "foreign-sqlite", "newer"])
-def test_foreign_or_newer_databases_are_refused_untouched(capsys, tmp_path: Path, kind: str) -> None:
+def test_foreign_or_newer_databases_are_refused_untouched(tmp_path: Path, kind: str) -> None:
     path = tmp_path / "evonorm.db"
     if kind == "text":
         path.write_text("just some notes\n")
@@ -247,30 +237,30 @@ def test_foreign_or_newer_databases_are_refused_untouched(capsys, tmp_path: Path
         set_schema_version(path, SCHEMA_VERSION + 5)
     before = snapshot(tmp_path)
     for args in (["list"], ["status"], ["front", "alpha"], ["show", "1"], ["migrate"]):
-        code, out, err = run(capsys, *args, "--db", str(path))
+        code, out, err = run_evonorm(*args, "--db", str(path))
         assert code == 2 and out == "", (args, err)
         expected = "newer than this evonorm_search" if kind == "newer" else "not an evonorm database"
         assert err.startswith("error: ") and expected in err, (args, err)
     assert snapshot(tmp_path) == before
 
 
-def test_older_schema_refused_by_inspection_then_migrated(capsys, tmp_path: Path) -> None:
+def test_older_schema_refused_by_inspection_then_migrated(tmp_path: Path) -> None:
     path = tmp_path / "evonorm.db"
     make_v1_database(path)
     before = snapshot(tmp_path)
-    code, _, err = run(capsys, "status", "--db", str(path))
+    code, _, err = run_evonorm("status", "--db", str(path))
     assert code == 2 and f"evonorm migrate --db {path}" in err
     assert snapshot(tmp_path) == before
-    code, out, err = run(capsys, "migrate", "--db", str(path))
+    code, out, err = run_evonorm("migrate", "--db", str(path))
     assert code == 0, err
     assert f"from schema v1 to v{SCHEMA_VERSION}" in out and (tmp_path / "evonorm.db.v1.bak").exists()
-    code, out, err = run(capsys, "status", "old", "--db", str(path))
+    code, out, err = run_evonorm("status", "old", "--db", str(path))
     assert code == 0 and "done 1" in out, err
-    code, out, _ = run(capsys, "migrate", "--db", str(path))
+    code, out, _ = run_evonorm("migrate", "--db", str(path))
     assert code == 0 and "already at the current database schema" in out
 
 
-def test_status_and_front_while_another_process_writes(capsys, db) -> None:
+def test_status_and_front_while_another_process_writes(db) -> None:
     path, _ = db
     writer_script = textwrap.dedent(
         f"""
@@ -293,16 +283,16 @@ def test_status_and_front_while_another_process_writes(capsys, db) -> None:
     seen = []
     try:
         while writer.poll() is None or not seen:
-            code, out, err = run(capsys, "status", "alpha", "--db", str(path))
+            code, out, err = run_evonorm("status", "alpha", "--db", str(path))
             assert code == 0, err
             seen.append(int(re.search(r"candidates: (\d+)", out).group(1)))  # type: ignore[union-attr]
-            code, out, err = run(capsys, "front", "alpha", "--db", str(path))
+            code, out, err = run_evonorm("front", "alpha", "--db", str(path))
             assert code == 0 and "4 of" in out, err  # the writer's 0.01 candidates are all dominated
     finally:
         stdout, stderr = writer.communicate(timeout=120)
     assert writer.returncode == 0 and "writer finished" in stdout, stderr
     assert seen == sorted(seen) and seen[0] >= 8
-    code, out, _ = run(capsys, "status", "alpha", "--db", str(path))
+    code, out, _ = run_evonorm("status", "alpha", "--db", str(path))
     assert "candidates: 48" in out
     with SearchStore.open(path) as store:
         assert store.integrity_check() == "ok"

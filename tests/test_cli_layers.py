@@ -3,53 +3,40 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-from evonorm_search.cli import main
 from evonorm_search.known import get_known
 from evonorm_search.layer_spec import load_graph_spec
+from tests.cli_runner import run_evonorm
 
 
-def run(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run the console script in-process; (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["evonorm", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as done:
-        code = done.code if isinstance(done.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def test_show_known_layer(monkeypatch, capsys) -> None:
-    code, out, _ = run(monkeypatch, capsys, "show", "evonorm_s0")
+def test_show_known_layer() -> None:
+    code, out, _ = run_evonorm("show", "evonorm_s0")
     assert code == 0
     assert "formula: x * sigmoid(v1 * x) / std_group(x)" in out
     assert "space:   S" in out and "8  div(6, 7)  (output)" in out
     assert get_known("evonorm_s0").structural_hash() in out
 
 
-def test_show_json_file_with_dead_node_and_json_output(monkeypatch, capsys, tmp_path: Path) -> None:
+def test_show_json_file_with_dead_node_and_json_output(tmp_path: Path) -> None:
     path = tmp_path / "g.json"
     path.write_text(json.dumps({"format": "evonorm-layer-graph", "version": 1, "nodes": [
         {"op": "mean_batch", "inputs": [0]}, {"op": "tanh", "inputs": [0]}]}))
-    code, out, _ = run(monkeypatch, capsys, "show", str(path))
+    code, out, _ = run_evonorm("show", str(path))
     assert code == 0 and "space:   S" in out and "4  mean_batch(0)  (dead)" in out
-    code, out, _ = run(monkeypatch, capsys, "show", str(path), "--json")
+    code, out, _ = run_evonorm("show", str(path), "--json")
     assert code == 0 and load_graph_spec(str(path)).to_json() == out.strip()
 
 
-def test_export_writes_a_module(monkeypatch, capsys, tmp_path: Path) -> None:
+def test_export_writes_a_module(tmp_path: Path) -> None:
     target = tmp_path / "layer.py"
-    code, _, err = run(monkeypatch, capsys, "export", "evonorm_b0", "-o", str(target), "--class-name", "B0")
+    code, _, err = run_evonorm("export", "evonorm_b0", "-o", str(target), "--class-name", "B0")
     assert code == 0 and "wrote B0" in err
     text = target.read_text()
     assert "class B0(nn.Module):" in text and "x / max(std_batch(x), v1 * x + std_instance(x))" in text
-    code, out, _ = run(monkeypatch, capsys, "export", "evonorm_s1")
+    code, out, _ = run_evonorm("export", "evonorm_s1")
     assert code == 0 and "class EvolvedNormAct(nn.Module):" in out
 
 
@@ -62,8 +49,8 @@ def test_export_writes_a_module(monkeypatch, capsys, tmp_path: Path) -> None:
         (["export", "evonorm_s0", "--class-name", "1abc"], "not a Python identifier"),
     ],
 )
-def test_user_errors_exit_2_with_message(monkeypatch, capsys, args: list[str], message: str) -> None:
-    code, _, err = run(monkeypatch, capsys, *args)
+def test_user_errors_exit_2_with_message(args: list[str], message: str) -> None:
+    code, _, err = run_evonorm(*args)
     assert code == 2
     assert err.startswith("error: ") and message in err and "Traceback" not in err
 
@@ -78,21 +65,21 @@ def test_user_errors_exit_2_with_message(monkeypatch, capsys, args: list[str], m
         (b"\xff\xfe\x00", "not UTF-8"),
     ],
 )
-def test_bad_graph_files_exit_2(monkeypatch, capsys, tmp_path: Path, content: str | bytes, message: str) -> None:
+def test_bad_graph_files_exit_2(tmp_path: Path, content: str | bytes, message: str) -> None:
     path = tmp_path / "bad.json"
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
-    code, _, err = run(monkeypatch, capsys, "show", str(path))
+    code, _, err = run_evonorm("show", str(path))
     assert code == 2 and message in err and str(path) in err
 
 
-def test_directory_and_unwritable_output(monkeypatch, capsys, tmp_path: Path) -> None:
-    code, _, err = run(monkeypatch, capsys, "show", str(tmp_path))
+def test_directory_and_unwritable_output(tmp_path: Path) -> None:
+    code, _, err = run_evonorm("show", str(tmp_path))
     assert code == 2 and "is not a file" in err
-    code, _, err = run(monkeypatch, capsys, "export", "evonorm_s0", "-o", str(tmp_path / "no" / "dir.py"))
+    code, _, err = run_evonorm("export", "evonorm_s0", "-o", str(tmp_path / "no" / "dir.py"))
     assert code == 2 and "cannot write" in err
 
 
-def test_help_texts(monkeypatch, capsys) -> None:
+def test_help_texts() -> None:
     for command in ("show", "export"):
-        code, out, _ = run(monkeypatch, capsys, command, "--help")
+        code, out, _ = run_evonorm(command, "--help")
         assert code == 0 and "NAME_OR_JSON_FILE" in out

@@ -11,31 +11,14 @@ import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from db.store import SearchStore
-from evonorm_search.cli import main
+from tests.cli_runner import run_evonorm
 
 # Tiny real evaluation: one small proxy, a few steps, rejection protocols shortened.
 TINY = ["--proxies", "resnet", "--steps", "4", "--quality-steps", "2", "--quality-threshold", "0.0",
         "--stability-steps", "1", "--width", "4", "--batch-size", "16", "--max-train-examples", "64",
         "--population", "2", "--seed", "3", "--threads", "1"]
-
-
-def run_cli(*args: str) -> tuple[int, str, str]:
-    """Run the `evonorm` entry point in-process; returns (exit code, stdout, stderr)."""
-    runner = CliRunner()
-    saved = sys.argv
-    with runner.isolation() as (out, err, _):
-        sys.argv = ["evonorm", *args]
-        try:
-            main()
-            code = 0
-        except SystemExit as done:
-            code = int(done.code or 0)
-        finally:
-            sys.argv = saved
-        return code, out.getvalue().decode(), err.getvalue().decode()
 
 
 def search_rows(path: Path, name: str = "t") -> list:
@@ -48,13 +31,13 @@ def evaluated(rows: list) -> list:
 
 
 def test_help() -> None:
-    code, out, _ = run_cli("search", "--help")
+    code, out, _ = run_evonorm("search", "--help")
     assert code == 0 and "--budget" in out and "--executor" in out and "resume" in out
 
 
 def test_inline_search_then_resume_with_a_larger_budget(tmp_path: Path) -> None:
     db = str(tmp_path / "s.db")
-    code, out, err = run_cli("search", "--name", "t", "--db", db, "--executor", "inline",
+    code, out, err = run_evonorm("search", "--name", "t", "--db", db, "--executor", "inline",
                              "--budget", "3", *TINY)
     assert code == 0, err
     assert "starting search 't'" in err and "3/3 evaluated" in err
@@ -63,7 +46,7 @@ def test_inline_search_then_resume_with_a_larger_budget(tmp_path: Path) -> None:
     assert all(r.status in ("done", "rejected", "duplicate", "failed") for r in rows)
     assert "Pareto front" in out or "no candidate passed" in out
     # Resume with only --name/--db/--budget: stored settings are reused.
-    code, _, err = run_cli("search", "--name", "t", "--db", db, "--executor", "inline",
+    code, _, err = run_evonorm("search", "--name", "t", "--db", db, "--executor", "inline",
                            "--budget", "5")
     assert code == 0, err
     assert "resuming search 't'" in err
@@ -75,10 +58,10 @@ def test_inline_search_then_resume_with_a_larger_budget(tmp_path: Path) -> None:
 
 def test_a_complete_search_reports_without_starting_an_executor(tmp_path: Path) -> None:
     db = str(tmp_path / "s.db")
-    assert run_cli("search", "--name", "t", "--db", db, "--executor", "inline",
+    assert run_evonorm("search", "--name", "t", "--db", db, "--executor", "inline",
                    "--budget", "2", *TINY)[0] == 0
     # An unreachable cluster would fail the run (exit 2) if an executor were built.
-    code, out, err = run_cli("search", "--name", "t", "--db", db, "--address", "127.0.0.1:9")
+    code, out, err = run_evonorm("search", "--name", "t", "--db", db, "--address", "127.0.0.1:9")
     assert code == 0, err
     assert "is complete: 2 of its budget of 2 evaluated" in err
     assert "Pareto front" in out or "no candidate passed" in out
@@ -86,10 +69,10 @@ def test_a_complete_search_reports_without_starting_an_executor(tmp_path: Path) 
 
 def test_resume_with_conflicting_settings_is_refused_untouched(tmp_path: Path) -> None:
     db = tmp_path / "s.db"
-    assert run_cli("search", "--name", "t", "--db", str(db), "--executor", "inline",
+    assert run_evonorm("search", "--name", "t", "--db", str(db), "--executor", "inline",
                    "--budget", "1", *TINY)[0] == 0
     before = db.read_bytes()
-    code, _, err = run_cli("search", "--name", "t", "--db", str(db), "--executor", "inline",
+    code, _, err = run_evonorm("search", "--name", "t", "--db", str(db), "--executor", "inline",
                            "--space", "S", "--steps", "7")
     assert code == 2
     assert err.startswith("error: ") and "Traceback" not in err
@@ -114,7 +97,7 @@ def test_resume_with_conflicting_settings_is_refused_untouched(tmp_path: Path) -
 )
 def test_bad_input_is_refused_before_any_write(tmp_path: Path, args: list[str], expected: str) -> None:
     db = tmp_path / "s.db"
-    code, _, err = run_cli("search", "--db", str(db), "--executor", "inline", *args)
+    code, _, err = run_evonorm("search", "--db", str(db), "--executor", "inline", *args)
     assert code == 2, err
     assert err.startswith("error: ") and expected.lower() in err.lower()
     # --address is only checked with the executor, after the search is created.
@@ -124,26 +107,26 @@ def test_bad_input_is_refused_before_any_write(tmp_path: Path, args: list[str], 
 
 def test_bad_database_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     missing = tmp_path / "nowhere" / "s.db"
-    code, _, err = run_cli("search", "--db", str(missing), "--executor", "inline", *TINY)
+    code, _, err = run_evonorm("search", "--db", str(missing), "--executor", "inline", *TINY)
     assert code == 2 and "does not exist" in err and not missing.parent.exists()
 
     foreign = tmp_path / "foreign.db"
     with sqlite3.connect(foreign) as connection:
         connection.execute("CREATE TABLE stuff (x INTEGER)")
     before = foreign.read_bytes()
-    code, _, err = run_cli("search", "--db", str(foreign), "--executor", "inline", *TINY)
+    code, _, err = run_evonorm("search", "--db", str(foreign), "--executor", "inline", *TINY)
     assert code == 2 and err.startswith("error: ") and foreign.read_bytes() == before
 
     text = tmp_path / "notes.db"
     text.write_text("not a database")
-    code, _, err = run_cli("search", "--db", str(text), "--executor", "inline", *TINY)
+    code, _, err = run_evonorm("search", "--db", str(text), "--executor", "inline", *TINY)
     assert code == 2 and text.read_text() == "not a database"
 
     # Root ignores permission bits, so a read-only directory is emulated at the check.
     readonly = tmp_path / "ro"
     readonly.mkdir()
     monkeypatch.setattr("db.store.os.access", lambda *_: False)
-    code, _, err = run_cli("search", "--db", str(readonly / "s.db"), "--executor", "inline", *TINY)
+    code, _, err = run_evonorm("search", "--db", str(readonly / "s.db"), "--executor", "inline", *TINY)
     assert code == 2 and "read-only" in err and not any(readonly.iterdir())
 
 
@@ -174,7 +157,7 @@ def test_sigkill_mid_run_then_resume_completes_the_budget(tmp_path: Path) -> Non
     before = {r.number: r for r in search_rows(db)}
     assert len(evaluated(list(before.values()))) < budget
 
-    code, _, err = run_cli("search", "--name", "t", "--db", str(db), "--executor", "inline")
+    code, _, err = run_evonorm("search", "--name", "t", "--db", str(db), "--executor", "inline")
     assert code == 0, err
     rows = search_rows(db)
     assert len(evaluated(rows)) == budget
@@ -191,7 +174,7 @@ def test_sigkill_mid_run_then_resume_completes_the_budget(tmp_path: Path) -> Non
 
 def test_ray_executor_search(tmp_path: Path) -> None:
     db = tmp_path / "r.db"
-    code, _, err = run_cli("search", "--name", "t", "--db", str(db), "--executor", "ray",
+    code, _, err = run_evonorm("search", "--name", "t", "--db", str(db), "--executor", "ray",
                            "--workers", "2", "--budget", "3", *TINY)
     assert code == 0, err
     rows = search_rows(db)
@@ -215,7 +198,7 @@ def test_ctrl_c_stops_cleanly_and_resumes(tmp_path: Path) -> None:
     assert "Traceback" not in err and "resume with: evonorm search --name t" in err
     with SearchStore.open(db) as store:
         assert store.integrity_check() == "ok"
-    code, _, err = run_cli("search", "--name", "t", "--db", str(db), "--executor", "inline")
+    code, _, err = run_evonorm("search", "--name", "t", "--db", str(db), "--executor", "inline")
     assert code == 0, err
     assert len(evaluated(search_rows(db))) == 8
 
@@ -228,6 +211,6 @@ def test_database_from_a_newer_schema_is_refused_untouched(tmp_path: Path) -> No
         connection.execute("UPDATE meta SET value = '999' WHERE key = 'schema_version'")
     connection.close()
     before = db.read_bytes()
-    code, _, err = run_cli("search", "--db", str(db), "--executor", "inline", *TINY)
+    code, _, err = run_evonorm("search", "--db", str(db), "--executor", "inline", *TINY)
     assert code == 2 and "newer" in err and "upgrade" in err
     assert db.read_bytes() == before

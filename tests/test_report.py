@@ -21,6 +21,7 @@ from evonorm_search.mutation import mutate
 from evonorm_search.report import build_report
 from evonorm_search.report.data import funnel, progress_series
 from evonorm_search.task import EvalResult
+from tests.cli_runner import run_evonorm
 
 PROXIES = ("resnet", "mobilenetv2", "efficientnet")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -174,26 +175,13 @@ def test_report_of_an_empty_search_and_bad_output(tmp_path: Path) -> None:
             build_report(store, "empty", tmp_path / "file")
 
 
-def test_cli_report(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                    monkeypatch: pytest.MonkeyPatch) -> None:
-    from evonorm_search.cli import main
-
+def test_cli_report(tmp_path: Path) -> None:
     with SearchStore.open(tmp_path / "db.sqlite", create=True) as store:
         store.create_search("empty", SearchConfig().to_dict(), seed=0)
 
-    def run(*args: str) -> tuple[int, str, str]:
-        monkeypatch.setattr("sys.argv", ["evonorm", *args])
-        code = 0
-        try:
-            main()
-        except SystemExit as done:
-            code = int(done.code or 0)
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    code, out, _ = run("report", "empty", "--db", str(tmp_path / "db.sqlite"), "-o", str(tmp_path / "r"))
+    code, out, _ = run_evonorm("report", "empty", "--db", str(tmp_path / "db.sqlite"), "-o", str(tmp_path / "r"))
     assert code == 0 and out.strip() == str(tmp_path / "r" / "index.html")
-    code, _, err = run("report", "nope", "--db", str(tmp_path / "db.sqlite"), "-o", str(tmp_path / "r"))
+    code, _, err = run_evonorm("report", "nope", "--db", str(tmp_path / "db.sqlite"), "-o", str(tmp_path / "r"))
     assert code == 2 and err.startswith("error: ") and "nope" in err and "Traceback" not in err
 
 

@@ -23,6 +23,7 @@ from evonorm_search.rerank import (
 )
 from evonorm_search.task import EvalResult, EvalTask
 from workers.executors import InlineEvaluator
+from tests.cli_runner import run_evonorm
 
 PROXIES = ("resnet", "mobilenetv2", "efficientnet")
 # name -> validation accuracies stored by the "search": gn_relu and bn_swish are dominated.
@@ -182,24 +183,7 @@ def test_search_without_finished_candidates_is_a_clear_error(tmp_path: Path) -> 
             run_rerank(store, "empty", InlineEvaluator(FakeEvaluate()))
 
 
-def run_cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
-            *args: str) -> tuple[int, str]:
-    """Run the console-script entry point in-process: exit code and stdout + stderr."""
-    from evonorm_search.cli import main
-
-    monkeypatch.setattr("sys.argv", ["evonorm", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as done:
-        code = int(done.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out + captured.err
-
-
-def test_cli_user_errors_exit_2_without_traceback(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_cli_user_errors_exit_2_without_traceback(tmp_path: Path) -> None:
     path = tmp_path / "db.sqlite"
     store, _ = make_search(path)
     store.close()
@@ -211,11 +195,12 @@ def test_cli_user_errors_exit_2_without_traceback(
         (["rerank", "s", "--db", str(path), "--baselines", "bogus"], "bogus"),
         (["rerank", "s", "--db", str(tmp_path / "missing.db")], "no evonorm database"),
     ]:
-        code, output = run_cli(capsys, monkeypatch, *args)
+        code, out, err = run_evonorm(*args)
+        output = out + err
         assert code == 2, (args, output)
         assert output.startswith("error: ") and expected in output and "Traceback" not in output
-    code, output = run_cli(capsys, monkeypatch, "rerank", "--help")
-    assert code == 0 and "TEST" in output
+    code, out, _ = run_evonorm("rerank", "--help")
+    assert code == 0 and "TEST" in out
 
 
 def test_evaluate_on_test_scores_the_test_split(monkeypatch: pytest.MonkeyPatch) -> None:
