@@ -22,27 +22,22 @@ from ray.cluster_utils import Cluster
 from evonorm_search.errors import EvonormError
 from evonorm_search.task import DatasetSpec, EvalResult, EvalTask
 from workers.ray_executor import EvaluationLost, RayEvaluator
+from tests.ray_cluster import two_node_cluster
 
 FakeEvaluate = Callable[[EvalTask, Any], EvalResult]
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={"num_cpus": 1, "include_dashboard": False},
-        shutdown_at_exit=True,
-    )
-    cluster.add_node(num_cpus=1)
-    # The first evaluator joins the cluster by address and owns the connection; the
-    # others in this module reuse it.
-    owner = RayEvaluator(_scored, address=cluster.address, dataset_loader=_load)
-    try:
-        yield cluster
-    finally:
-        owner.shutdown()
-        assert not ray.is_initialized()
-        cluster.shutdown()
+    with two_node_cluster() as cluster:
+        # The first evaluator joins the cluster by address and owns the connection; the
+        # others in this module reuse it.
+        owner = RayEvaluator(_scored, address=cluster.address, dataset_loader=_load)
+        try:
+            yield cluster
+        finally:
+            owner.shutdown()
+            assert not ray.is_initialized()
 
 
 def _load(spec: DatasetSpec) -> dict[str, Any]:

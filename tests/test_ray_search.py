@@ -31,22 +31,15 @@ from evonorm_search.controller import SearchController, counts_toward_budget
 from evonorm_search.graph import LayerGraph
 from evonorm_search.task import EvalResult, EvalTask
 from workers.ray_executor import RayEvaluator
+from tests.ray_cluster import two_node_cluster
 
 PROXIES = ("resnet", "mobilenetv2")
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={"num_cpus": 1, "include_dashboard": False},
-        shutdown_at_exit=True,
-    )
-    cluster.add_node(num_cpus=1)
-    try:
+    with two_node_cluster() as cluster:
         yield cluster
-    finally:
-        cluster.shutdown()
 
 
 @pytest.fixture
