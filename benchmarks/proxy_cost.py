@@ -5,7 +5,7 @@ full evaluation (goals: quality rejection <= 10%, stability rejection <= 2%).
 Figures are process CPU seconds with one torch thread (on a shared machine they are the
 best estimate of wall time on an idle core); wall seconds are printed alongside.
 
-    python benchmarks/proxy_cost.py                      # digits, TrainSettings defaults
+    python benchmarks/proxy_cost.py                      # digits, its default settings
     python benchmarks/proxy_cost.py --dataset cifar10 --data-dir DIR --image-size 16
 """
 
@@ -52,12 +52,12 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=None)
     parser.add_argument("--layer", default="bn_relu")
     parser.add_argument("--steps", type=int, default=None,
-                        help="training steps per proxy (default: TrainSettings' default)")
+                        help="training steps per proxy (default: the data set's default)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     spec = DatasetSpec(name=args.dataset, data_dir=args.data_dir, image_size=args.image_size)
     data = load_dataset(spec)
-    settings = TrainSettings()
+    settings = TrainSettings.for_dataset(args.dataset)
     if args.steps is not None:
         settings = dataclasses.replace(settings, steps=args.steps)
     print(f"data: {args.dataset} {tuple(data.train_x.shape[1:])}; settings: batch "

@@ -178,6 +178,13 @@ class SearchConfig:
             )
 
 
+def new_search_config(overrides: dict[str, Any]) -> SearchConfig:
+    """A new search's settings: the defaults, with the training budget of the data set
+    named in `overrides` (see `TrainSettings.for_dataset`), then `overrides`."""
+    dataset = overrides.get("dataset.name", DatasetSpec().name)
+    return SearchConfig(train=TrainSettings.for_dataset(dataset)).with_overrides(overrides)
+
+
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in data.items():

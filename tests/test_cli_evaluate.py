@@ -44,6 +44,30 @@ def test_json_output() -> None:
     assert code == 0 and '"layer": "gn_relu"' in out and '"status": "done"' in out
 
 
+def test_training_budget_defaults_to_the_data_sets(tmp_path: Path) -> None:
+    """digits trains at its own budget; an npz data set at the larger-image one, unless
+    the options are given."""
+    import numpy as np
+
+    images = tmp_path / "images.npz"
+    rng = np.random.default_rng(0)
+    np.savez(images, x=rng.integers(0, 256, (40, 4, 4, 3), dtype=np.uint8),
+             y=np.arange(40) % 4)
+    tiny = ["--quality-steps", "0", "--stability-steps", "0", "--width", "2",
+            "--proxies", "resnet", "--json"]
+    runs = {}
+    for name, extra in (("digits", ["--max-train-examples", "64"]),
+                        ("npz", ["--data-dir", str(images)])):
+        code, out, err = run_evonorm("evaluate", "bn_relu", "--dataset", name, *tiny, *extra)
+        assert code == 0, err
+        runs[name] = out
+    assert '"steps": {"resnet": 200}' in runs["digits"]
+    assert '"steps": {"resnet": 300}' in runs["npz"]
+    code, out, err = run_evonorm("evaluate", "bn_relu", "--dataset", "npz", "--data-dir",
+                                 str(images), "--steps", "7", *tiny)
+    assert code == 0 and '"steps": {"resnet": 7}' in out, err
+
+
 def _foreign_cifar(root: Path) -> Path:
     root.mkdir()
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:

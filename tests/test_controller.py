@@ -320,3 +320,17 @@ def test_unknown_strategy_is_refused_with_the_choices() -> None:
 
     with pytest.raises(ConfigError, match="evolution, random"):
         make_config(strategy="annealing")
+
+
+def test_a_new_search_takes_the_training_budget_of_its_data_set() -> None:
+    from evonorm_search.config import new_search_config
+    from evonorm_search.task import TrainSettings
+
+    digits = new_search_config({})
+    assert (digits.train.batch_size, digits.train.steps) == (32, 200)
+    assert digits.train == TrainSettings() == SearchConfig().train
+    cifar = new_search_config({"dataset.name": "cifar10", "dataset.data_dir": "/data"})
+    assert (cifar.train.batch_size, cifar.train.steps) == (64, 300)
+    assert cifar.train.quality_steps == digits.train.quality_steps == 100
+    given = new_search_config({"dataset.name": "npz", "train.batch_size": 16})
+    assert (given.train.batch_size, given.train.steps) == (16, 300)

@@ -1,4 +1,5 @@
-"""Shared CLI plumbing: turning library errors into clean messages and exit codes."""
+"""Shared CLI plumbing: turning library errors into clean messages and exit codes, and
+help texts shared by several commands."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sys
 import click
 
 from evonorm_search.errors import EvonormError
+from evonorm_search.task import DATASET_TRAINING, DatasetSpec, TrainSettings
 
 USER_ERROR_EXIT_CODE = 2
 
@@ -29,3 +31,13 @@ def run_command_group(group: click.Group) -> None:
     # Without standalone mode click returns the code given to ctx.exit() instead of exiting.
     if isinstance(status, int) and status != 0:
         sys.exit(status)
+
+
+def training_default_help(setting: str) -> str:
+    """`[default: ...]` for a training setting whose default depends on the data set."""
+    text = f"{getattr(TrainSettings(), setting)} on {DatasetSpec().name}"
+    overrides = {name: values[setting] for name, values in DATASET_TRAINING.items()
+                 if setting in values}
+    for value in sorted(set(overrides.values())):
+        text += f", {value} on {' and '.join(n for n, v in overrides.items() if v == value)}"
+    return f"[default: {text}]"

@@ -7,6 +7,7 @@ import time
 
 import click
 
+from evonorm_search.cli.common import training_default_help
 from evonorm_search.errors import EvonormError
 from evonorm_search.layer_spec import load_graph_spec
 from evonorm_search.task import DatasetSpec, EvalResult, EvalTask, TrainSettings
@@ -47,9 +48,11 @@ def format_table(rows: list[tuple[str, EvalResult]], proxies: tuple[str, ...]) -
               help="Random crop and horizontal flip while training.")
 @click.option("--max-train-examples", type=int, default=None,
               help="Use at most this many training images.")
-@click.option("--batch-size", type=int, default=_DEFAULTS.batch_size, show_default=True)
-@click.option("--steps", type=int, default=_DEFAULTS.steps, show_default=True,
-              help="Training steps per proxy, quality-check steps included.")
+@click.option("--batch-size", type=int, default=None,
+              help=f"Training batch size. {training_default_help('batch_size')}")
+@click.option("--steps", type=int, default=None,
+              help="Training steps per proxy, quality-check steps included. "
+                   f"{training_default_help('steps')}")
 @click.option("--quality-steps", type=int, default=_DEFAULTS.quality_steps, show_default=True,
               help="Steps before the quality check (0 disables it).")
 @click.option("--stability-steps", type=int, default=_DEFAULTS.stability_steps,
@@ -70,7 +73,8 @@ def format_table(rows: list[tuple[str, EvalResult]], proxies: tuple[str, ...]) -
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON result per line instead.")
 def evaluate_command(layers: tuple[str, ...], dataset: str, data_dir: str | None,
                      download: bool, image_size: int | None, augment: bool,
-                     max_train_examples: int | None, batch_size: int, steps: int,
+                     max_train_examples: int | None, batch_size: int | None,
+                     steps: int | None,
                      quality_steps: int, stability_steps: int, width: int, depth: int,
                      learning_rate: float, eval_batches: int | None, proxies: str, seed: int,
                      threads: int | None, as_json: bool) -> None:
@@ -86,8 +90,10 @@ def evaluate_command(layers: tuple[str, ...], dataset: str, data_dir: str | None
     from workers.evaluate import check_settings, evaluate
 
     graphs = [(name, load_graph_spec(name)) for name in layers]
-    settings = TrainSettings(
-        batch_size=batch_size, steps=steps, quality_steps=quality_steps,
+    budget = {key: value for key, value in (("batch_size", batch_size), ("steps", steps))
+              if value is not None}
+    settings = TrainSettings.for_dataset(
+        dataset, **budget, quality_steps=quality_steps,
         stability_steps=stability_steps, width=width, depth=depth,
         learning_rate=learning_rate, eval_batches=eval_batches, threads=threads,
     )

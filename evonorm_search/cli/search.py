@@ -15,7 +15,10 @@ from typing import Any
 
 import click
 
-from evonorm_search.config import STRATEGIES, ConfigError, SearchConfig, stored_config
+from evonorm_search.cli.common import training_default_help
+from evonorm_search.config import (
+    STRATEGIES, ConfigError, SearchConfig, new_search_config, stored_config,
+)
 from evonorm_search.controller import Progress, SearchController
 
 _DEFAULTS = SearchConfig()
@@ -84,7 +87,7 @@ class _ProgressPrinter:
         self._last = 0.0
         self._last_logged = 0.0
         self._last_counts = ""
-        self._terminal = click.get_text_stream("stderr").isatty()
+        self._terminal = sys.stderr.isatty()
         self.last_line = ""
 
     def __call__(self, progress: Progress) -> None:
@@ -119,7 +122,7 @@ def _resolve(store_path: Path, name: str, overrides: dict[str, Any]) -> tuple[Se
             requested = stored.with_overrides(overrides)
             stored.check_resume(requested, name)
             return requested, True
-    return _DEFAULTS.with_overrides(overrides), False
+    return new_search_config(overrides), False
 
 
 @click.command("search")
@@ -164,8 +167,8 @@ def _resolve(store_path: Path, name: str, overrides: dict[str, Any]) -> tuple[Se
               help=f"Intermediate nodes of random layers (1-10). [default: {_DEFAULTS.num_nodes}]")
 @click.option("--proxies", help="Comma-separated proxy architectures. "
                                 f"[default: {','.join(_DEFAULTS.proxies)}]")
-@click.option("--steps", type=int, help=f"Training steps per proxy. [default: {_TRAIN.steps}]")
-@click.option("--batch-size", type=int, help=f"Training batch size. [default: {_TRAIN.batch_size}]")
+@click.option("--steps", type=int, help=f"Training steps per proxy. {training_default_help('steps')}")
+@click.option("--batch-size", type=int, help=f"Training batch size. {training_default_help('batch_size')}")
 @click.option("--learning-rate", type=float, help=f"SGD learning rate. [default: {_TRAIN.learning_rate}]")
 @click.option("--width", type=int, help=f"Proxy base width. [default: {_TRAIN.width}]")
 @click.option("--depth", type=int, help=f"Proxy blocks per stage. [default: {_TRAIN.depth}]")
