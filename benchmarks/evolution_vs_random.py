@@ -15,7 +15,7 @@ Prints, per arm: the best validation accuracy per proxy after 25/50/75/100% of t
 (mean over seeds), the hypervolume of the final Pareto front (K proxies, maximized,
 reference point 0), and the known layers' scores. `--json FILE` also writes every figure.
 
-Run it (about an hour on a 2-core machine with the defaults; see docs/RESULTS.md):
+Run it (tens of minutes on a 2-core machine with the defaults; measured times in docs/RESULTS.md):
     python benchmarks/evolution_vs_random.py --db bench_evo_vs_random.db
 A smoke run in a few minutes:
     python benchmarks/evolution_vs_random.py --db /tmp/smoke.db --budget 3 --population 2 \\
