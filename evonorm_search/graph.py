@@ -228,7 +228,7 @@ class LayerGraph:
         except (ValueError, TypeError) as error:
             raise GraphError(
                 f"layer graph is not valid JSON ({error}); fix the file or regenerate it "
-                "with `evonorm show NAME --json`"
+                "with `evonorm show NAME --graph`"
             ) from None
         return cls.from_dict(data)
 

@@ -25,7 +25,7 @@ def _restore_threads():
 
 def test_table_and_progress(monkeypatch, capsys, tmp_path: Path) -> None:
     graph = tmp_path / "layer.json"
-    monkeypatch.setattr(sys, "argv", ["evonorm", "show", "evonorm_s0", "--json"])
+    monkeypatch.setattr(sys, "argv", ["evonorm", "show", "evonorm_s0", "--graph"])
     main()
     graph.write_text(capsys.readouterr().out)
     code, out, err = run_evonorm("evaluate", "bn_relu", str(graph), "--proxies",

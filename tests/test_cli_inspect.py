@@ -136,7 +136,7 @@ def test_show_and_export_a_candidate_id(db, tmp_path: Path) -> None:
     assert code == 0, err
     assert f"candidate {candidate}: search 'alpha' number 2, done" in out
     assert f"formula: {GRAPHS[2].formula()}" in out
-    code, out, _ = run_evonorm("show", str(candidate), "--db", str(path), "--json")
+    code, out, _ = run_evonorm("show", str(candidate), "--db", str(path), "--graph")
     assert code == 0 and out.strip() == GRAPHS[2].to_json()
     target = tmp_path / "layer.py"
     code, _, err = run_evonorm("export", str(candidate), "--db", str(path), "-o", str(target))

@@ -26,7 +26,7 @@ def test_show_json_file_with_dead_node_and_json_output(tmp_path: Path) -> None:
         {"op": "mean_batch", "inputs": [0]}, {"op": "tanh", "inputs": [0]}]}))
     code, out, _ = run_evonorm("show", str(path))
     assert code == 0 and "space:   S" in out and "4  mean_batch(0)  (dead)" in out
-    code, out, _ = run_evonorm("show", str(path), "--json")
+    code, out, _ = run_evonorm("show", str(path), "--graph")
     assert code == 0 and load_graph_spec(str(path)).to_json() == out.strip()
 
 

@@ -1,6 +1,7 @@
 """`evonorm status`, `evonorm list`, `evonorm front` and `evonorm migrate`.
 
-Owns presenting what a search database holds. The inspection commands open the store
+Owns presenting what a search database holds, as text or (`--json`) as the JSON documents
+of docs/json.md. The inspection commands open the store
 read-only, so they never modify it and can run while a search is writing; `migrate` is
 the one command here that writes (it upgrades an older schema in place, after a backup).
 """
@@ -10,11 +11,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
-from db.models import SCHEMA_VERSION
-from db.store import DEFAULT_DB_PATH, SearchStore, SearchSummary
+from db.models import SCHEMA_VERSION, STATUSES
+from db.store import DEFAULT_DB_PATH, SearchRecord, SearchStore, SearchSummary
+from evonorm_search.cli.layers import (
+    candidate_json,
+    echo_json,
+    formula_label,
+    iso_time,
+    layer_json,
+)
 
 DB_OPTION = click.option(
     "--db",
@@ -23,6 +32,9 @@ DB_OPTION = click.option(
     default=DEFAULT_DB_PATH,
     show_default=True,
     help="The search database file.",
+)
+JSON_OPTION = click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON document instead (docs/json.md)."
 )
 
 
@@ -58,6 +70,38 @@ def _elapsed(summary: SearchSummary, now: datetime) -> str:
     return f"{_duration(span)} (creation to last activity, which was {_duration(idle)} ago)"
 
 
+def search_json(search: SearchRecord, counts: dict[str, int]) -> dict[str, Any]:
+    """A search's identity, settings and candidate counts (every status, zeros included)."""
+    return {
+        "id": search.id,
+        "name": search.name,
+        "seed": search.seed,
+        "created_at": iso_time(search.created_at),
+        "config": search.config,
+        "versions": search.versions,
+        "candidates": sum(counts.values()),
+        "counts": {status: counts.get(status, 0) for status in STATUSES},
+    }
+
+
+def status_json(summary: SearchSummary, now: datetime) -> dict[str, Any]:
+    """What `describe_status` prints, as one JSON object."""
+    counts = summary.counts
+    last = summary.last_activity
+    return {
+        **search_json(summary.search, counts),
+        "finished": sum(counts.values()) - counts.get("pending", 0) - counts.get("running", 0),
+        "rejected_by_stage": dict(summary.rejected_by_stage),
+        "best": {
+            proxy: {"id": candidate_id, "accuracy": accuracy}
+            for proxy, (candidate_id, accuracy) in summary.best.items()
+        },
+        "last_activity": iso_time(last),
+        "elapsed_seconds": None if last is None else (last - summary.search.created_at).total_seconds(),
+        "idle_seconds": None if last is None else (now - last).total_seconds(),
+    }
+
+
 def describe_status(summary: SearchSummary, now: datetime) -> str:
     """The `status` block of one search, as of `now`."""
     search, counts = summary.search, summary.counts
@@ -90,7 +134,8 @@ def describe_status(summary: SearchSummary, now: datetime) -> str:
 @click.command("status")
 @click.argument("name", required=False)
 @DB_OPTION
-def status(name: str | None, db_path: Path) -> None:
+@JSON_OPTION
+def status(name: str | None, db_path: Path, as_json: bool) -> None:
     """Show progress of search NAME (all searches without NAME).
 
     Counts by status, rejections by stage, the best accuracy per proxy and the elapsed
@@ -98,6 +143,11 @@ def status(name: str | None, db_path: Path) -> None:
     """
     with SearchStore.open(db_path, readonly=True) as store:
         searches = [store.get_search(name)] if name is not None else store.list_searches()
+        if as_json:
+            now = datetime.now(UTC)
+            summaries = [status_json(store.summary(search.id), now) for search in searches]
+            echo_json("status", {"db": str(store.path), "now": iso_time(now), "searches": summaries})
+            return
         if not searches:
             click.echo(f"no searches in {store.path}; start one with `evonorm search --db {db_path}`")
             return
@@ -107,10 +157,21 @@ def status(name: str | None, db_path: Path) -> None:
 
 @click.command("list")
 @DB_OPTION
-def list_searches(db_path: Path) -> None:
+@JSON_OPTION
+def list_searches(db_path: Path, as_json: bool) -> None:
     """List the searches in the database with their candidate counts."""
     with SearchStore.open(db_path, readonly=True) as store:
         searches = store.list_searches()
+        if as_json:
+            records = []
+            for search in searches:
+                record = search_json(search, store.counts(search.id))
+                counts = record["counts"]
+                record["done"] = counts["done"]
+                record["in_flight"] = counts["pending"] + counts["running"]
+                records.append(record)
+            echo_json("list", {"db": str(store.path), "searches": records})
+            return
         if not searches:
             click.echo(f"no searches in {store.path}; start one with `evonorm search --db {db_path}`")
             return
@@ -139,11 +200,13 @@ def list_searches(db_path: Path) -> None:
 @click.command("front")
 @click.argument("name")
 @DB_OPTION
-def front(name: str, db_path: Path) -> None:
+@JSON_OPTION
+def front(name: str, db_path: Path, as_json: bool) -> None:
     """Show the Pareto front of search NAME over its proxies.
 
     Lists the done candidates that no other done candidate beats on every proxy: id,
-    formula and accuracy per proxy, best mean accuracy first.
+    formula (with the known layer's name, if it is one) and accuracy per proxy, best mean
+    accuracy first.
 
     Pass an ID to `evonorm show ID` or `evonorm export ID -o layer.py`.
     """
@@ -158,16 +221,32 @@ def front(name: str, db_path: Path) -> None:
         seen = {proxy for record in done for proxy in record.accuracies}
         proxies = [p for p in stored_order if p in seen] + sorted(seen - set(stored_order))
         # Done candidates have every proxy; one without all (a damaged row) cannot be ranked.
-        scored = [record for record in done if set(record.accuracies) == set(proxies)]
-        if not scored or not proxies:
-            click.echo(f"search {name!r} has no done candidates yet; see `evonorm status {name}`")
-            return
-        points = [[record.accuracies[proxy] for proxy in proxies] for record in scored]
-        members = [scored[index] for index in pareto_front(points)]
-        members.sort(key=lambda r: (-sum(r.accuracies.values()) / len(proxies), r.number))
-        formulas = {record.id: candidate_graph(store, record.id)[1].formula() for record in members}
+        scored = [record for record in done if proxies and set(record.accuracies) == set(proxies)]
+        if not scored:
+            members, graphs = [], {}
+        else:
+            points = [[record.accuracies[proxy] for proxy in proxies] for record in scored]
+            members = [scored[index] for index in pareto_front(points)]
+            members.sort(key=lambda r: (-sum(r.accuracies.values()) / len(proxies), r.number))
+            graphs = {record.id: candidate_graph(store, record.id)[1] for record in members}
+        db_name = str(store.path)
+    if as_json:
+        echo_json("front", {
+            "db": db_name,
+            "search": {"id": search.id, "name": search.name},
+            "proxies": proxies if scored else [],
+            "done_candidates": len(scored),
+            "members": [
+                {"candidate": candidate_json(r, search.name), "layer": layer_json(graphs[r.id])}
+                for r in members
+            ],
+        })
+        return
+    if not members:
+        click.echo(f"search {name!r} has no done candidates yet; see `evonorm status {name}`")
+        return
     rows = [
-        [str(r.id), formulas[r.id], *(f"{r.accuracies[proxy]:.4f}" for proxy in proxies)]
+        [str(r.id), formula_label(graphs[r.id]), *(f"{r.accuracies[proxy]:.4f}" for proxy in proxies)]
         for r in members
     ]
     click.echo(

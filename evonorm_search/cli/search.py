@@ -254,7 +254,9 @@ def _budget_done(path: Path, name: str, config: SearchConfig) -> bool:
 
 
 def _print_summary(store: Any, search_id: int, config: SearchConfig) -> None:
-    """The search's best layers (Pareto front of the done candidates) on stdout."""
+    """The search's best layers (Pareto front of the done candidates) on stdout, each
+    known layer named after its formula."""
+    from evonorm_search.cli.layers import formula_label
     from evonorm_search.graph import LayerGraph
     from evonorm_search.selection import pareto_front
 
@@ -267,7 +269,7 @@ def _print_summary(store: Any, search_id: int, config: SearchConfig) -> None:
     for index in pareto_front(points):
         candidate = done[index]
         scores = " ".join(f"{a:.3f}" for a in points[index])
-        formula = LayerGraph.from_json(candidate.graph_json).formula()
+        formula = formula_label(LayerGraph.from_json(candidate.graph_json))
         click.echo(f"  id {candidate.id:>5}  {scores}  {formula}")
 
 
