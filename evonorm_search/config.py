@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from evonorm_search.errors import EvonormError, StoreError
-from evonorm_search.graph import MAX_INTERMEDIATE
+from evonorm_search.errors import EvonormError, GraphError, StoreError
+from evonorm_search.graph import MAX_INTERMEDIATE, LayerGraph
 from evonorm_search.task import DatasetSpec, TrainSettings
 
 # Settings a resume may change without conflicting with the stored search: the budget is
@@ -26,6 +26,8 @@ class ConfigError(EvonormError, ValueError):
 
 
 STRATEGIES: tuple[str, ...] = ("evolution", "random")
+# The seed and the population size reach SQLite, whose INTEGER is a signed 64-bit number.
+MAX_INTEGER = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,12 @@ class SearchConfig:
     max_attempts: int = 3  # submissions of one candidate before infrastructure failure
     dataset: DatasetSpec = field(default_factory=DatasetSpec)
     train: TrainSettings = field(default_factory=TrainSettings)
+    # "classification": train the proxies; "planted": reproduce the planted layer `target`
+    # (its graph JSON; `target_name` is the known name or file it came from) on the
+    # regimes named in `proxies` (see evonorm_search.planted).
+    task: str = "classification"
+    target: str | None = None
+    target_name: str | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -69,8 +77,9 @@ class SearchConfig:
             )
         if self.budget <= 0:
             raise ConfigError(f"budget must be a positive number of candidates, got {self.budget}")
-        if self.population < 2:
-            raise ConfigError(f"population must be at least 2, got {self.population}")
+        if not 2 <= self.population <= MAX_INTEGER:
+            raise ConfigError(f"population must be at least 2 (and at most {MAX_INTEGER}), "
+                              f"got {self.population}")
         if not 1 <= self.num_nodes <= MAX_INTERMEDIATE:
             raise ConfigError(f"num_nodes must be in 1..{MAX_INTERMEDIATE}, got {self.num_nodes}")
         if not 0.0 < self.tournament_fraction <= 1.0:
@@ -83,9 +92,34 @@ class SearchConfig:
             raise ConfigError(f"max_attempts must be >= 1, got {self.max_attempts}")
         if not self.proxies:
             raise ConfigError("no proxies given: name at least one, e.g. --proxies resnet")
-        if self.seed < 0:
-            raise ConfigError(f"seed must be >= 0, got {self.seed}")
+        if not 0 <= self.seed <= MAX_INTEGER:
+            raise ConfigError(f"seed must be >= 0 (and at most {MAX_INTEGER}), got {self.seed}")
+        self._validate_task()
         self.init_names()
+
+    def _validate_task(self) -> None:
+        from evonorm_search.planted import REGIME_NAMES, TASKS
+
+        if self.task not in TASKS:
+            raise ConfigError(f"task {self.task!r} is unknown: use --task {' or --task '.join(TASKS)}")
+        if self.task != "planted":
+            if self.target is not None:
+                raise ConfigError("--target only applies to a planted search: add --task planted")
+            return
+        if self.target is None:
+            raise ConfigError("a planted search needs its target: add --target NAME_OR_JSON_FILE "
+                              "(e.g. --target evonorm_s0)")
+        unknown = [name for name in self.proxies if name not in REGIME_NAMES]
+        if unknown:
+            raise ConfigError(f"unknown planted regime(s) {', '.join(unknown)} in --proxies: "
+                              f"a planted search compares layers on {', '.join(REGIME_NAMES)}")
+        try:
+            target = LayerGraph.from_json(self.target)
+        except GraphError as error:
+            raise ConfigError(f"invalid planted target: {error}") from None
+        if self.space == "S" and target.uses_batch_stats:
+            raise ConfigError(f"the target {self.target_name or target.formula()} reads batch "
+                              "statistics, which the S space excludes: use --space B")
 
     def init_names(self) -> list[str]:
         """Known layers to start from, in order; [] for a random start."""
@@ -180,8 +214,13 @@ class SearchConfig:
 
 def new_search_config(overrides: dict[str, Any]) -> SearchConfig:
     """A new search's settings: the defaults, with the training budget of the data set
-    named in `overrides` (see `TrainSettings.for_dataset`), then `overrides`."""
+    named in `overrides` (see `TrainSettings.for_dataset`), then `overrides`. A planted
+    search compares layers on every planted regime unless `proxies` names some."""
+    from evonorm_search.planted import REGIME_NAMES
+
     dataset = overrides.get("dataset.name", DatasetSpec().name)
+    if overrides.get("task") == "planted" and "proxies" not in overrides:
+        overrides = {**overrides, "proxies": REGIME_NAMES}
     return SearchConfig(train=TrainSettings.for_dataset(dataset)).with_overrides(overrides)
 
 

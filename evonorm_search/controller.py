@@ -148,7 +148,11 @@ class SearchController:
         *,
         progress: Callable[[Progress], None] | None = None,
         fingerprint_fn: Callable[[LayerGraph], Fingerprint] = fingerprint,
+        stop_when: Callable[[CandidateRecord], bool] | None = None,
     ) -> None:
+        """`stop_when(record)`, called on each newly done candidate, ends the run early
+        when it returns True: nothing new is submitted, evaluations in flight finish (a
+        planted-recovery benchmark stops at the first recovery this way)."""
         self.store = store
         self.search = search
         self.config = config
@@ -163,6 +167,8 @@ class SearchController:
         self._in_flight: dict[Future[EvalResult], CandidateRecord] = {}
         self._queue: deque[CandidateRecord] = deque()
         self._init_graphs = self._known_init_graphs()
+        self._stop_when = stop_when
+        self.stopped_early = False
 
     # ---- the loop --------------------------------------------------------------------
 
@@ -175,7 +181,7 @@ class SearchController:
         try:
             while True:
                 self._collect([f for f in self._in_flight if f.done()])
-                if len(self._in_flight) < max(1, self.evaluator.capacity):
+                if len(self._in_flight) < max(1, self.evaluator.capacity) and not self.stopped_early:
                     if self._queue:
                         self._submit(self._queue.popleft())
                         continue
@@ -386,6 +392,8 @@ class SearchController:
             train=config.train,
             seed=record.seed,
             candidate_id=record.id,
+            kind=config.task,
+            target_json=config.target,
         )
         self.store.mark_running(record.id)
         self._attempts[record.id] = self._attempts.get(record.id, record.attempts) + 1
@@ -416,4 +424,6 @@ class SearchController:
             self._tally(self._state, finished)
             if finished.status == "done":
                 self._join_population(finished)
+                if self._stop_when is not None and self._stop_when(finished):
+                    self.stopped_early = True
             self._report()

@@ -9,6 +9,8 @@ is `exp(0)`: the graph language has no other constants than zero.
 
 from __future__ import annotations
 
+from functools import cache
+
 from evonorm_search.errors import GraphError
 from evonorm_search.graph import LayerGraph, Node
 
@@ -97,3 +99,14 @@ def get_known(name: str) -> LayerGraph:
         raise GraphError(
             f"unknown layer name {name!r}; use one of: {', '.join(KNOWN_LAYERS)}"
         ) from None
+
+
+@cache
+def _names_by_hash() -> dict[str, str]:
+    return {graph.structural_hash(): name for name, graph in KNOWN_LAYERS.items()}
+
+
+def known_name(structural_hash: str) -> str | None:
+    """The known layer with this structural hash (so also a renumbered copy of it, or one
+    with dead nodes or commuted arguments), or None."""
+    return _names_by_hash().get(structural_hash)

@@ -96,7 +96,12 @@ class TrainSettings:
 
 @dataclass(frozen=True)
 class EvalTask:
-    """One candidate to score: its graph, where to train it, and with which seed."""
+    """One candidate to score: its graph, where to train it, and with which seed.
+
+    `kind` "classification" trains the proxies named in `proxies`; "planted" compares the
+    layer with the planted layer `target_json` on the regimes named in `proxies` (see
+    `evonorm_search.planted`), ignoring `dataset` and `train`.
+    """
 
     graph_json: str
     proxies: tuple[str, ...] = ("resnet", "mobilenetv2", "efficientnet")
@@ -104,6 +109,8 @@ class EvalTask:
     train: TrainSettings = field(default_factory=TrainSettings)
     seed: int = 0
     candidate_id: int | None = None
+    kind: str = "classification"
+    target_json: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -113,6 +120,8 @@ class EvalTask:
             "train": self.train.to_dict(),
             "seed": self.seed,
             "candidate_id": self.candidate_id,
+            "kind": self.kind,
+            "target_json": self.target_json,
         }
 
     @classmethod
@@ -124,6 +133,8 @@ class EvalTask:
             train=TrainSettings.from_dict(data["train"]),
             seed=int(data["seed"]),
             candidate_id=data.get("candidate_id"),
+            kind=data.get("kind", "classification"),
+            target_json=data.get("target_json"),
         )
 
 

@@ -20,6 +20,7 @@ Order of work, cheapest decisions first, nothing computed twice:
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 import time
 import zlib
@@ -34,11 +35,17 @@ from evonorm_search.compile import layer_factory
 from evonorm_search.graph import LayerGraph
 from evonorm_search.task import EvalResult, EvalTask, TrainSettings
 from workers.datasets import PreparedData, load_dataset
-from workers.proxies import PROXIES, NormAct
+from workers.planted import evaluate_planted
+from workers.proxies import PROXIES, NormAct, is_own_proxy, resolve_proxy
 from workers.rejection import StabilityProbe, Verdict, check_quality
 from workers.training import NonFiniteError, Trainer
 
 Progress = Callable[[str], None]
+# Upper bounds of the training settings: far above any useful proxy, low enough that a
+# typo is refused instead of exhausting memory or threads in every candidate.
+MAX_WIDTH = 1024
+MAX_DEPTH = 100
+MAX_THREADS = 1024
 
 
 class _Rejected(Exception):
@@ -74,9 +81,12 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
 
 def check_settings(settings: TrainSettings, proxies: tuple[str, ...]) -> None:
     """`ValueError` naming the first inconsistent setting (the caller's mistake)."""
-    unknown = [name for name in proxies if name not in PROXIES]
+    unknown = [name for name in proxies if name not in PROXIES and not is_own_proxy(name)]
     if unknown or not proxies:
-        raise ValueError(f"unknown or no proxies {unknown}; choose from {', '.join(PROXIES)}")
+        raise ValueError(f"unknown or no proxies {unknown}; choose from {', '.join(PROXIES)}, "
+                         "or name your own builder as MODULE:FUNCTION (docs/own_proxy.md)")
+    for name in proxies:
+        resolve_proxy(name)  # ProxyError (a ValueError) saying what to fix
     positive = {"batch_size": settings.batch_size, "steps": settings.steps,
                 "width": settings.width, "depth": settings.depth,
                 "stability_batch_size": settings.stability_batch_size}
@@ -90,6 +100,28 @@ def check_settings(settings: TrainSettings, proxies: tuple[str, ...]) -> None:
         raise ValueError("stability step counts must be >= 0")
     if settings.eval_batches is not None and settings.eval_batches < 1:
         raise ValueError(f"eval_batches must be >= 1 or None, got {settings.eval_batches}")
+    # Each test is written so that NaN fails it (every comparison with NaN is false).
+    ranges = (
+        ("learning_rate", settings.learning_rate, 0 < settings.learning_rate < math.inf,
+         "a finite number above 0"),
+        ("momentum", settings.momentum, 0 <= settings.momentum < 1, "in [0, 1)"),
+        ("weight_decay", settings.weight_decay, 0 <= settings.weight_decay < math.inf,
+         "a finite number >= 0"),
+        ("quality_threshold", settings.quality_threshold, 0 <= settings.quality_threshold <= 1,
+         "an accuracy in [0, 1]"),
+        ("stability_threshold", settings.stability_threshold,
+         settings.stability_threshold > 0, "above 0"),
+        ("stability_step_size", settings.stability_step_size,
+         0 < settings.stability_step_size < math.inf, "a finite number above 0"),
+        ("width", settings.width, settings.width <= MAX_WIDTH, f"at most {MAX_WIDTH}"),
+        ("depth", settings.depth, settings.depth <= MAX_DEPTH, f"at most {MAX_DEPTH}"),
+        ("threads", settings.threads,
+         settings.threads is None or 1 <= settings.threads <= MAX_THREADS,
+         f"in 1..{MAX_THREADS} (torch threads)"),
+    )
+    for name, value, within, allowed in ranges:
+        if not within:
+            raise ValueError(f"{name} must be {allowed}, got {value}")
 
 
 @dataclass
@@ -135,8 +167,8 @@ class _Evaluation:
         for name in self.task.proxies:
             seed = proxy_seed(self.task.seed, name)
             _seed_everything(seed)
-            model: nn.Module = PROXIES[name](self.norm_act, self.data.num_classes,
-                                             self.data.in_channels, s.width, s.depth)
+            model: nn.Module = resolve_proxy(name)(self.norm_act, self.data.num_classes,
+                                                   self.data.in_channels, s.width, s.depth)
             model = model.to(self.data.train_x.device)
             picker = torch.Generator().manual_seed(seed)
             count = min(s.stability_batch_size, len(self.data.train_y))
@@ -213,7 +245,13 @@ def evaluate(task: EvalTask, data: PreparedData | None = None,
 
     `data` is the prepared data set when the caller loaded it once for many tasks;
     otherwise it is loaded from `task.dataset`. `progress` receives one-line messages.
+    A planted task (`task.kind == "planted"`) is scored by `workers.planted` instead.
     """
+    if task.kind == "planted":
+        # Tensors of a few thousand values: intra-op threads only add synchronization
+        # (measured 10x slower with 2 threads on a busy 2-core machine).
+        with _torch_threads(task.train.threads or 1):
+            return evaluate_planted(task)
     say = progress or (lambda message: None)
     try:
         check_settings(task.train, task.proxies)

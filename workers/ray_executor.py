@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import socket
+import sys
 import threading
 import time
 from collections import Counter
@@ -40,8 +41,9 @@ DatasetLoader = Callable[[DatasetSpec], Any]
 CONNECT_TIMEOUT = 5.0
 # Seconds between re-reads of the cluster's resources for `capacity` (nodes may join).
 CAPACITY_REFRESH = 5.0
-# File where `ray start --head` records the address of the cluster it started.
-_RAY_ADDRESS_FILE = "/tmp/ray/ray_current_cluster"
+# File where `ray start --head` records the address of the cluster it started; None:
+# where Ray puts it (`_ray_address_file`). Tests point it elsewhere.
+_RAY_ADDRESS_FILE: str | None = None
 
 
 class EvaluationLost(RuntimeError):
@@ -85,7 +87,10 @@ _worker_data: dict[str, Any] = {}
 
 
 def _fetch_data(data_box: list[ray.ObjectRef]) -> Any:
-    """The data set behind the (boxed, so Ray does not resolve it per task) object ref."""
+    """The data set behind the (boxed, so Ray does not resolve it per task) object ref;
+    None for an empty box (a task that needs no data set)."""
+    if not data_box:
+        return None
     ref = data_box[0]
     key = ref.hex()
     if key not in _worker_data:
@@ -138,18 +143,33 @@ def resolve_address(address: str) -> str:
     from_env = os.environ.get("RAY_ADDRESS", "").strip()
     if from_env:
         return from_env
+    address_file = _ray_address_file()
     try:
-        with open(_RAY_ADDRESS_FILE, encoding="utf-8") as handle:
+        with open(address_file, encoding="utf-8") as handle:
             recorded = handle.read().strip()
     except FileNotFoundError:
         recorded = ""
     if not recorded:
         raise EvonormError(
             "--address auto found no Ray cluster on this machine (RAY_ADDRESS is unset and "
-            f"{_RAY_ADDRESS_FILE} is missing): start one with `ray start --head`, or pass "
+            f"{address_file} is missing): start one with `ray start --head`, or pass "
             "--address HOST:PORT, or drop --address to use a local Ray instance"
         )
     return recorded
+
+
+def _ray_address_file() -> str:
+    """Where `ray start` on this machine records its cluster's address, as Ray itself
+    finds it: `ray/ray_current_cluster` under $RAY_TMPDIR, else $TMPDIR, else /tmp."""
+    if _RAY_ADDRESS_FILE is not None:
+        return _RAY_ADDRESS_FILE
+    if "RAY_TMPDIR" in os.environ:
+        base = os.environ["RAY_TMPDIR"]
+    elif sys.platform.startswith("linux") and "TMPDIR" in os.environ:
+        base = os.environ["TMPDIR"]
+    else:
+        base = "/tmp"
+    return os.path.join(base, "ray", "ray_current_cluster")
 
 
 def _check_reachable(address: str, resolved: str) -> None:
@@ -244,7 +264,8 @@ class RayEvaluator:
         `EvaluationLost` when Ray gave up on it."""
         if self._closed:
             raise RuntimeError("RayEvaluator.submit after shutdown")
-        data_box = [self._data_ref(task.dataset)]
+        # A planted task builds its own inputs: no data set to ship.
+        data_box = [] if task.kind == "planted" else [self._data_ref(task.dataset)]
         ref = self._remote.remote(self._evaluate, task.to_dict(), data_box)
         outer: Future[EvalResult] = Future()
         outer.set_running_or_notify_cancel()
@@ -350,10 +371,10 @@ def _check_settings(
 ) -> None:
     if workers is not None and workers < 1:
         raise EvonormError(f"--workers must be at least 1, got {workers}")
-    if not cpus_per_eval > 0:
-        raise EvonormError(f"--cpus-per-eval must be above 0, got {cpus_per_eval:g}")
-    if not gpus_per_eval >= 0:
-        raise EvonormError(f"--gpus-per-eval must be 0 or more, got {gpus_per_eval:g}")
+    if not 0 < cpus_per_eval < math.inf:  # NaN fails too
+        raise EvonormError(f"--cpus-per-eval must be above 0 and finite, got {cpus_per_eval:g}")
+    if not 0 <= gpus_per_eval < math.inf:
+        raise EvonormError(f"--gpus-per-eval must be 0 or more and finite, got {gpus_per_eval:g}")
     if gpus_per_eval > 1 and gpus_per_eval != int(gpus_per_eval):
         raise EvonormError(
             f"--gpus-per-eval above 1 must be a whole number, got {gpus_per_eval:g}: "
@@ -379,16 +400,69 @@ def _connect(address: str | None) -> bool:
         return True
     resolved = resolve_address(address)
     _check_reachable(address, resolved)
+    _use_local_token()
+    _check_authenticated(address, resolved)
     try:
         ray.init(address=resolved, **quiet)
     except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as error:
-        # e.g. a Ray version mismatch, or a cluster with token authentication whose token
-        # (~/.ray/auth_token or RAY_AUTH_TOKEN) this machine lacks: Ray's message says which.
+        # e.g. a Ray version mismatch: Ray's message says which.
         raise EvonormError(
-            f"could not join the Ray cluster at {address}: {error}; check that `ray status` "
-            "works on this machine with the same settings, or fix --address"
+            f"could not join the Ray cluster at {address}: {error}; check that "
+            f"`ray status --address {resolved}` works on this machine (with RAY_AUTH_MODE=token "
+            "if the cluster uses token authentication), or fix --address"
         ) from None
     return True
+
+
+def _use_local_token() -> None:
+    """Authenticate to the cluster with this machine's Ray token, when it has one.
+
+    Ray 2.60's `ray start --head` turns token authentication on whenever a token exists
+    on the head (~/.ray/auth_token, which any local `ray.init` creates, a local search
+    included) and RAY_AUTH_MODE is unset. Its clients do not follow: `ray.init` with an
+    explicit HOST:PORT (which `resolve_address` makes of "auto") stays in mode
+    "disabled", sends no token, and the cluster refuses it ("InvalidAuthToken"). So,
+    as `ray.init(address="auto")` does, switch this process to token mode when
+    RAY_AUTH_MODE is unset and a token is available (~/.ray/auth_token, RAY_AUTH_TOKEN
+    or RAY_AUTH_TOKEN_PATH); a cluster without authentication accepts such a client
+    too. An explicit RAY_AUTH_MODE is left as it is.
+    """
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:  # a Ray without token authentication
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
+def _check_authenticated(address: str, resolved: str) -> None:
+    """Refuse, within a second and saying what to set, a cluster that rejects this
+    machine's credentials (`ray.init` would retry for many seconds, then report only
+    "Failed to connect"). The probe is the GCS client `ray status` uses."""
+    try:
+        ray._raylet.GcsClient(address=resolved)
+    except ray.exceptions.AuthenticationError:
+        pass
+    except Exception:  # noqa: BLE001 - anything else is left to ray.init to report
+        return
+    else:
+        return
+    shown = address if address == resolved else f"{address} ({resolved})"
+    mode = os.environ.get("RAY_AUTH_MODE", "").strip().lower()
+    get_token = ("copy the head node's ~/.ray/auth_token to this machine, or set "
+                 "RAY_AUTH_TOKEN to its contents")
+    if mode == "token":
+        problem = ("refused this machine's Ray token (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or "
+                   "~/.ray/auth_token): it is not the cluster's")
+        fix = f"use the cluster's token: {get_token}"
+    elif mode:
+        problem = f"requires token authentication, but RAY_AUTH_MODE={mode} is set here"
+        fix = f"set RAY_AUTH_MODE=token (or unset it) and, if this machine has no token, {get_token}"
+    else:
+        problem = "requires token authentication and this machine has no Ray token"
+        fix = get_token
+    raise EvonormError(f"the Ray cluster at {shown} {problem}: {fix}; see docs/cluster.md")
 
 
 def _machine_cores() -> int:

@@ -56,11 +56,43 @@ _SETTINGS = {
     "quality_threshold": "train.quality_threshold",
     "stability_steps": "train.stability_steps",
     "threads": "train.threads",
+    "task": "task",
 }
+# Settings of proxy training and its data, which a planted search does not use.
+_CLASSIFICATION_ONLY = tuple(
+    key for key, setting in _SETTINGS.items()
+    if setting.startswith(("dataset.", "train.")) and setting != "train.threads"
+)
+
+
+def _planted_overrides(options: dict[str, Any]) -> dict[str, Any]:
+    """`--target` resolved to the target's graph JSON and label; ConfigError for options
+    that a planted search would silently ignore."""
+    from evonorm_search.planted import resolve_target
+
+    target = options.pop("target", None)
+    if target is None:
+        return {}
+    if options.get("task") not in (None, "planted"):
+        raise ConfigError("--target only applies to a planted search: use --task planted")
+    graph, label = resolve_target(target)
+    return {"target": graph.to_json(), "target_name": label}
+
+
+def _check_planted_options(config: SearchConfig, options: dict[str, Any]) -> None:
+    if config.task != "planted":
+        return
+    given = [f"--{key.replace('_', '-')}" for key in _CLASSIFICATION_ONLY
+             if options.get(key) is not None]
+    if given:
+        raise ConfigError(f"{', '.join(given)} only apply to proxy training, which a planted "
+                          "search does not do: drop them (see docs/method.md, planted task)")
 
 
 def _overrides(options: dict[str, Any]) -> dict[str, Any]:
+    planted = _planted_overrides(options)
     overrides = {_SETTINGS[key]: value for key, value in options.items() if value is not None}
+    overrides.update(planted)
     if "proxies" in overrides:
         overrides["proxies"] = tuple(p.strip() for p in overrides["proxies"].split(",") if p.strip())
     if "dataset.data_dir" in overrides:
@@ -71,11 +103,27 @@ def _overrides(options: dict[str, Any]) -> dict[str, Any]:
 def _check_settings(config: SearchConfig) -> None:
     """The evaluation's own checks (proxy names, step counts), before anything is written."""
     from workers.evaluate import check_settings
+    from workers.proxies import ProxyError
 
+    if config.task == "planted":  # regimes and target were checked by SearchConfig
+        return
     try:
         check_settings(config.train, config.proxies)
+    except ProxyError:
+        raise  # a MODULE:FUNCTION proxy: its message says what to fix
     except ValueError as error:
         raise ConfigError(f"invalid training settings: {error}; fix that option") from error
+
+
+def _check_own_proxies(config: SearchConfig, data: Any) -> None:
+    """Each MODULE:FUNCTION proxy builds a model that uses the layer and fits the data
+    (`workers.proxies.check_proxy`), before anything is written."""
+    from workers.proxies import check_proxy, is_own_proxy
+
+    for proxy in config.proxies:
+        if is_own_proxy(proxy):
+            check_proxy(proxy, data.train_x, data.num_classes, config.train.width,
+                        config.train.depth)
 
 
 class _ProgressPrinter:
@@ -165,7 +213,8 @@ def _resolve(store_path: Path, name: str, overrides: dict[str, Any]) -> tuple[Se
                              f"names (then random). [default: {_DEFAULTS.init}]")
 @click.option("--num-nodes", type=int,
               help=f"Intermediate nodes of random layers (1-10). [default: {_DEFAULTS.num_nodes}]")
-@click.option("--proxies", help="Comma-separated proxy architectures. "
+@click.option("--proxies", help="Comma-separated proxy architectures: registry names, or "
+                                "your own builder as MODULE:FUNCTION (see docs/own_proxy.md). "
                                 f"[default: {','.join(_DEFAULTS.proxies)}]")
 @click.option("--steps", type=int, help=f"Training steps per proxy. {training_default_help('steps')}")
 @click.option("--batch-size", type=int, help=f"Training batch size. {training_default_help('batch_size')}")
@@ -175,9 +224,17 @@ def _resolve(store_path: Path, name: str, overrides: dict[str, Any]) -> tuple[Se
 @click.option("--quality-steps", type=int,
               help=f"Steps before the quality check (0: off). [default: {_TRAIN.quality_steps}]")
 @click.option("--quality-threshold", type=float,
-              help=f"Minimum accuracy after the quality steps. [default: {_TRAIN.quality_threshold}]")
+              help="Minimum accuracy (0 to 1, on 10 classes; scaled for others) after the quality "
+                   f"steps. [default: {_TRAIN.quality_threshold}]")
 @click.option("--stability-steps", type=int,
               help=f"Gradient-ascent steps of the stability check (0: off). [default: {_TRAIN.stability_steps}]")
+@click.option("--task", type=click.Choice(["classification", "planted"]),
+              help="classification: train the proxies on the data set; planted: reproduce "
+                   "the --target layer (a ground truth for the search engine; see "
+                   "docs/method.md). [default: classification]")
+@click.option("--target", metavar="NAME_OR_JSON_FILE",
+              help="The planted layer of --task planted: a known layer name or a layer "
+                   "graph JSON file.")
 @click.option("--threads", type=int,
               help="Torch threads per evaluation; may change on resume. [default: torch's choice]")
 def search(name: str, db_path: str, workers: int | None, executor: str,
@@ -198,11 +255,15 @@ def search(name: str, db_path: str, workers: int | None, executor: str,
     if workers is not None and workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
     path = Path(db_path).expanduser()
-    config, resuming = _resolve(path, name, _overrides(settings))
+    config, resuming = _resolve(path, name, _overrides(dict(settings)))
+    _check_planted_options(config, settings)
     _check_settings(config)
     if resuming and _budget_done(path, name, config):
         return
-    data = load_dataset(config.dataset)
+    # A planted search builds its own inputs (workers.planted): no data set to load.
+    data = None if config.task == "planted" else load_dataset(config.dataset)
+    if data is not None:
+        _check_own_proxies(config, data)
     # The executor is built (and --address reached) before the database is written.
     evaluator = make_evaluator(executor, data=data, workers=workers, address=address,
                                cpus_per_eval=cpus_per_eval, gpus_per_eval=gpus_per_eval)
@@ -232,6 +293,7 @@ def search(name: str, db_path: str, workers: int | None, executor: str,
             # click turns ctx.exit(code) into a return value that main() drops.
             sys.exit(INTERRUPTED_EXIT_CODE)
         _print_summary(store, record.id, config)
+        _print_recovery(store, record.id, config)
 
 
 def _budget_done(path: Path, name: str, config: SearchConfig) -> bool:
@@ -250,6 +312,7 @@ def _budget_done(path: Path, name: str, config: SearchConfig) -> bool:
         click.echo(f"search {name!r} in {path} is complete: {submitted} of its budget of "
                    f"{config.budget} evaluated; pass a larger --budget to extend it", err=True)
         _print_summary(store, record.id, config)
+        _print_recovery(store, record.id, config)
         return True
 
 
@@ -271,6 +334,25 @@ def _print_summary(store: Any, search_id: int, config: SearchConfig) -> None:
         scores = " ".join(f"{a:.3f}" for a in points[index])
         formula = formula_label(LayerGraph.from_json(candidate.graph_json))
         click.echo(f"  id {candidate.id:>5}  {scores}  {formula}")
+
+
+def _print_recovery(store: Any, search_id: int, config: SearchConfig) -> None:
+    """For a planted search: whether, when and how its target was recovered."""
+    from evonorm_search.controller import counts_toward_budget
+    from evonorm_search.graph import LayerGraph
+    from evonorm_search.planted import RECOVERY_R2, describe_target, first_recovery
+
+    if config.task != "planted" or config.target is None:
+        return
+    target = LayerGraph.from_json(config.target)
+    found = first_recovery(store.candidates(search_id), config.proxies, target,
+                           counts_toward_budget)
+    click.echo(f"planted target: {describe_target(target)}")
+    if found is None:
+        click.echo(f"not recovered (no layer reached R^2 >= {RECOVERY_R2} on every regime)")
+    else:
+        click.echo(f"recovered by id {found.candidate_id} after {found.evaluations} "
+                   f"evaluations ({found.kind}): {found.formula}")
 
 
 COMMANDS: list[click.Command] = [search]

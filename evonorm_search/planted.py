@@ -1,0 +1,112 @@
+"""The planted task's definition: a ground truth for the search engine (no tensors here).
+
+A planted search does not train proxy networks. It plants a known layer (the *target*,
+with fixed non-trivial per-channel parameters) and scores each candidate by how well it
+reproduces the target's output on realistic feature maps, after fitting the candidate's
+own per-channel parameters. A search that works finds the target (or a layer computing
+the same function) quickly; one that does not, does not: a benchmark with a known answer,
+as SRBench is for symbolic regression.
+
+This module owns what the search and the CLI need to know about that task: the regimes
+(the K input shapes that play the role of the K proxies), the recovery threshold, and
+resolving a target given by a user. The evaluation itself (inputs, fitting, R^2) is
+`workers.planted`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from evonorm_search.errors import GraphError
+from evonorm_search.graph import LayerGraph
+from evonorm_search.known import KNOWN_LAYERS, known_name
+from evonorm_search.layer_spec import load_graph_spec
+
+TASKS: tuple[str, ...] = ("classification", "planted")
+DEFAULT_TASK = "classification"
+# R^2 on held-out inputs that counts as reproducing the target, on every regime.
+RECOVERY_R2 = 0.999
+
+
+@dataclass(frozen=True)
+class Regime:
+    """One input shape (N, C, H, W) the candidate and the target are compared on."""
+
+    name: str
+    batch: int
+    channels: int
+    size: int
+    doc: str
+
+
+# Chosen so that every statistic differs from every other on at least one regime:
+# - small_batch: 2 images, so batch statistics are noisy and differ from the layer and
+#   group ones; 48 channels are 16 groups of 3 (group != instance != layer);
+# - pixels_1x1: 1x1 maps, so instance statistics degenerate (std = sqrt(eps)) while batch
+#   statistics over 64 images are well defined; 35 channels (not divisible by 32) are
+#   7 groups of 5;
+# - maps_2x2: 2x2 maps of 40 channels (20 groups of 2), batch 8.
+REGIMES: tuple[Regime, ...] = (
+    Regime("small_batch", 2, 48, 6, "batch 2, 48 channels (16 groups of 3), 6x6 maps"),
+    Regime("pixels_1x1", 64, 35, 1, "batch 64, 35 channels (7 groups of 5), 1x1 maps"),
+    Regime("maps_2x2", 8, 40, 2, "batch 8, 40 channels (20 groups of 2), 2x2 maps"),
+)
+REGIME_NAMES: tuple[str, ...] = tuple(regime.name for regime in REGIMES)
+
+
+def get_regime(name: str) -> Regime:
+    for regime in REGIMES:
+        if regime.name == name:
+            return regime
+    raise GraphError(f"unknown planted regime {name!r}; use one of: {', '.join(REGIME_NAMES)}")
+
+
+def resolve_target(spec: str) -> tuple[LayerGraph, str]:
+    """The target layer named by `spec` (a known layer name or a graph JSON file) and the
+    label the search stores with it: the known name, else the file path."""
+    try:
+        graph = load_graph_spec(spec)
+    except GraphError as error:
+        raise GraphError(f"--target: {error}") from None
+    return graph, spec if spec in KNOWN_LAYERS else str(spec)
+
+
+def recovered(scores: dict[str, float], regimes: tuple[str, ...]) -> bool:
+    """Whether per-regime R^2 `scores` reproduce the target on every regime."""
+    return all(scores.get(name, 0.0) >= RECOVERY_R2 for name in regimes)
+
+
+def recovery_kind(candidate: LayerGraph, target: LayerGraph) -> str:
+    """"identical" when the candidate is the target's formula (up to numbering, dead nodes
+    and commuted arguments), else "equivalent" (same function, other formula)."""
+    return "identical" if candidate.structural_hash() == target.structural_hash() else "equivalent"
+
+
+def describe_target(graph: LayerGraph) -> str:
+    name = known_name(graph.structural_hash())
+    return f"{graph.formula()}" + (f" ({name})" if name else "")
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """The first candidate of a planted search that reproduces its target."""
+
+    candidate_id: int
+    evaluations: int  # candidates evaluated up to and including it (the budget's count)
+    kind: str  # "identical" or "equivalent" (see `recovery_kind`)
+    formula: str
+
+
+def first_recovery(candidates: list, regimes: tuple[str, ...], target: LayerGraph,
+                   counts: Callable[[object], bool]) -> Recovery | None:
+    """The earliest (by number) done candidate among `candidates` that recovers `target`;
+    `counts(candidate)` says whether it counted toward the budget."""
+    evaluations = 0
+    for candidate in sorted(candidates, key=lambda c: c.number):
+        evaluations += bool(counts(candidate))
+        if candidate.status == "done" and recovered(candidate.accuracies, regimes):
+            graph = LayerGraph.from_json(candidate.graph_json)
+            return Recovery(candidate.id, evaluations, recovery_kind(graph, target),
+                            describe_target(graph))
+    return None

@@ -1,0 +1,231 @@
+"""The planted task: target scores, determinism, equivalents, and planted searches via the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from db.store import SearchStore
+from evonorm_search.graph import LayerGraph, Node
+from evonorm_search.known import KNOWN_LAYERS, get_known
+from evonorm_search.planted import (
+    RECOVERY_R2, REGIME_NAMES, REGIMES, recovered, recovery_kind,
+)
+from evonorm_search.task import EvalTask
+from tests.cli_runner import run_evonorm
+from workers.evaluate import evaluate
+
+X, ZERO, V0, V1 = 0, 1, 2, 3
+TARGETS = ("evonorm_s0", "evonorm_s1", "evonorm_b0", "gn_relu", "bn_relu")
+
+
+def planted_scores(layer: LayerGraph, target: str) -> dict[str, float]:
+    task = EvalTask(layer.to_json(), REGIME_NAMES, kind="planted",
+                    target_json=get_known(target).to_json())
+    result = evaluate(task)
+    assert result.status == "done", result
+    return result.accuracies
+
+
+def s0_rewritten() -> LayerGraph:
+    """EvoNorm-S0 with commuted arguments, other numbering and a dead node."""
+    return LayerGraph([
+        Node("std_group", (X,)),      # 4
+        Node("tanh", (V0,)),          # 5 dead
+        Node("mul", (X, V1)),         # 6 x * v1 (commuted)
+        Node("sigmoid", (6,)),        # 7
+        Node("mul", (7, X)),          # 8 (commuted)
+        Node("div", (8, 4)),          # 9
+    ])
+
+
+def s0_reassociated() -> LayerGraph:
+    """(x / std_group(x)) * sigmoid(v1 * x): EvoNorm-S0's function, another formula."""
+    return LayerGraph([
+        Node("std_group", (X,)),      # 4
+        Node("div", (X, 4)),          # 5
+        Node("mul", (V1, X)),         # 6
+        Node("sigmoid", (6,)),        # 7
+        Node("mul", (5, 7)),          # 8
+    ])
+
+
+def test_regimes_tell_every_statistic_apart() -> None:
+    from evonorm_search.compile import effective_groups
+
+    sizes = {(r.batch, r.size) for r in REGIMES}
+    assert any(batch <= 2 for batch, _ in sizes) and any(size == 1 for _, size in sizes)
+    for regime in REGIMES:
+        assert regime.channels % 32 != 0
+        groups = effective_groups(regime.channels, 32)
+        assert 1 < groups < regime.channels  # group statistics differ from layer and instance
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_the_target_recovers_itself(target: str) -> None:
+    scores = planted_scores(get_known(target), target)
+    assert set(scores) == set(REGIME_NAMES)
+    assert all(value >= RECOVERY_R2 for value in scores.values()), scores
+    assert recovered(scores, REGIME_NAMES)
+
+
+@pytest.mark.parametrize("layer, target", [("bn_relu", "evonorm_s0"), ("evonorm_s2", "evonorm_s0"),
+                                           ("gn_relu", "bn_relu"), ("evonorm_s0", "evonorm_b0")])
+def test_a_structurally_different_layer_scores_clearly_lower(layer: str, target: str) -> None:
+    scores = planted_scores(get_known(layer), target)
+    assert min(scores.values()) < 0.95, scores
+    assert not recovered(scores, REGIME_NAMES)
+
+
+def test_scores_are_deterministic() -> None:
+    task = EvalTask(get_known("gn_relu").to_json(), REGIME_NAMES, seed=5, kind="planted",
+                    target_json=get_known("evonorm_s0").to_json())
+    first, second = evaluate(task), evaluate(task)
+    assert first.accuracies == second.accuracies and first.steps == second.steps
+
+
+def test_functional_equivalents_are_recovered_and_told_apart() -> None:
+    target = get_known("evonorm_s0")
+    for layer, kind in ((s0_rewritten(), "identical"), (s0_reassociated(), "equivalent")):
+        scores = planted_scores(layer, "evonorm_s0")
+        assert recovered(scores, REGIME_NAMES), (layer.formula(), scores)
+        assert recovery_kind(layer, target) == kind
+
+
+def test_nan_output_is_rejected() -> None:
+    broken = LayerGraph([Node("log", (ZERO,)), Node("div", (X, 4)), Node("exp", (5,)),
+                         Node("exp", (6,))])
+    result = evaluate(EvalTask(broken.to_json(), REGIME_NAMES, kind="planted",
+                               target_json=get_known("evonorm_s0").to_json()))
+    assert result.status == "rejected" and result.stage == "planted", result
+
+
+# ---- through the CLI --------------------------------------------------------------------
+
+PLANTED = ["--task", "planted", "--executor", "inline", "--seed", "1"]
+
+
+def rows(db: Path, name: str) -> list:
+    with SearchStore.open(db) as store:
+        return store.candidates(store.get_search(name).id)
+
+
+def test_tiny_planted_search_end_to_end(tmp_path: Path) -> None:
+    db = str(tmp_path / "p.db")
+    code, out, err = run_evonorm("search", "--name", "p", "--db", db, *PLANTED, "--space", "S",
+                                 "--target", "evonorm_s1", "--init", "gn_relu,evonorm_s1",
+                                 "--population", "3", "--budget", "8")
+    assert code == 0, err
+    assert "Pareto front (small_batch, pixels_1x1, maps_2x2)" in out
+    assert "planted target: x * sigmoid(x) / std_group(x) (evonorm_s1)" in out
+    recovered_line = next(line for line in out.splitlines() if line.startswith("recovered by"))
+    assert "(identical)" in recovered_line and "after 2 evaluations" in recovered_line
+    best = rows(Path(db), "p")[1]
+    assert f"id {best.id:>5}" in out  # the front lists the target itself
+    code, out, _ = run_evonorm("front", "p", "--db", db)
+    assert code == 0 and "evonorm_s1" in out and "small_batch" in out
+    code, out, _ = run_evonorm("status", "p", "--db", db)
+    assert code == 0 and "pixels_1x1" in out
+    code, _, err = run_evonorm("export", str(best.id), "--db", db, "-o", str(tmp_path / "l.py"))
+    assert code == 0, err
+    with SearchStore.open(db) as store:
+        config = store.get_search("p").config
+    assert config["task"] == "planted" and config["target_name"] == "evonorm_s1"
+    assert LayerGraph.from_json(config["target"]) == get_known("evonorm_s1")
+
+
+def test_target_from_a_json_file_and_a_random_start(tmp_path: Path) -> None:
+    target = tmp_path / "t.json"
+    target.write_text(s0_reassociated().to_json())
+    db = str(tmp_path / "p.db")
+    code, out, err = run_evonorm("search", "--name", "p", "--db", db, *PLANTED, "--space", "S",
+                                 "--target", str(target), "--init", "random",
+                                 "--population", "4", "--budget", "12", "--num-nodes", "4")
+    assert code == 0, err
+    assert "Pareto front" in out and "planted target:" in out
+    assert len([r for r in rows(Path(db), "p") if r.status == "done"]) >= 1
+
+
+def test_planted_search_resumes_after_sigkill_as_if_uninterrupted(tmp_path: Path) -> None:
+    common = [*PLANTED, "--space", "S", "--target", "evonorm_s0", "--init", "random",
+              "--population", "6", "--budget", "60"]
+    reference = tmp_path / "ref.db"
+    code, _, err = run_evonorm("search", "--name", "p", "--db", str(reference), *common)
+    assert code == 0, err
+    killed = tmp_path / "kill.db"
+    args = [str(Path(sys.executable).parent / "evonorm"), "search", "--name", "p",
+            "--db", str(killed), *common]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while process.poll() is None and time.monotonic() < deadline:
+        if killed.exists() and _done_count(killed) >= 10:
+            break
+        time.sleep(0.02)
+    assert process.poll() is None, "the search ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    code, _, err = run_evonorm("search", "--name", "p", "--db", str(killed), "--executor", "inline")
+    assert code == 0, err
+
+    def essentials(db: Path) -> list[tuple]:
+        return [(r.number, r.structural_hash, r.status, r.accuracies) for r in rows(db, "p")]
+
+    assert essentials(killed) == essentials(reference)
+
+
+def _done_count(db: Path) -> int:
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
+            return connection.execute(
+                "SELECT count(*) FROM candidates WHERE status = 'done'").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--task", "planted", "--target", "no_such_layer"], "unknown layer name 'no_such_layer'"),
+    (["--task", "planted", "--target", "{malformed}.json"], "does not exist"),
+    (["--target", "evonorm_s0"], "--target only applies to a planted search"),
+    (["--task", "classification", "--target", "evonorm_s0"], "--target only applies"),
+    (["--task", "planted"], "needs its target"),
+    (["--task", "planted", "--target", "evonorm_b0", "--space", "S"], "use --space B"),
+    (["--task", "planted", "--target", "evonorm_s0", "--steps", "5"], "--steps only apply"),
+    (["--task", "planted", "--target", "evonorm_s0", "--proxies", "resnet"],
+     "unknown planted regime(s) resnet"),
+])
+def test_bad_planted_input_exits_2_and_writes_nothing(tmp_path: Path, args: list[str],
+                                                      expected: str) -> None:
+    db = tmp_path / "bad.db"
+    code, _, err = run_evonorm("search", "--db", str(db), "--executor", "inline", *args)
+    assert code == 2 and expected in err, err
+    assert "Traceback" not in err and not db.exists()
+
+
+def test_malformed_target_file_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    for text in ("{not json", json.dumps({"format": "evonorm-layer-graph", "version": 1,
+                                          "nodes": [["nosuchop", [0]]]})):
+        bad.write_text(text)
+        db = tmp_path / "bad.db"
+        code, _, err = run_evonorm("search", "--db", str(db), "--task", "planted",
+                                   "--target", str(bad))
+        assert code == 2 and "--target" in err and str(bad) in err, err
+        assert not db.exists()
+
+
+def test_planted_settings_leave_other_searches_unchanged() -> None:
+    from evonorm_search.config import SearchConfig, new_search_config
+
+    assert SearchConfig().task == "classification" and SearchConfig().target is None
+    config = new_search_config({"task": "planted", "target": get_known("gn_relu").to_json()})
+    assert config.proxies == REGIME_NAMES
+    assert set(KNOWN_LAYERS) >= set(TARGETS)
