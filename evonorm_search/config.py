@@ -14,6 +14,7 @@ from typing import Any
 
 from evonorm_search.errors import EvonormError, GraphError, StoreError
 from evonorm_search.graph import MAX_INTERMEDIATE, LayerGraph
+from evonorm_search.mutation import check_mutations
 from evonorm_search.task import DatasetSpec, TrainSettings
 
 # Settings a resume may change without conflicting with the stored search: the budget is
@@ -53,6 +54,9 @@ class SearchConfig:
     proxies: tuple[str, ...] = ("resnet", "mobilenetv2", "efficientnet")
     num_nodes: int = MAX_INTERMEDIATE
     tournament_fraction: float = 0.05
+    # Mutation operators drawn uniformly per child (evonorm_search.mutation.MUTATIONS);
+    # ("node",) is the paper's.
+    mutations: tuple[str, ...] = ("node",)
     tournament_min_size: int = 2
     max_attempts: int = 3  # submissions of one candidate before infrastructure failure
     dataset: DatasetSpec = field(default_factory=DatasetSpec)
@@ -90,6 +94,10 @@ class SearchConfig:
             raise ConfigError(f"tournament_min_size must be >= 1, got {self.tournament_min_size}")
         if self.max_attempts < 1:
             raise ConfigError(f"max_attempts must be >= 1, got {self.max_attempts}")
+        try:
+            check_mutations(self.mutations)
+        except ValueError as error:
+            raise ConfigError(f"{error} (--mutations)") from None
         if not self.proxies:
             raise ConfigError("no proxies given: name at least one, e.g. --proxies resnet")
         if not 0 <= self.seed <= MAX_INTEGER:
@@ -153,6 +161,7 @@ class SearchConfig:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["proxies"] = list(self.proxies)
+        data["mutations"] = list(self.mutations)
         return data
 
     @classmethod
@@ -166,6 +175,8 @@ class SearchConfig:
         try:
             if "proxies" in values:
                 values["proxies"] = tuple(values["proxies"])
+            if "mutations" in values:
+                values["mutations"] = tuple(values["mutations"])
             if "dataset" in values:
                 values["dataset"] = DatasetSpec.from_dict(values["dataset"])
             if "train" in values:

@@ -325,7 +325,8 @@ class SearchController:
                     config.tournament_min_size,
                     objectives=self._scores,
                 )
-                graph = mutate(self._graph(parent), rng, config.space)  # type: ignore[arg-type]
+                graph = mutate(self._graph(parent), rng, config.space,  # type: ignore[arg-type]
+                               config.mutations)
             structural_hash = graph.structural_hash()
             if structural_hash not in self._state.hashes:
                 return graph, parent, structural_hash

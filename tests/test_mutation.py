@@ -116,3 +116,88 @@ def test_bad_arguments() -> None:
         random_graph(random.Random(0), "B", 11)
     with pytest.raises(ValueError, match="num_nodes"):
         random_graph(random.Random(0), "B", 0)
+
+
+# ---- further operators (ours, off by default) -------------------------------------------
+
+from evonorm_search.mutation import MUTATIONS, check_mutations  # noqa: E402
+
+
+@given(seed=st.integers(0, 2**32), space=spaces, operator=st.sampled_from(sorted(MUTATIONS)),
+       steps=st.integers(1, 15))
+@settings(max_examples=150, deadline=None)
+def test_every_operator_keeps_layers_valid(seed: int, space: str, operator: str,
+                                           steps: int) -> None:
+    rng = random.Random(seed)
+    graph = random_graph(rng, space, rng.randint(1, MAX_INTERMEDIATE))  # type: ignore[arg-type]
+    for _ in range(steps):
+        graph = mutate(graph, rng, space, (operator, "node"))  # type: ignore[arg-type]
+        assert_valid(graph, space)
+
+
+def test_the_default_is_the_papers_operator_draw_for_draw() -> None:
+    """A search stored before the operators existed proposes the same children."""
+    ops = op_names("B")
+    for seed in range(30):
+        parent = random_graph(random.Random(seed), "B")
+        rng, expected_rng = random.Random(seed), random.Random(seed)
+        child = mutate(parent, rng, "B")
+        while True:  # the paper's operator, written out
+            index = FIRST + expected_rng.randrange(len(parent.nodes))
+            op = expected_rng.choice(ops)
+            inputs = tuple(expected_rng.randrange(index) for _ in range(get_op(op).arity))
+            try:
+                expected = parent.replace_node(index, (op, inputs))
+            except GraphError:
+                continue
+            break
+        assert child == expected
+
+
+def test_operators_change_what_they_say() -> None:
+    rng = random.Random(0)
+    parent = KNOWN_LAYERS["evonorm_s0"]
+    for _ in range(50):
+        grown = mutate(parent, rng, "S", ("insert",))
+        assert len(grown.nodes) == len(parent.nodes) + 1
+        shrunk = mutate(parent, rng, "S", ("delete",))
+        assert len(shrunk.nodes) == len(parent.nodes) - 1
+        rewired = mutate(parent, rng, "S", ("input",))
+        changed = [(a, b) for a, b in zip(parent.nodes, rewired.nodes) if a != b]
+        assert len(changed) <= 1 and all(a.op == b.op for a, b in changed)
+        if changed:
+            (a, b), = changed
+            assert sum(x != y for x, y in zip(a.inputs, b.inputs)) == 1
+        new_op = mutate(parent, rng, "S", ("op",))
+        changed = [(a, b) for a, b in zip(parent.nodes, new_op.nodes) if a != b]
+        assert len(changed) <= 1
+        for a, b in changed:
+            assert b.inputs[: min(len(a.inputs), len(b.inputs))] == \
+                a.inputs[: min(len(a.inputs), len(b.inputs))]
+
+
+def test_insert_splices_into_an_edge_and_delete_hands_over_to_an_input() -> None:
+    swish = LayerGraph([("sigmoid", (0,)), ("mul", (0, 4))])  # x * sigmoid(x)
+    rng = random.Random(3)
+    formulas = {mutate(swish, rng, "S", ("insert",)).formula() for _ in range(200)}
+    assert "x * sigmoid(abs(x))" in formulas or "x * abs(sigmoid(x))" in formulas
+    deleted = {mutate(swish, rng, "S", ("delete",)).formula() for _ in range(50)}
+    assert deleted == {"x * x"}  # sigmoid removed: mul reads sigmoid's input x
+
+
+def test_a_full_layer_cannot_grow_and_a_single_node_cannot_shrink() -> None:
+    rng = random.Random(1)
+    full = random_graph(rng, "S", MAX_INTERMEDIATE)
+    single = LayerGraph([("sigmoid", (0,))])
+    with pytest.raises(GraphError):
+        MUTATIONS["insert"](full, rng, op_names("S"))
+    with pytest.raises(GraphError):
+        MUTATIONS["delete"](single, rng, op_names("S"))
+    assert len(mutate(full, rng, "S", ("insert", "node")).nodes) == MAX_INTERMEDIATE
+
+
+def test_unknown_operators_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown or no mutation operators"):
+        check_mutations(("grow",))
+    with pytest.raises(ValueError):
+        mutate(KNOWN_LAYERS["bn_relu"], random.Random(0), "B", ())

@@ -229,3 +229,26 @@ def test_planted_settings_leave_other_searches_unchanged() -> None:
     config = new_search_config({"task": "planted", "target": get_known("gn_relu").to_json()})
     assert config.proxies == REGIME_NAMES
     assert set(KNOWN_LAYERS) >= set(TARGETS)
+
+
+def test_evaluate_command_scores_layers_against_a_target() -> None:
+    code, out, err = run_evonorm("evaluate", "evonorm_s0", "gn_relu", "--task", "planted",
+                                 "--target", "evonorm_s0")
+    assert code == 0, err
+    assert "small_batch" in out and "evonorm_s0: recovered: identical" in out
+    assert "gn_relu: recovered: no" in out
+    code, out, _ = run_evonorm("evaluate", "evonorm_s1", "--task", "planted", "--target",
+                               "evonorm_s1", "--json")
+    record = json.loads(out)
+    assert code == 0 and record["recovered"] == "identical" and record["status"] == "done"
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--target", "evonorm_s0"], "--target only applies to --task planted"),
+    (["--task", "planted"], "needs --target"),
+    (["--task", "planted", "--target", "evonorm_s0", "--steps", "3"], "--steps only apply"),
+    (["--task", "planted", "--target", "nope"], "unknown layer name 'nope'"),
+])
+def test_evaluate_command_refuses_bad_planted_input(args: list[str], expected: str) -> None:
+    code, _, err = run_evonorm("evaluate", "evonorm_s0", *args)
+    assert code == 2 and expected in err, err

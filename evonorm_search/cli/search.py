@@ -46,6 +46,8 @@ _SETTINGS = {
     "init": "init",
     "strategy": "strategy",
     "num_nodes": "num_nodes",
+    "mutations": "mutations",
+    "tournament_fraction": "tournament_fraction",
     "proxies": "proxies",
     "steps": "train.steps",
     "batch_size": "train.batch_size",
@@ -93,8 +95,9 @@ def _overrides(options: dict[str, Any]) -> dict[str, Any]:
     planted = _planted_overrides(options)
     overrides = {_SETTINGS[key]: value for key, value in options.items() if value is not None}
     overrides.update(planted)
-    if "proxies" in overrides:
-        overrides["proxies"] = tuple(p.strip() for p in overrides["proxies"].split(",") if p.strip())
+    for key in ("proxies", "mutations"):
+        if key in overrides:
+            overrides[key] = tuple(p.strip() for p in overrides[key].split(",") if p.strip())
     if "dataset.data_dir" in overrides:
         overrides["dataset.data_dir"] = str(Path(overrides["dataset.data_dir"]).expanduser().resolve())
     return overrides
@@ -213,6 +216,13 @@ def _resolve(store_path: Path, name: str, overrides: dict[str, Any]) -> tuple[Se
                              f"names (then random). [default: {_DEFAULTS.init}]")
 @click.option("--num-nodes", type=int,
               help=f"Intermediate nodes of random layers (1-10). [default: {_DEFAULTS.num_nodes}]")
+@click.option("--mutations",
+              help="Comma-separated mutation operators, one drawn per child: node (the "
+                   "paper's: new op and inputs), op, input, insert, delete (see "
+                   f"docs/method.md). [default: {','.join(_DEFAULTS.mutations)}]")
+@click.option("--tournament-fraction", type=float,
+              help="Share of the population sampled per parent tournament. "
+                   f"[default: {_DEFAULTS.tournament_fraction}]")
 @click.option("--proxies", help="Comma-separated proxy architectures: registry names, or "
                                 "your own builder as MODULE:FUNCTION (see docs/own_proxy.md). "
                                 f"[default: {','.join(_DEFAULTS.proxies)}]")

@@ -1,0 +1,115 @@
+"""Scale test: one planted search of tens of thousands of candidates (issue 10, item 4).
+
+Runs one real search (controller + SQLite store + fingerprint filter + executor) on the
+planted task, which evaluates a candidate in milliseconds, so the search's own costs show.
+Prints evaluations per second over the run, and the controller + store cost per candidate
+in windows that start when 0, 5k, 10k, 20k, ... candidates are evaluated (more are stored:
+duplicates and NaN rejections): CPU seconds of the
+controller's process per evaluated candidate, minus the evaluations' own CPU when they run
+in that process (inline executor). Goal: flat, under 10 ms.
+
+    python benchmarks/planted_scale.py --budget 20000                 # inline
+    python benchmarks/planted_scale.py --budget 20000 --workers 2     # Ray, 2 workers
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from tempfile import mkdtemp
+
+from db.store import SearchStore
+from evonorm_search.config import new_search_config
+from evonorm_search.controller import Progress, SearchController
+from evonorm_search.known import get_known
+from evonorm_search.task import EvalResult, EvalTask
+from workers.evaluate import evaluate
+from workers.executors import InlineEvaluator, make_evaluator
+
+WINDOW = 500
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--budget", type=int, default=20000)
+    parser.add_argument("--target", default="evonorm_b0")
+    parser.add_argument("--population", type=int, default=100)
+    parser.add_argument("--mutations", default="node")
+    parser.add_argument("--workers", type=int, default=None, help="Ray workers (default: inline)")
+    parser.add_argument("--marks", default="0,5000,10000,20000",
+                        help="evaluated-candidate counts where a measuring window starts")
+    parser.add_argument("--db", type=Path, default=None, help="default: a new temporary file")
+    return parser.parse_args(argv)
+
+
+class Meter:
+    """Controller CPU per candidate in windows of WINDOW evaluated candidates."""
+
+    def __init__(self, marks: list[int], evaluation_cpu: list[float]) -> None:
+        self.starts = sorted(marks)
+        self.evaluation_cpu = evaluation_cpu  # filled by the inline evaluator, else stays 0
+        self.open: dict[int, tuple[int, float, float, float]] = {}
+        self.results: dict[int, tuple[float, float, int]] = {}
+
+    def __call__(self, progress: Progress) -> None:
+        done = progress.submitted - progress.in_flight
+        now = (time.process_time(), self.evaluation_cpu[0], time.perf_counter())
+        for mark in self.starts:
+            if mark not in self.open and mark not in self.results and done >= mark:
+                self.open[mark] = (done, *now)
+            elif mark in self.open and done >= self.open[mark][0] + WINDOW:
+                first, cpu, evaluation, wall = self.open.pop(mark)
+                count = done - first
+                self.results[mark] = ((now[0] - cpu - (now[1] - evaluation)) / count,
+                                      count / (now[2] - wall), count)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    path = args.db or Path(mkdtemp(prefix="planted-scale-")) / "scale.db"
+    target = get_known(args.target)
+    config = new_search_config({
+        "task": "planted", "target": target.to_json(), "target_name": args.target,
+        "space": target.space, "budget": args.budget, "population": args.population,
+        "init": "random", "mutations": tuple(args.mutations.split(",")),
+    })
+    evaluation_cpu = [0.0]
+
+    def timed(task: EvalTask, data: object = None) -> EvalResult:
+        started = time.process_time()
+        try:
+            return evaluate(task)
+        finally:
+            evaluation_cpu[0] += time.process_time() - started
+
+    if args.workers is None:
+        evaluator = InlineEvaluator(timed)
+    else:
+        evaluator = make_evaluator("ray", workers=args.workers)
+    meter = Meter([int(m) for m in args.marks.split(",")], evaluation_cpu)
+    started = time.perf_counter()
+    with SearchStore.open(path, create=True) as store:
+        search = store.create_search("scale", config.to_dict(), 0)
+        try:
+            final = SearchController(store, search, config, evaluator, progress=meter).run()
+        finally:
+            evaluator.shutdown()
+        stored = len(store.candidates(search.id))
+    wall = time.perf_counter() - started
+    executor = "inline" if args.workers is None else f"ray, {args.workers} workers"
+    print(f"planted search, target {args.target}, {executor}: {final.submitted} evaluated "
+          f"({stored} stored, {final.hash_skips} hash skips) in {wall:.1f} s: "
+          f"{final.submitted / wall:.1f} evaluations/s")
+    print(f"{'evaluated at start':>18} {'controller+store ms/candidate':>30} {'evals/s':>8}")
+    for mark, (cpu, rate, count) in sorted(meter.results.items()):
+        print(f"{mark:>18} {1000 * cpu:>30.2f} {rate:>8.1f}  ({count} candidates)")
+    missing = [m for m in meter.starts if m not in meter.results]
+    if missing:
+        print(f"no complete window at {missing} (budget too small)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
