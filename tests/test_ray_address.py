@@ -57,6 +57,26 @@ def test_auto_without_any_cluster_says_how_to_start_one(
         resolve_address("auto")
 
 
+@pytest.mark.parametrize(
+    ("env", "base"),
+    [({"RAY_TMPDIR": "a", "TMPDIR": "b"}, "a"), ({"TMPDIR": "b"}, "b"), ({}, None)],
+)
+def test_auto_reads_the_address_file_where_ray_start_writes_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, env: dict[str, str], base: str | None
+) -> None:
+    # `ray start` writes ray/ray_current_cluster under $RAY_TMPDIR, else $TMPDIR, else /tmp.
+    for key in ("RAY_ADDRESS", "RAY_TMPDIR", "TMPDIR"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, str(tmp_path / value))
+    if base is None:
+        assert ray_executor._ray_address_file() == "/tmp/ray/ray_current_cluster"
+        return
+    (tmp_path / base / "ray").mkdir(parents=True)
+    (tmp_path / base / "ray" / "ray_current_cluster").write_text("10.0.0.7:6380\n")
+    assert resolve_address("auto") == "10.0.0.7:6380"
+
+
 @pytest.mark.parametrize("address", ["localhost", "10.0.0.1:port", ":6379"])
 def test_malformed_addresses_are_refused(address: str) -> None:
     with pytest.raises(EvonormError, match="is not HOST:PORT"):

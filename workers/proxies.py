@@ -7,14 +7,25 @@ and `depth` blocks each; the stem keeps the resolution, so 8x8 inputs end at 2x2
 32x32 inputs at 8x8. All builders share one signature:
 
     builder(norm_act, num_classes, in_channels, width, depth) -> nn.Module
+
+Beside the registry names, a proxy may be the user's own builder named "MODULE:FUNCTION"
+(e.g. "mypkg.nets:build_vgg"): `resolve_proxy` imports it, wherever it runs (the
+controller, a Ray worker), and `check_proxy` refuses, before a search starts, a builder
+whose model would make every candidate score alike or fail (see docs/own_proxy.md).
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import os
+import sys
 from collections.abc import Callable
 
 import torch
 from torch import nn
+
+from evonorm_search.errors import EvonormError
 
 NormAct = Callable[[int], nn.Module]
 ProxyBuilder = Callable[[NormAct, int, int, int, int], nn.Module]
@@ -176,7 +187,208 @@ PROXIES: dict[str, ProxyBuilder] = {
 
 def build_proxy(name: str, norm_act: NormAct, num_classes: int, in_channels: int,
                 width: int, depth: int) -> nn.Module:
-    """Build proxy `name`; `KeyError` naming the known proxies if it is unknown."""
-    if name not in PROXIES:
+    """Build proxy `name` (a registry name or MODULE:FUNCTION); `KeyError` naming the
+    known proxies if it is neither, `ProxyError` if MODULE:FUNCTION does not resolve."""
+    if name not in PROXIES and not is_own_proxy(name):
         raise KeyError(f"unknown proxy {name!r}; choose from {', '.join(PROXIES)}")
-    return PROXIES[name](norm_act, num_classes, in_channels, width, depth)
+    return resolve_proxy(name)(norm_act, num_classes, in_channels, width, depth)
+
+
+# ------------------------------------------------------------------ the user's own proxies
+
+BUILDER_PARAMETERS = ("norm_act", "num_classes", "in_channels", "width", "depth")
+_BUILDER_FORM = f"({', '.join(BUILDER_PARAMETERS)}) -> nn.Module"
+# Images in the dummy batch of `check_proxy` (more than one: batch statistics).
+CHECK_BATCH = 4
+
+
+class ProxyError(EvonormError, ValueError):
+    """A proxy named MODULE:FUNCTION that cannot be imported or would not work."""
+
+
+def is_own_proxy(name: str) -> bool:
+    """Whether `name` names the user's builder (MODULE:FUNCTION) rather than a registry one."""
+    return ":" in name
+
+
+def resolve_proxy(name: str) -> ProxyBuilder:
+    """The builder called `name`: a registry name (`PROXIES`), or "MODULE:FUNCTION", any
+    importable callable with the builder signature. MODULE is imported from sys.path
+    (PYTHONPATH, installed packages), else from the current directory (Ray adds the
+    controller's directory to its workers' sys.path too). `ProxyError` saying what to
+    fix for an unknown name, a module that does not import, a missing attribute, one
+    that is not callable, or a signature that cannot take the builder's five arguments.
+    """
+    if name in PROXIES:
+        return PROXIES[name]
+    if not is_own_proxy(name):
+        raise ProxyError(
+            f"unknown proxy {name!r}: choose from {', '.join(PROXIES)}, or name your own "
+            "builder as MODULE:FUNCTION (e.g. mypkg.nets:build_vgg; see docs/own_proxy.md)"
+        )
+    module_name, _, attribute = name.partition(":")
+    if not module_name or not attribute or ":" in attribute:
+        raise ProxyError(
+            f"proxy {name!r} is not MODULE:FUNCTION: write the module's import path, one "
+            "colon and the builder's name, e.g. mypkg.nets:build_vgg"
+        )
+    if module_name.endswith(".py") or not all(p.isidentifier() for p in module_name.split(".")):
+        raise ProxyError(
+            f"proxy {name!r}: {module_name!r} is not a module's import path: write it as "
+            "Python imports it, without '.py' or '/' (my_vgg for ./my_vgg.py, mypkg.nets "
+            "for mypkg/nets.py)"
+        )
+    builder: object = _import_module(name, module_name)
+    for part in attribute.split("."):
+        try:
+            builder = getattr(builder, part)
+        except AttributeError:
+            where = getattr(sys.modules.get(module_name), "__file__", None) or module_name
+            raise ProxyError(
+                f"proxy {name!r}: module {module_name!r} ({where}) has no attribute "
+                f"{attribute!r}: fix the name after the colon, or define "
+                f"{attribute}{_BUILDER_FORM.replace(' -> nn.Module', '')} there"
+            ) from None
+    if not callable(builder):
+        raise ProxyError(
+            f"proxy {name!r} is not callable (it is of type {type(builder).__name__}): name "
+            f"a function (or nn.Module class) taking {_BUILDER_FORM}"
+        )
+    _check_signature(name, builder)
+    return builder  # type: ignore[return-value]
+
+
+def _import_module(name: str, module_name: str) -> object:
+    here = os.getcwd()
+    for attempt in range(2):
+        try:
+            return importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if not _is_missing(error, module_name):
+                raise _import_failed(name, module_name, error) from None
+        except Exception as error:  # noqa: BLE001 - the user's module failed to import
+            raise _import_failed(name, module_name, error) from None
+        if attempt or here in sys.path or "" in sys.path:
+            break
+        sys.path.append(here)  # after everything else: shadows no installed module
+        importlib.invalidate_caches()
+    raise ProxyError(
+        f"proxy {name!r}: no module named {module_name!r} can be imported here (looked in "
+        f"sys.path and the current directory {here}): run from the directory holding "
+        "it, put that directory on PYTHONPATH or install its package (on every Ray node "
+        "too, see docs/cluster.md), or fix the name before the colon"
+    )
+
+
+def _is_missing(error: ModuleNotFoundError, module_name: str) -> bool:
+    """Whether `error` says the module itself (or a package above it) is missing, rather
+    than something it imports."""
+    return error.name is not None and (
+        module_name == error.name or module_name.startswith(error.name + ".")
+    )
+
+
+def _import_failed(name: str, module_name: str, error: BaseException) -> ProxyError:
+    return ProxyError(
+        f"proxy {name!r}: importing module {module_name!r} raised "
+        f"{type(error).__name__}: {error}: fix the module (or install what it imports)"
+    )
+
+
+def _check_signature(name: str, builder: Callable[..., object]) -> None:
+    try:
+        signature = inspect.signature(builder)
+    except (TypeError, ValueError):  # e.g. a C function: `check_proxy` will call it
+        return
+    try:
+        signature.bind(*BUILDER_PARAMETERS)
+    except TypeError as error:
+        raise ProxyError(
+            f"proxy {name!r} has the signature {signature}, which cannot take the builder's "
+            f"five positional arguments ({error}): define it as "
+            f"{name.partition(':')[2]}{_BUILDER_FORM}"
+        ) from None
+
+
+def check_proxy(name: str, images: torch.Tensor, num_classes: int, width: int,
+                depth: int) -> None:
+    """Build proxy `name` as a search would (with BN-ReLU as the layer) and run it on
+    `images` (a few of the data set's, NCHW); `ProxyError` saying what to fix when it
+    cannot be resolved (`resolve_proxy`), building or the forward pass raises, it never
+    creates a layer with norm_act, keeps one outside its modules (its parameters would
+    not train), never runs one in forward, or does not return (batch, num_classes)
+    logits. Torch's random state is left as it was."""
+    from evonorm_search.compile import layer_factory
+    from evonorm_search.known import get_known
+
+    builder = resolve_proxy(name)
+    make = layer_factory(get_known("bn_relu"))
+    created: list[nn.Module] = []
+
+    def norm_act(channels: int) -> nn.Module:
+        layer = make(channels)
+        created.append(layer)
+        return layer
+
+    knobs = (f"num_classes={num_classes}, in_channels={images.shape[1]}, width={width}, "
+             f"depth={depth}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        try:
+            model = builder(norm_act, num_classes, int(images.shape[1]), width, depth)
+        except Exception as error:  # noqa: BLE001 - the user's code: report it
+            raise ProxyError(
+                f"proxy {name!r} raised {type(error).__name__}: {error} when building the "
+                f"model ({knobs}): fix the builder"
+            ) from None
+        if not isinstance(model, nn.Module):
+            raise ProxyError(
+                f"proxy {name!r} returned a {type(model).__name__}, not a torch.nn.Module: "
+                "return the model"
+            )
+        if not created:
+            raise ProxyError(
+                f"proxy {name!r} never calls norm_act: its model has no candidate layer, so "
+                "every candidate would score the same; create each normalization-activation "
+                "with norm_act(channels) where a BatchNorm2d + ReLU pair would go"
+            )
+        owned = {id(module) for module in model.modules()}
+        stray = [layer for layer in created if id(layer) not in owned]
+        if stray:
+            raise ProxyError(
+                f"proxy {name!r} keeps {len(stray)} of its {len(created)} norm_act layers "
+                "outside the model's modules (e.g. in a plain Python list), so their "
+                "parameters would not train: hold them in attributes, nn.Sequential or "
+                "nn.ModuleList"
+            )
+        ran: set[int] = set()
+        hooks = [layer.register_forward_hook(lambda module, *_: ran.add(id(module)))
+                 for layer in created]
+        batch = images[:CHECK_BATCH].detach().to("cpu", torch.float32)
+        try:
+            with torch.no_grad():
+                output = model.train()(batch)
+        except Exception as error:  # noqa: BLE001 - the user's code: report it
+            raise ProxyError(
+                f"proxy {name!r} fails on a batch of shape {tuple(batch.shape)} "
+                f"({type(error).__name__}: {error}): its model must take (batch, "
+                "in_channels, height, width) images, and each norm_act(channels) layer "
+                "takes (batch, channels, height, width) tensors"
+            ) from None
+        finally:
+            for hook in hooks:
+                hook.remove()
+    if not ran:
+        raise ProxyError(
+            f"proxy {name!r} creates {len(created)} layer(s) with norm_act but its forward "
+            "never runs any of them, so every candidate would score the same: call them "
+            "in forward"
+        )
+    expected = (len(batch), num_classes)
+    shape = tuple(output.shape) if isinstance(output, torch.Tensor) else None
+    if shape != expected:
+        got = f"shape {shape}" if shape is not None else f"a {type(output).__name__}"
+        raise ProxyError(
+            f"proxy {name!r} returns {got} for a batch of shape {tuple(batch.shape)}: it "
+            f"must return logits of shape {expected}, (batch, num_classes)"
+        )

@@ -14,6 +14,7 @@ the database: the controller that owns this evaluator is its only writer.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -22,7 +23,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -400,8 +401,7 @@ def _connect(address: str | None) -> bool:
         return True
     resolved = resolve_address(address)
     _check_reachable(address, resolved)
-    _use_local_token()
-    _check_authenticated(address, resolved)
+    _authenticate(address, resolved)
     try:
         ray.init(address=resolved, **quiet)
     except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as error:
@@ -414,39 +414,25 @@ def _connect(address: str | None) -> bool:
     return True
 
 
-def _use_local_token() -> None:
-    """Authenticate to the cluster with this machine's Ray token, when it has one.
+def _authenticate(address: str, resolved: str) -> None:
+    """Put this process in the cluster's authentication mode, or refuse, saying what to
+    set, a cluster that rejects it (`ray.init` would retry for many seconds, then say
+    only "Failed to connect").
 
-    Ray 2.60's `ray start --head` turns token authentication on whenever a token exists
-    on the head (~/.ray/auth_token, which any local `ray.init` creates, a local search
-    included) and RAY_AUTH_MODE is unset. Its clients do not follow: `ray.init` with an
-    explicit HOST:PORT (which `resolve_address` makes of "auto") stays in mode
-    "disabled", sends no token, and the cluster refuses it ("InvalidAuthToken"). So,
-    as `ray.init(address="auto")` does, switch this process to token mode when
-    RAY_AUTH_MODE is unset and a token is available (~/.ray/auth_token, RAY_AUTH_TOKEN
-    or RAY_AUTH_TOKEN_PATH); a cluster without authentication accepts such a client
-    too. An explicit RAY_AUTH_MODE is left as it is.
+    Ray 2.60's `ray start --head` turns token authentication on whenever the head has a
+    token (~/.ray/auth_token, which any local `ray.init` creates, a local search
+    included) and RAY_AUTH_MODE is unset; but a client with RAY_AUTH_MODE unset stays
+    in mode "disabled", sends no token, and such a cluster refuses it (InvalidAuthToken),
+    whatever its address. So: when the cluster refuses this process and RAY_AUTH_MODE is
+    unset, switch to token mode if this machine has a token (~/.ray/auth_token,
+    RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH), as `ray.init(address="auto")` would, and try
+    again. Only then: on a cluster without authentication, a token-mode driver's objects
+    (the shipped data set) cannot be fetched from other nodes ("Owner worker ID ...").
+    An explicit RAY_AUTH_MODE is left as it is.
     """
-    try:
-        from ray._private.authentication.authentication_token_setup import (
-            maybe_enable_token_auth_if_token_available,
-        )
-    except ImportError:  # a Ray without token authentication
+    if _gcs_accepts(resolved):
         return
-    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
-
-
-def _check_authenticated(address: str, resolved: str) -> None:
-    """Refuse, within a second and saying what to set, a cluster that rejects this
-    machine's credentials (`ray.init` would retry for many seconds, then report only
-    "Failed to connect"). The probe is the GCS client `ray status` uses."""
-    try:
-        ray._raylet.GcsClient(address=resolved)
-    except ray.exceptions.AuthenticationError:
-        pass
-    except Exception:  # noqa: BLE001 - anything else is left to ray.init to report
-        return
-    else:
+    if "RAY_AUTH_MODE" not in os.environ and _enable_local_token() and _gcs_accepts(resolved):
         return
     shown = address if address == resolved else f"{address} ({resolved})"
     mode = os.environ.get("RAY_AUTH_MODE", "").strip().lower()
@@ -463,6 +449,50 @@ def _check_authenticated(address: str, resolved: str) -> None:
         problem = "requires token authentication and this machine has no Ray token"
         fix = get_token
     raise EvonormError(f"the Ray cluster at {shown} {problem}: {fix}; see docs/cluster.md")
+
+
+def _gcs_accepts(resolved: str) -> bool:
+    """False when the cluster's GCS refuses this process's credentials; probed with the
+    GCS client `ray status` uses (a refusal takes milliseconds). Other failures are
+    left to `ray.init` to report."""
+    try:
+        with _stderr_silenced():  # Ray's C++ client logs each refusal there
+            ray._raylet.GcsClient(address=resolved)
+    except ray.exceptions.AuthenticationError:
+        return False
+    except Exception:  # noqa: BLE001 - not an authentication problem
+        return True
+    return True
+
+
+def _enable_local_token() -> bool:
+    """Token mode for this process (and its children) if this machine has a Ray token."""
+    try:
+        from ray._private.authentication import authentication_token_setup as setup
+    except ImportError:  # a Ray without token authentication
+        return False
+    log = logging.getLogger(setup.__name__)  # it warns that it enabled token mode
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        return bool(setup.maybe_enable_token_auth_if_token_available(warn_if_disabled=False))
+    finally:
+        log.setLevel(level)
+
+
+@contextlib.contextmanager
+def _stderr_silenced() -> Iterator[None]:
+    """File descriptor 2 to /dev/null for the block (C++ logging bypasses sys.stderr)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
 
 
 def _machine_cores() -> int:
