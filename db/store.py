@@ -526,7 +526,9 @@ class SearchStore:
         return [_to_candidate_record(row, accuracies.get(row.id, {})) for row in rows]
 
     def _one(self, connection: Connection, candidate_id: int) -> CandidateRecord:
-        records = self._load(connection, [CANDIDATES.c.id == candidate_id], limit=1)
+        # An id beyond SQLite's INTEGER cannot be stored: no such candidate, not an OverflowError.
+        records = (self._load(connection, [CANDIDATES.c.id == candidate_id], limit=1)
+                   if -MAX_SEED - 1 <= candidate_id <= MAX_SEED else [])
         if not records:
             raise StoreError(
                 f"no candidate with id {candidate_id} in {self.path}; check the id and --db "

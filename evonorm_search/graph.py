@@ -225,6 +225,11 @@ class LayerGraph:
         """Parse and validate the JSON form (never evaluates anything)."""
         try:
             data = json.loads(text)
+        except RecursionError:
+            raise GraphError(
+                "layer graph JSON is nested too deeply to be a layer graph (a graph is an "
+                'object whose "nodes" hold flat objects); fix the file or regenerate it'
+            ) from None
         except (ValueError, TypeError) as error:
             raise GraphError(
                 f"layer graph is not valid JSON ({error}); fix the file or regenerate it "

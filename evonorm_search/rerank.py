@@ -36,6 +36,8 @@ from evonorm_search.task import DatasetSpec, EvalResult, EvalTask, TrainSettings
 
 RERANK_BASELINES: tuple[str, ...] = ("bn_relu", "evonorm_s0", "evonorm_b0")
 DEFAULT_STEPS_FACTOR = 3  # default re-ranking schedule: this many times the search's steps
+# Each seed retrains every entry: more than this many is a typo, not a statistic.
+MAX_SEEDS = 1000
 INFRASTRUCTURE_RETRIES = 2
 
 
@@ -130,8 +132,8 @@ def known_layer_of(label: str) -> str | None:
 
 def rerank_seeds(search_seed: int, count: int) -> list[int]:
     """Seeds shared by every entry (a paired comparison), derived from the search seed."""
-    if count < 1:
-        raise RerankError(f"--seeds must be at least 1, got {count}")
+    if not 1 <= count <= MAX_SEEDS:
+        raise RerankError(f"--seeds must be at least 1 (and at most {MAX_SEEDS}), got {count}")
     return [
         int.from_bytes(hashlib.sha256(f"rerank:{search_seed}:{i}".encode()).digest()[:7], "big")
         for i in range(count)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import pickle
 import shutil
 import tarfile
@@ -40,6 +41,9 @@ CIFAR10_TEST_FILE = "test_batch"
 
 # Fraction of a data set without an official test split that is kept as the test set.
 TEST_FRACTION = 0.2
+# Labels of an .npz data set are class indices 0..K-1; K above this is a labelling
+# mistake (ids instead of indices) that would give every proxy a huge output layer.
+MAX_NPZ_CLASSES = 100_000
 
 
 @dataclass(frozen=True)
@@ -236,7 +240,15 @@ def _load_npz_raw(spec: DatasetSpec) -> _RawSplits:
         raise DataError("the npz data set needs --data-dir pointing at a .npz file with "
                         "arrays 'x' (uint8, N x H x W x C) and 'y' (integer labels)")
     path = Path(spec.data_dir).expanduser()
+    if not path.is_file():
+        raise DataError(f"no .npz file at {path}{' (a directory)' if path.is_dir() else ''}: "
+                        "with --dataset npz, --data-dir names the .npz file itself")
     try:
+        with path.open("rb") as handle:
+            # An .npz is a zip archive; anything else would reach numpy's .npy and pickle
+            # readers, whose errors do not say what is wrong.
+            if handle.read(2) != b"PK":
+                raise ValueError("it is not a zip archive of arrays")
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
     except (OSError, ValueError, EOFError) as error:
@@ -245,7 +257,7 @@ def _load_npz_raw(spec: DatasetSpec) -> _RawSplits:
     if "x" not in arrays or "y" not in arrays:
         raise DataError(f"{path} must contain arrays 'x' and 'y', found {sorted(arrays)}")
     x, y = arrays["x"], arrays["y"]
-    if x.dtype != np.uint8 or x.ndim != 4 or x.shape[0] == 0:
+    if x.dtype != np.uint8 or x.ndim != 4 or 0 in x.shape:
         raise DataError(f"{path}: 'x' must be a non-empty uint8 array N x H x W x C, got "
                         f"{x.dtype} {x.shape}; convert images with x.astype(numpy.uint8)")
     if x.shape[1] != x.shape[2]:
@@ -254,8 +266,15 @@ def _load_npz_raw(spec: DatasetSpec) -> _RawSplits:
     if not np.issubdtype(y.dtype, np.integer) or y.shape != (x.shape[0],):
         raise DataError(f"{path}: 'y' must be {x.shape[0]} integer labels, got {y.dtype} "
                         f"{y.shape}")
-    num_classes = int(y.max()) + 1 if y.size else 0
-    return _RawSplits(x, y, None, None, max(num_classes, 2), 255.0)
+    classes = np.unique(y)
+    if classes.size < 2:
+        raise DataError(f"{path}: every label is {int(classes[0])}, but a classifier needs "
+                        "images of at least 2 classes; add images of other classes")
+    if int(classes[0]) < 0 or int(classes[-1]) >= MAX_NPZ_CLASSES:
+        raise DataError(f"{path}: labels must lie in 0..K-1, class indices with K at most "
+                        f"{MAX_NPZ_CLASSES}, found {int(classes[0])}..{int(classes[-1])}; "
+                        "renumber them with numpy.unique(y, return_inverse=True)[1]")
+    return _RawSplits(x, y, None, None, int(classes[-1]) + 1, 255.0)
 
 
 LOADERS: dict[str, Callable[[DatasetSpec], _RawSplits]] = {
@@ -302,6 +321,25 @@ def _validate_spec(spec: DatasetSpec) -> None:
         raise DataError(f"image size must be a positive number of pixels, got {spec.image_size}")
     if spec.max_train_examples is not None and spec.max_train_examples < 1:
         raise DataError(f"max train examples must be positive, got {spec.max_train_examples}")
+    if spec.split_seed < 0:
+        raise DataError(f"split seed must be >= 0, got {spec.split_seed}")
+
+
+def _check_memory(name: str, images: int, channels: int, size: int) -> None:
+    """DataError when the prepared float32 images cannot fit in this machine's memory
+    (e.g. a mistyped --image-size), before any of them is resized."""
+    needed = images * channels * size * size * 4
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):  # not a POSIX system: no estimate
+        return
+    if needed > total:
+        raise DataError(
+            f"{name}: {images} images of {channels}x{size}x{size} pixels need "
+            f"{needed / 2**30:.0f} GiB as float32, more than this machine's "
+            f"{total / 2**30:.0f} GiB of memory; use a smaller --image-size or "
+            "--max-train-examples"
+        )
 
 
 def load_dataset(spec: DatasetSpec) -> PreparedData:
@@ -324,6 +362,8 @@ def load_dataset(spec: DatasetSpec) -> PreparedData:
     if len(keep) == 0 or len(val) == 0:
         raise DataError(f"{spec.name}: too few images ({len(train_x)}) for a training and a "
                         "validation split; provide more images or change the fraction")
+    _check_memory(spec.name, len(keep) + len(val) + len(test_x), int(train_x.shape[-1]),
+                  spec.image_size or int(train_x.shape[1]))
     tensors = {
         "train": _to_tensor(train_x[keep], raw.max_value, spec.image_size),
         "val": _to_tensor(train_x[val], raw.max_value, spec.image_size),

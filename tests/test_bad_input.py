@@ -1,0 +1,283 @@
+"""Bad input on every command: refused with `error: ...` and exit 2, no traceback, nothing
+written (the database absent when it was absent, its bytes unchanged when it existed,
+no file appearing in the working directory), and before any training.
+
+One row per bad input: the command line (placeholders name the fixture files below),
+the state of the database it points at, and a fragment of the expected message.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from db.store import SearchStore
+from evonorm_search.config import SearchConfig
+from evonorm_search.known import get_known
+from evonorm_search.task import EvalResult
+from tests.cli_runner import run_evonorm
+
+GRAPH = '{"format": "evonorm-layer-graph", "version": 1, "nodes": %s}'
+# A search that would train if it got that far: one small proxy, inline.
+SEARCH = ["search", "--db", "{db}", "--executor", "inline", "--proxies", "resnet"]
+RAY = ["search", "--db", "{db}", "--executor", "ray", "--proxies", "resnet"]
+EVALUATE = ["evaluate", "bn_relu", "--proxies", "resnet"]
+NPZ = [*SEARCH, "--dataset", "npz", "--data-dir"]
+HUGE = str(2**64)
+
+
+def _graph_files(root: Path) -> None:
+    texts = {
+        "empty.json": "",
+        "not_json.json": "{oops",
+        "list.json": "[1, 2]",
+        "null.json": "null",
+        "wrong_format.json": '{"format": "x", "version": 1, "nodes": []}',
+        "version_text.json": '{"format": "evonorm-layer-graph", "version": "1", "nodes": []}',
+        "no_nodes.json": GRAPH % "[]",
+        "unknown_op.json": GRAPH % '[{"op": "nope", "inputs": [0]}]',
+        "float_input.json": GRAPH % '[{"op": "neg", "inputs": [0.0]}]',
+        "deep_list.json": "[" * 100_000 + "]" * 100_000,
+        "deep_object.json": '{"a": ' * 100_000 + "1" + "}" * 100_000,
+        "deep_nodes.json": GRAPH % ("[" * 50_000 + "]" * 50_000),
+        "huge.json": " " * 2_000_000,
+    }
+    for name, text in texts.items():
+        (root / name).write_text(text)
+    (root / "latin1.json").write_bytes(b"\xff\xfe\x00")
+    (root / "folder.json").mkdir()
+
+
+def _npz_files(root: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (40, 8, 8, 1), dtype=np.uint8)
+    y = np.arange(40) % 4
+    arrays = {
+        "one_class": {"x": x, "y": np.zeros(40, dtype=np.int64)},
+        "no_y": {"x": x},
+        "float_x": {"x": x.astype(np.float32), "y": y},
+        "flat_x": {"x": x[..., 0], "y": y},
+        "no_channels": {"x": x[..., :0], "y": y},
+        "no_images": {"x": x[:0], "y": y[:0]},
+        "oblong": {"x": x[:, :, :6], "y": y},
+        "float_y": {"x": x, "y": y.astype(np.float32)},
+        "short_y": {"x": x, "y": y[:39]},
+        "column_y": {"x": x, "y": y[:, None]},
+        "negative_y": {"x": x, "y": y - 1},
+        "id_labels": {"x": x, "y": y + 10**12},
+        "three_images": {"x": x[:3], "y": y[:3] % 2},
+        # Loading an object array unpickles it, which can run code: refused unread.
+        "pickled": {"x": np.array([object()] * 40, dtype=object), "y": y},
+    }
+    for name, values in arrays.items():
+        np.savez(root / f"{name}.npz", **values)
+    (root / "text.npz").write_text("not an archive")
+    with (root / "single_array.npz").open("wb") as handle:
+        np.save(handle, x)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("bad_input")
+    _graph_files(root)
+    _npz_files(root)
+    # A stored search "t" with one finished candidate, written without training.
+    with SearchStore.open(root / "existing.db", create=True) as store:
+        config = SearchConfig()
+        search = store.create_search("t", config.to_dict(), config.seed)
+        graph = get_known("bn_relu")
+        candidate = store.add_candidate(search.id, number=0, parent_id=None,
+                                        graph_json=graph.to_json(),
+                                        structural_hash=graph.structural_hash(),
+                                        fingerprint=None, seed=1)
+        store.mark_running(candidate.id)
+        store.record_result(candidate.id, EvalResult(
+            "done", {proxy: 0.5 for proxy in config.proxies}))
+    return root
+
+
+def row(args: list[str], message: str, db: str = "absent", *, id: str) -> object:
+    """A table row: `db` is "absent" (no file at {db}) or "existing" (a stored search)."""
+    return pytest.param(args, message, db, id=id)
+
+
+TABLE = [
+    # The issue's five.
+    row([*NPZ, "{files}/one_class.npz"], "a classifier needs images of at least 2 classes",
+        id="npz-single-class"),
+    row([*SEARCH, "--learning-rate", "nan"], "learning_rate must be a finite number above 0, got nan",
+        id="search-lr-nan"),
+    row([*SEARCH, "--learning-rate", "-0.1"], "learning_rate must be a finite number above 0",
+        id="search-lr-negative"),
+    row([*SEARCH, "--quality-threshold", "1.5"], "quality_threshold must be an accuracy in [0, 1]",
+        id="search-quality-threshold-above-1"),
+    row(["show", "{files}/deep_list.json"], "nested too deeply", id="show-deep-json"),
+    # search: every numeric option's range.
+    row([*SEARCH, "--learning-rate", "inf"], "learning_rate must be a finite number above 0",
+        id="search-lr-inf"),
+    row([*SEARCH, "--learning-rate", "0"], "learning_rate must be a finite number above 0",
+        id="search-lr-zero"),
+    row([*SEARCH, "--quality-threshold", "-0.1"], "quality_threshold must be an accuracy",
+        id="search-quality-threshold-negative"),
+    row([*SEARCH, "--quality-threshold", "nan"], "quality_threshold must be an accuracy",
+        id="search-quality-threshold-nan"),
+    row([*SEARCH, "--validation-fraction", "0"], "validation fraction must be in (0, 1)",
+        id="search-validation-fraction-0"),
+    row([*SEARCH, "--validation-fraction", "1"], "validation fraction must be in (0, 1)",
+        id="search-validation-fraction-1"),
+    row([*SEARCH, "--validation-fraction", "nan"], "validation fraction must be in (0, 1)",
+        id="search-validation-fraction-nan"),
+    row([*SEARCH, "--image-size", "0"], "image size must be a positive number",
+        id="search-image-size-0"),
+    row([*SEARCH, "--image-size", "100000"], "more than this machine's",
+        id="search-image-size-beyond-memory"),
+    row([*SEARCH, "--max-train-examples", "0"], "max train examples must be positive",
+        id="search-max-train-examples-0"),
+    row([*SEARCH, "--threads", "0"], "threads must be in 1..1024", id="search-threads-0"),
+    row([*SEARCH, "--threads", "100000"], "threads must be in 1..1024", id="search-threads-huge"),
+    row([*SEARCH, "--budget", "-3"], "budget must be a positive", id="search-budget-negative"),
+    row([*SEARCH, "--population", HUGE], "population must be at least 2 (and at most",
+        id="search-population-huge"),
+    row([*SEARCH, "--seed", "-1"], "seed must be >= 0", id="search-seed-negative"),
+    row([*SEARCH, "--seed", HUGE], "seed must be >= 0 (and at most 9223372036854775807)",
+        id="search-seed-huge"),
+    row([*SEARCH, "--num-nodes", "11"], "num_nodes must be in 1..10", id="search-num-nodes-11"),
+    row([*SEARCH, "--steps", "0"], "steps must be >= 1", id="search-steps-0"),
+    row([*SEARCH, "--batch-size", "0"], "batch_size must be >= 1", id="search-batch-size-0"),
+    row([*SEARCH, "--width", "0"], "width must be >= 1", id="search-width-0"),
+    row([*SEARCH, "--width", HUGE], "width must be at most 1024", id="search-width-huge"),
+    row([*SEARCH, "--depth", "1000"], "depth must be at most 100", id="search-depth-huge"),
+    row([*SEARCH, "--steps", "5", "--quality-steps", "6"], "quality_steps must be in 0..steps (5)",
+        id="search-quality-steps-above-steps"),
+    row([*SEARCH, "--stability-steps", "-1"], "stability step counts must be >= 0",
+        id="search-stability-steps-negative"),
+    row([*SEARCH, "--budget", "abc"], "'abc' is not a valid integer", id="search-budget-not-a-number"),
+    row([*RAY, "--cpus-per-eval", "0"], "--cpus-per-eval must be above 0", id="search-cpus-0"),
+    row([*RAY, "--cpus-per-eval", "nan"], "--cpus-per-eval must be above 0", id="search-cpus-nan"),
+    row([*RAY, "--cpus-per-eval", "inf"], "--cpus-per-eval must be above 0 and finite",
+        id="search-cpus-inf"),
+    row([*RAY, "--gpus-per-eval", "-1"], "--gpus-per-eval must be 0 or more", id="search-gpus-negative"),
+    row([*RAY, "--gpus-per-eval", "inf"], "--gpus-per-eval must be 0 or more and finite",
+        id="search-gpus-inf"),
+    row([*RAY, "--gpus-per-eval", "1.5"], "--gpus-per-eval above 1 must be a whole number",
+        id="search-gpus-fraction-above-1"),
+    # search: the .npz data set's malformed forms.
+    row([*SEARCH, "--dataset", "npz"], "the npz data set needs --data-dir", id="npz-no-data-dir"),
+    row([*NPZ, "{files}/missing.npz"], "no .npz file at", id="npz-missing"),
+    row([*NPZ, "{files}"], "(a directory)", id="npz-directory"),
+    row([*NPZ, "{files}/text.npz"], "not a zip archive", id="npz-text-file"),
+    row([*NPZ, "{files}/single_array.npz"], "not a zip archive", id="npz-single-npy-array"),
+    row([*NPZ, "{files}/pickled.npz"], "Object arrays cannot be loaded when allow_pickle=False",
+        id="npz-pickled-object-array"),
+    row([*NPZ, "{files}/no_y.npz"], "must contain arrays 'x' and 'y'", id="npz-no-y"),
+    row([*NPZ, "{files}/float_x.npz"], "'x' must be a non-empty uint8 array", id="npz-float-x"),
+    row([*NPZ, "{files}/flat_x.npz"], "'x' must be a non-empty uint8 array", id="npz-3d-x"),
+    row([*NPZ, "{files}/no_channels.npz"], "'x' must be a non-empty uint8 array", id="npz-0-channels"),
+    row([*NPZ, "{files}/no_images.npz"], "'x' must be a non-empty uint8 array", id="npz-0-images"),
+    row([*NPZ, "{files}/oblong.npz"], "images must be square", id="npz-not-square"),
+    row([*NPZ, "{files}/float_y.npz"], "'y' must be 40 integer labels", id="npz-float-y"),
+    row([*NPZ, "{files}/short_y.npz"], "'y' must be 40 integer labels", id="npz-length-mismatch"),
+    row([*NPZ, "{files}/column_y.npz"], "'y' must be 40 integer labels", id="npz-2d-y"),
+    row([*NPZ, "{files}/negative_y.npz"], "labels must lie in 0..K-1",
+        id="npz-negative-label"),
+    row([*NPZ, "{files}/id_labels.npz"], "class indices with K at most 100000",
+        id="npz-huge-label"),
+    row([*NPZ, "{files}/three_images.npz"], "too few images", id="npz-too-few-images"),
+    row([*SEARCH, "--dataset", "cifar10"], "cifar10 needs --data-dir", id="cifar-no-data-dir"),
+    row([*SEARCH, "--dataset", "cifar10", "--data-dir", "{files}/missing"], "no CIFAR-10 data in",
+        id="cifar-missing-dir"),
+    # search on an existing database: a resume and a new search, refused unwritten.
+    row([*SEARCH[:5], "--name", "t", "--threads", "0"], "threads must be in 1..1024", "existing",
+        id="resume-threads-0"),
+    row([*SEARCH[:5], "--name", "t", "--learning-rate", "nan"],
+        "train.learning_rate: stored 0.05, requested nan", "existing", id="resume-lr-nan"),
+    row([*SEARCH, "--name", "new", "--learning-rate", "nan"], "learning_rate must be a finite",
+        "existing", id="new-search-beside-others-lr-nan"),
+    # evaluate: its numeric options and layer files.
+    row([*EVALUATE, "--lr", "nan"], "learning_rate must be a finite number above 0", id="evaluate-lr-nan"),
+    row([*EVALUATE, "--lr", "-1"], "learning_rate must be a finite number above 0",
+        id="evaluate-lr-negative"),
+    row([*EVALUATE, "--lr", "0"], "learning_rate must be a finite number above 0", id="evaluate-lr-0"),
+    row([*EVALUATE, "--threads", "0"], "threads must be in 1..1024", id="evaluate-threads-0"),
+    row([*EVALUATE, "--eval-batches", "0"], "eval_batches must be >= 1", id="evaluate-eval-batches-0"),
+    row([*EVALUATE, "--depth", "0"], "depth must be >= 1", id="evaluate-depth-0"),
+    row([*EVALUATE, "--image-size", "-2"], "image size must be a positive number",
+        id="evaluate-image-size-negative"),
+    row([*EVALUATE, "--max-train-examples", "0"], "max train examples must be positive",
+        id="evaluate-max-train-examples-0"),
+    row([*EVALUATE, "--dataset", "npz", "--data-dir", "{files}/one_class.npz"],
+        "at least 2 classes", id="evaluate-npz-single-class"),
+    row(["evaluate", "{files}/deep_nodes.json"], "nested too deeply", id="evaluate-deep-nodes"),
+    row(["evaluate", "{files}/unknown_op.json"], "unknown op 'nope'", id="evaluate-unknown-op"),
+    # show / export: layer graph files and candidate ids.
+    row(["show", "{files}/deep_object.json"], "nested too deeply", id="show-deep-object"),
+    row(["export", "{files}/deep_list.json"], "nested too deeply", id="export-deep-json"),
+    row(["show", "{files}/empty.json"], "not valid JSON", id="show-empty-file"),
+    row(["show", "{files}/not_json.json"], "not valid JSON", id="show-not-json"),
+    row(["show", "{files}/list.json"], "must be a JSON object, got list", id="show-json-list"),
+    row(["show", "{files}/null.json"], "must be a JSON object, got NoneType", id="show-json-null"),
+    row(["show", "{files}/wrong_format.json"], "unknown graph format 'x'", id="show-wrong-format"),
+    row(["show", "{files}/version_text.json"], "graph version must be an integer",
+        id="show-version-text"),
+    row(["show", "{files}/no_nodes.json"], "needs at least one intermediate node", id="show-no-nodes"),
+    row(["show", "{files}/unknown_op.json"], "unknown op 'nope'", id="show-unknown-op"),
+    row(["show", "{files}/float_input.json"], "input 0.0 is not an integer node index",
+        id="show-float-input"),
+    row(["show", "{files}/huge.json"], "too large for a layer graph", id="show-huge-file"),
+    row(["show", "{files}/latin1.json"], "not UTF-8", id="show-not-utf8"),
+    row(["show", "{files}/folder.json"], "is not a file", id="show-directory"),
+    row(["show", "{files}/missing.json"], "does not exist", id="show-missing-file"),
+    row(["show", HUGE, "--db", "{db}"], f"no candidate with id {HUGE}", "existing",
+        id="show-id-beyond-sqlite"),
+    row(["show", "7", "--db", "{db}"], "no evonorm database at", id="show-id-without-database"),
+    # rerank / report.
+    row(["rerank", "t", "--db", "{db}", "--top", "0"], "--top must be at least 1", "existing",
+        id="rerank-top-0"),
+    row(["rerank", "t", "--db", "{db}", "--seeds", "0"], "--seeds must be at least 1", "existing",
+        id="rerank-seeds-0"),
+    row(["rerank", "t", "--db", "{db}", "--seeds", HUGE], "(and at most 1000)", "existing",
+        id="rerank-seeds-huge"),
+    row(["rerank", "t", "--db", "{db}", "--steps", "-5"], "--steps must be a positive number",
+        "existing", id="rerank-steps-negative"),
+    row(["rerank", "t", "--db", "{db}", "--workers", "0"], "--workers must be at least 1",
+        "existing", id="rerank-workers-0"),
+    row(["rerank", "t", "--db", "{db}", "--baselines", "nope"], "unknown layer name 'nope'",
+        "existing", id="rerank-unknown-baseline"),
+    row(["rerank", "nope", "--db", "{db}"], "no search named 'nope'", "existing",
+        id="rerank-unknown-search"),
+    row(["rerank", "t", "--db", "{db}"], "no evonorm database at", id="rerank-no-database"),
+    row(["report", "nope", "--db", "{db}", "-o", "out"], "no search named 'nope'", "existing",
+        id="report-unknown-search"),
+    row(["report", "t", "--db", "{db}", "-o", "out"], "no evonorm database at", id="report-no-database"),
+    row(["report", "t", "--db", "{db}", "-o", "{files}/text.npz"], "is a file", "existing",
+        id="report-output-is-a-file"),
+]
+
+
+@pytest.mark.parametrize(("args", "message", "db_state"), TABLE)
+def test_bad_input_is_refused_before_anything_is_written(
+    files: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    args: list[str], message: str, db_state: str,
+) -> None:
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)  # a command that wrote its default files would leave them here
+    db = tmp_path / "search.db"
+    if db_state == "existing":
+        shutil.copyfile(files / "existing.db", db)
+    before = db.read_bytes() if db.exists() else None
+
+    code, out, err = run_evonorm(*(arg.format(db=db, files=files) for arg in args))
+
+    assert code == 2, (out, err)
+    assert "Traceback" not in err + out
+    # Ours: `error: ...`; click's own (a value of the wrong type): `Error: Invalid value ...`.
+    last = err.strip().splitlines()[-1]
+    assert last.lower().startswith("error: "), err
+    assert message in err, err
+    assert (db.read_bytes() if db.exists() else None) == before
+    assert list(workdir.iterdir()) == []
+
