@@ -55,6 +55,11 @@ REGIMES: tuple[Regime, ...] = (
 REGIME_NAMES: tuple[str, ...] = tuple(regime.name for regime in REGIMES)
 
 
+def score_name(task: str) -> str:
+    """What a search's per-proxy scores are, for labels: accuracy, or planted R^2."""
+    return "R^2 against the planted target" if task == "planted" else "validation accuracy"
+
+
 def get_regime(name: str) -> Regime:
     for regime in REGIMES:
         if regime.name == name:

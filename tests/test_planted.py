@@ -135,6 +135,9 @@ def test_tiny_planted_search_end_to_end(tmp_path: Path) -> None:
     assert code == 0 and "pixels_1x1" in out
     code, _, err = run_evonorm("export", str(best.id), "--db", db, "-o", str(tmp_path / "l.py"))
     assert code == 0, err
+    code, _, err = run_evonorm("report", "p", "--db", db, "-o", str(tmp_path / "report"))
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert code == 0 and "best R^2 against the planted target so far" in page, err
     with SearchStore.open(db) as store:
         config = store.get_search("p").config
     assert config["task"] == "planted" and config["target_name"] == "evonorm_s1"

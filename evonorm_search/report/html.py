@@ -13,6 +13,7 @@ from collections.abc import Set
 from html import escape
 
 from evonorm_search.graph import LayerGraph
+from evonorm_search.planted import score_name
 from evonorm_search.report.data import ReportData
 from evonorm_search.report.plots import funnel_png, graph_png, pareto_pngs, progress_png
 
@@ -111,10 +112,11 @@ def _pareto(data: ReportData) -> str:
         if c.status == "done" and all(p in c.accuracies for p in proxies)
     ]
     front = [c.accuracies for c in data.front]
-    pictures = pareto_pngs(points, front, data.known, proxies)
+    score = score_name(data.config.task)
+    pictures = pareto_pngs(points, front, data.known, proxies, score)
     images = "".join(_img(png, f"Pareto front, {x} vs {y}") for x, y, png in pictures)
     return (
-        f'<p class="note">Grey: done candidates (validation accuracy). Red: the Pareto front over '
+        f'<p class="note">Grey: done candidates ({score}). Red: the Pareto front over '
         f'all proxies. Stars: {escape(data.known.source)}.</p><div class="grid">{images}</div>'
     )
 
@@ -176,9 +178,11 @@ def render(data: ReportData) -> str:
     sections = [
         ("Settings", _settings(data)),
         ("Progress", '<p class="note">Per proxy, after each candidate evaluated (counted as the '
-                     "budget counts them): best validation accuracy so far, and the median of "
-                     f"the population (the {data.config.population} most recent done members).</p>"
-                     + _img(progress_png(data.progress, proxies), "progress curves")),
+                     f"budget counts them): best {score_name(data.config.task)} so far, and "
+                     f"the median of the population (the {data.config.population} most recent "
+                     "done members).</p>"
+                     + _img(progress_png(data.progress, proxies, score_name(data.config.task)),
+                            "progress curves")),
         ("Pareto front", _pareto(data) + _front(data)),
         ("Rejection funnel", _funnel(data)),
         ("Re-ranking", _rerank(data)),

@@ -30,7 +30,8 @@ def _png(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def progress_png(series: ProgressSeries, proxies: tuple[str, ...]) -> bytes:
+def progress_png(series: ProgressSeries, proxies: tuple[str, ...],
+                 score: str = "validation accuracy") -> bytes:
     """One panel per proxy: best so far (solid) and population median (dashed)."""
     figure = Figure(figsize=(4.2 * len(proxies), 3.4), layout="constrained")
     axes = figure.subplots(1, len(proxies), squeeze=False)[0]
@@ -40,7 +41,7 @@ def progress_png(series: ProgressSeries, proxies: tuple[str, ...]) -> bytes:
                 label="population median")
         ax.set_title(proxy)
         ax.set_xlabel("candidates evaluated")
-        ax.set_ylabel("validation accuracy")
+        ax.set_ylabel(score)
         ax.grid(alpha=0.3)
         if not series.evaluated:
             ax.text(0.5, 0.5, "nothing evaluated yet", ha="center", va="center", transform=ax.transAxes)
@@ -53,6 +54,7 @@ def pareto_pngs(
     front: list[dict[str, float]],
     known: KnownScores,
     proxies: tuple[str, ...],
+    score: str = "validation accuracy",
 ) -> list[tuple[str, str, bytes]]:
     """(proxy x, proxy y, PNG) for each pair of proxies: all done layers, the front, known layers."""
     pictures = []
@@ -73,8 +75,8 @@ def pareto_pngs(
                 ax.annotate(name, (scores[x_proxy], scores[y_proxy]), fontsize=7,
                             xytext=(4, 4), textcoords="offset points", color=_KNOWN_COLOR)
         ax.margins(0.15)
-        ax.set_xlabel(f"{x_proxy} accuracy")
-        ax.set_ylabel(f"{y_proxy} accuracy")
+        ax.set_xlabel(f"{x_proxy} {score}")
+        ax.set_ylabel(f"{y_proxy} {score}")
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right", fontsize=7)
         pictures.append((x_proxy, y_proxy, _png(figure)))
