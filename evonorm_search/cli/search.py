@@ -257,6 +257,11 @@ def search(name: str, db_path: str, workers: int | None, executor: str,
     are used; a different value for any setting but --budget or --threads is refused (a
     larger --budget extends the search for that run). Progress goes to stderr; Ctrl-C
     stops cleanly (exit 130) and the search can be resumed later.
+
+    With --task planted --target LAYER the search trains nothing: each candidate is
+    scored by R^2 against the planted LAYER on three input regimes (the "proxies"), and
+    the summary says whether and when LAYER was recovered (a ground truth for the
+    engine; see docs/method.md).
     """
     from db.store import SearchStore
     from workers.datasets import load_dataset
