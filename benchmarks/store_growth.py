@@ -25,7 +25,6 @@ from sqlalchemy import create_engine, insert
 
 from db.models import Candidate, Evaluation
 from db.store import SearchStore
-from evonorm_search.task import EvalResult
 
 PROXIES = ("resnet", "mobilenetv2", "efficientnet")
 POPULATION = 20
@@ -100,8 +99,9 @@ def one_candidate_cycle(store: SearchStore, search_id: int, rng: random.Random, 
         ),
     )
     timed(samples, "mark_running", lambda: store.mark_running(record.id))  # type: ignore[attr-defined]
-    result = EvalResult("done", {proxy: rng.random() for proxy in PROXIES}, seconds={"training": 1.0})
-    timed(samples, "record_result", lambda: store.record_result(record.id, result))  # type: ignore[attr-defined]
+    accuracies = {proxy: rng.random() for proxy in PROXIES}
+    timed(samples, "record_result", lambda: store.record_result(  # type: ignore[attr-defined]
+        record.id, status="done", accuracies=accuracies, seconds={"training": 1.0}))
     timed(samples, "population", lambda: store.population(search_id, POPULATION))
     timed(samples, "counts", lambda: store.counts(search_id))
 

@@ -1,8 +1,10 @@
-"""SQLAlchemy models of the search database (schema version `SCHEMA_VERSION`).
+"""SQLAlchemy models of the search database (schema version `SCHEMA_VERSION`): every table.
 
 Owns the table layout only: `meta` (application marker + schema version), `searches`,
-`candidates` and per-proxy `evaluations`. Nothing here opens a database or knows about
-torch; `db.store` is the only user. A change to these models needs a new entry in
+`candidates`, per-proxy `evaluations` (a candidate's validation accuracies), and the
+re-ranking tables `rerank_runs` / `rerank_evaluations` (test accuracies per seed, since
+v3). Nothing here opens a database or knows about torch; `db.engine` creates the tables,
+`db.store` and `db.rerank` query them. A change to these models needs a new entry in
 `db.migrations.MIGRATIONS` and a bump of `SCHEMA_VERSION`.
 """
 
@@ -118,3 +120,42 @@ class Evaluation(Base):
     candidate_id: Mapped[int] = mapped_column(ForeignKey("candidates.id", ondelete="CASCADE"))
     proxy: Mapped[str] = mapped_column(String)
     accuracy: Mapped[float] = mapped_column(Float)
+
+
+# ---- re-ranking (schema v3; written by `db.rerank.RerankStore`) ------------------------
+
+
+class RerankRun(Base):
+    """One re-ranking of one search with fixed settings (JSON): `evonorm rerank`."""
+
+    __tablename__ = "rerank_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    search_id: Mapped[int] = mapped_column(ForeignKey("searches.id", ondelete="CASCADE"), index=True)
+    settings_json: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class RerankEvaluation(Base):
+    """One (entry, seed) evaluation of a re-ranking run: the entry's label ("#<candidate
+    id>" for a search candidate, the known-layer name for a baseline), its graph, status,
+    per-proxy TEST accuracies and stage timings."""
+
+    __tablename__ = "rerank_evaluations"
+    __table_args__ = (
+        UniqueConstraint("run_id", "label", "seed", name="uq_rerank_evaluations_run_label_seed"),
+        Index("ix_rerank_evaluations_run", "run_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("rerank_runs.id", ondelete="CASCADE"))
+    label: Mapped[str] = mapped_column(String)
+    candidate_id: Mapped[int | None] = mapped_column(ForeignKey("candidates.id"))
+    graph_json: Mapped[str] = mapped_column(Text)
+    seed: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String)
+    stage: Mapped[str | None] = mapped_column(String)
+    reason: Mapped[str | None] = mapped_column(Text)
+    accuracies_json: Mapped[str] = mapped_column(Text)
+    seconds_json: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

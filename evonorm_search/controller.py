@@ -418,7 +418,15 @@ class SearchController:
                 finished = self.store.mark_failed(record.id, INFRASTRUCTURE_STAGE, reason)
             else:
                 try:
-                    finished = self.store.record_result(record.id, result)
+                    finished = self.store.record_result(
+                        record.id,
+                        status=result.status,
+                        accuracies=result.accuracies,
+                        stage=result.stage,
+                        reason=result.reason,
+                        steps=result.steps,
+                        seconds=result.seconds,
+                    )
                 except ValueError as error:  # e.g. a NaN accuracy: the result is unusable
                     finished = self.store.mark_failed(record.id, "result", str(error))
                 self._state.evaluated_this_run += 1

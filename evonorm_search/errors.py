@@ -2,7 +2,13 @@
 
 Library code raises these; the CLI prints the message and exits non-zero without a
 traceback. Anything else escaping to the CLI is a bug in evonorm_search.
+
+`StoreError` belongs to the database package (`db.errors`, which imports nothing of
+evonorm_search) and is re-exported here; it is not an `EvonormError`, so code that turns
+user errors into messages catches `USER_ERRORS`, which holds both.
 """
+
+from db.errors import StoreError
 
 
 class EvonormError(Exception):
@@ -17,5 +23,7 @@ class DataError(EvonormError):
     """A data set is missing, malformed or unsafe to load."""
 
 
-class StoreError(EvonormError):
-    """The search database is missing, foreign, too new, or conflicts with the request."""
+# Every error the CLI reports as `error: MESSAGE` with exit code 2 (cli/common.py).
+USER_ERRORS: tuple[type[Exception], ...] = (EvonormError, StoreError)
+
+__all__ = ["USER_ERRORS", "DataError", "EvonormError", "GraphError", "StoreError"]

@@ -1,10 +1,12 @@
-"""Re-ranking (PAPER.md section 5): retrain the search's best layers longer, score on TEST.
+"""Re-ranking, training side (PAPER.md section 5): retrain the best layers longer, on TEST.
 
-Owns the paper's final selection step: pick the top candidates of the search's Pareto
-front, add the known baselines for reference, retrain each on every proxy with a longer
-schedule and several seeds, score them on the held-out test split (never seen by the
-search, which selected on validation accuracy), store every result, and rank them by
-mean and spread per proxy. Rejection protocols are off: this measures, it does not filter.
+Storage is `db.rerank.RerankStore` (runs and per-seed results in the search database);
+this module decides what to train and ranks what comes back. It owns the paper's final
+selection step: pick the top candidates of the search's Pareto front, add the known
+baselines for reference, retrain each on every proxy with a longer schedule and several
+seeds, score them on the held-out test split (never seen by the search, which selected
+on validation accuracy), store every result, and rank them by mean and spread per proxy.
+Rejection protocols are off: this measures, it does not filter.
 
 Scoring on the test split needs no change to `workers.evaluate`: `evaluate_on_test`
 hands it a prepared data set whose validation split *is* the test split, so the
@@ -26,8 +28,9 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
-from db.rerank import RerankEvaluationRecord, RerankRunRecord, RerankStore
-from db.store import CandidateRecord, SearchStore
+from db.records import CandidateRecord, RerankEvaluationRecord, RerankRunRecord
+from db.rerank import RerankStore
+from db.store import SearchStore
 from evonorm_search.config import SearchConfig, stored_config
 from evonorm_search.errors import EvonormError
 from evonorm_search.known import KNOWN_LAYERS, get_known
@@ -260,7 +263,11 @@ def run_rerank(
                 candidate_id=entry.candidate_id,
                 graph_json=entry.graph_json,
                 seed=seed,
-                result=result,
+                status=result.status,
+                accuracies=result.accuracies,
+                stage=result.stage,
+                reason=result.reason,
+                seconds=result.seconds,
             )
             finished += 1
             if progress:

@@ -16,7 +16,6 @@ from evonorm_search import load_layer
 from evonorm_search.compile import compile_layer
 from evonorm_search.errors import StoreError
 from evonorm_search.known import KNOWN_LAYERS
-from evonorm_search.task import EvalResult
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,7 +31,7 @@ def store_layers(path: Path, names: list[str]) -> dict[str, int]:
                 search.id, number=number, parent_id=None, graph_json=graph.to_json(),
                 structural_hash=graph.structural_hash(), fingerprint=None, seed=number,
             )
-            store.record_result(record.id, EvalResult("done", {"resnet": 0.5}))
+            store.record_result(record.id, status="done", accuracies={"resnet": 0.5})
             ids[name] = record.id
     return ids
 

@@ -17,7 +17,6 @@ import pytest
 from db.store import SearchStore
 from evonorm_search.config import SearchConfig
 from evonorm_search.known import get_known
-from evonorm_search.task import EvalResult
 from tests.cli_runner import run_evonorm
 
 GRAPH = '{"format": "evonorm-layer-graph", "version": 1, "nodes": %s}'
@@ -94,8 +93,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
                                         structural_hash=graph.structural_hash(),
                                         fingerprint=None, seed=1)
         store.mark_running(candidate.id)
-        store.record_result(candidate.id, EvalResult(
-            "done", {proxy: 0.5 for proxy in config.proxies}))
+        store.record_result(candidate.id, status="done", accuracies={proxy: 0.5 for proxy in config.proxies})
     return root
 
 

@@ -14,7 +14,6 @@ import pytest
 from db.models import SCHEMA_VERSION
 from db.store import SearchStore
 from evonorm_search.known import KNOWN_LAYERS
-from evonorm_search.task import EvalResult
 from tests.cli_runner import run_evonorm
 from tests.test_store import (
     make_v1_database,
@@ -45,7 +44,7 @@ def populate(path: Path) -> dict[str, dict[int, int]]:
                 structural_hash=f"a{number}", fingerprint=None, seed=number,
             )
             store.mark_running(record.id)
-            store.record_result(record.id, EvalResult("done", {"resnet": resnet, "mobilenetv2": mobile}))
+            store.record_result(record.id, status="done", accuracies={"resnet": resnet, "mobilenetv2": mobile})
             ids["alpha"][number] = record.id
         # Would dominate everything, but it was rejected: never on the front.
         rejected = store.add_candidate(
@@ -53,7 +52,7 @@ def populate(path: Path) -> dict[str, dict[int, int]]:
             structural_hash="a6", fingerprint=None, seed=6,
         )
         store.record_result(
-            rejected.id, EvalResult("rejected", {"resnet": 0.99, "mobilenetv2": 0.99}, stage="quality")
+            rejected.id, status="rejected", accuracies={"resnet": 0.99, "mobilenetv2": 0.99}, stage="quality"
         )
         store.add_candidate(
             alpha.id, number=7, parent_id=None, graph_json=GRAPHS[1].to_json(),
@@ -265,7 +264,6 @@ def test_status_and_front_while_another_process_writes(db) -> None:
     writer_script = textwrap.dedent(
         f"""
         from db.store import SearchStore
-        from evonorm_search.task import EvalResult
         with SearchStore.open({str(path)!r}) as store:
             search = store.get_search("alpha")
             for number in range(8, 48):
@@ -273,7 +271,7 @@ def test_status_and_front_while_another_process_writes(db) -> None:
                     graph_json={GRAPHS[0].to_json()!r}, structural_hash=f"w{{number}}",
                     fingerprint=None, seed=number)
                 store.mark_running(record.id)
-                store.record_result(record.id, EvalResult("done", {{"resnet": 0.01, "mobilenetv2": 0.01}}))
+                store.record_result(record.id, status="done", accuracies={{"resnet": 0.01, "mobilenetv2": 0.01}})
         print("writer finished")
         """
     )

@@ -16,7 +16,6 @@ from db.store import SearchStore
 from evonorm_search.config import SearchConfig
 from evonorm_search.graph import LayerGraph
 from evonorm_search.known import get_known
-from evonorm_search.task import EvalResult
 from tests.cli_runner import run_evonorm
 from tests.test_cli_inspect import populate
 
@@ -68,7 +67,7 @@ def known_db(tmp_path: Path) -> tuple[Path, list[int]]:
                 structural_hash=graph.pruned().structural_hash(), fingerprint=None, seed=number,
             )
             store.mark_running(record.id)
-            store.record_result(record.id, EvalResult("done", {"resnet": resnet, "mobilenetv2": mobile}))
+            store.record_result(record.id, status="done", accuracies={"resnet": resnet, "mobilenetv2": mobile})
             ids.append(record.id)
     return path, ids
 

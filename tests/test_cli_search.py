@@ -125,7 +125,7 @@ def test_bad_database_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     # Root ignores permission bits, so a read-only directory is emulated at the check.
     readonly = tmp_path / "ro"
     readonly.mkdir()
-    monkeypatch.setattr("db.store.os.access", lambda *_: False)
+    monkeypatch.setattr("db.engine.os.access", lambda *_: False)
     code, _, err = run_evonorm("search", "--db", str(readonly / "s.db"), "--executor", "inline", *TINY)
     assert code == 2 and "read-only" in err and not any(readonly.iterdir())
 

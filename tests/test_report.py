@@ -50,7 +50,7 @@ def populate(path: Path) -> dict[str, int]:
         number += 1
         if result is not None:
             store.mark_running(record.id)
-            store.record_result(record.id, result)
+            store.record_result(record.id, **result.to_dict())
         return record.id
 
     timings = {"stability": 1.5, "quality": 2.0, "training": 10.0}
@@ -83,7 +83,7 @@ def populate(path: Path) -> dict[str, int]:
     ]:
         for seed, delta in ((1, 0.0), (2, 0.02)):
             rerank.record(run.id, label=label, candidate_id=candidate_id, graph_json=graph_json,
-                          seed=seed, result=EvalResult("done", {p: base + delta for p in PROXIES}))
+                          seed=seed, status="done", accuracies={p: base + delta for p in PROXIES})
     store.close()
     return ids
 

@@ -72,13 +72,13 @@ def make_search(path: Path, name: str = "s") -> tuple[SearchStore, dict[str, int
             structural_hash=graph.structural_hash(), fingerprint=None, seed=number,
         )
         store.mark_running(record.id)
-        store.record_result(record.id, EvalResult("done", dict(zip(PROXIES, scores))))
+        store.record_result(record.id, status="done", accuracies=dict(zip(PROXIES, scores)))
         ids[layer] = record.id
     rejected = store.add_candidate(
         search.id, number=len(SEARCH_SCORES), parent_id=None, graph_json=get_known("bn_relu").to_json(),
         structural_hash="x", fingerprint=None, seed=99,
     )
-    store.record_result(rejected.id, EvalResult("rejected", stage="quality", reason="low accuracy"))
+    store.record_result(rejected.id, status="rejected", stage="quality", reason="low accuracy")
     return store, ids
 
 

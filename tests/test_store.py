@@ -21,7 +21,6 @@ from hypothesis import strategies as st
 from db.models import APPLICATION, SCHEMA_VERSION
 from db.store import SearchStore
 from evonorm_search.errors import StoreError
-from evonorm_search.task import EvalResult
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -210,23 +209,24 @@ def test_candidate_life_cycle(store: SearchStore) -> None:
     store.mark_running(pending.id)
     running = store.get_candidate(pending.id)
     assert running.status == "running" and running.attempts == 1 and running.started_at is not None
-    result = EvalResult(
-        "done", {"resnet": 0.5, "mobilenetv2": 0.625}, steps={"resnet": 30}, seconds={"training": 1.5}
+    result = dict(
+        status="done", accuracies={"resnet": 0.5, "mobilenetv2": 0.625}, steps={"resnet": 30},
+        seconds={"training": 1.5},
     )
-    done = store.record_result(pending.id, result)
+    done = store.record_result(pending.id, **result)  # type: ignore[arg-type]
     assert done.status == "done"
     assert done.accuracies == {"resnet": 0.5, "mobilenetv2": 0.625}
     assert done.steps == {"resnet": 30} and done.seconds == {"training": 1.5}
     assert done.finished_at is not None and done.finished_at >= done.started_at
     assert store.get_candidate(pending.id) == done
     with pytest.raises(StoreError, match="already done"):
-        store.record_result(pending.id, result)
+        store.record_result(pending.id, **result)  # type: ignore[arg-type]
 
 
 def test_rejection_failure_and_unknown_candidate(store: SearchStore) -> None:
     search = store.create_search("alpha", {}, seed=0)
     first = add(store, search.id, 0)
-    rejected = store.record_result(first.id, EvalResult("rejected", stage="stability", reason="loss 1e9"))
+    rejected = store.record_result(first.id, status="rejected", stage="stability", reason="loss 1e9")
     assert (rejected.status, rejected.stage, rejected.reason) == ("rejected", "stability", "loss 1e9")
     second = add(store, search.id, 1)
     failed = store.mark_failed(second.id, "infrastructure", "worker died 3 times")
@@ -234,13 +234,13 @@ def test_rejection_failure_and_unknown_candidate(store: SearchStore) -> None:
     with pytest.raises(StoreError, match="no candidate with id 999"):
         store.get_candidate(999)
     with pytest.raises(ValueError, match="finite"):
-        store.record_result(add(store, search.id, 2).id, EvalResult("done", {"resnet": float("nan")}))
+        store.record_result(add(store, search.id, 2).id, status="done", accuracies={"resnet": float("nan")})
 
 
 def test_duplicate_copies_its_originals_accuracies(store: SearchStore) -> None:
     search = store.create_search("alpha", {}, seed=0)
     original = add(store, search.id, 0, fingerprint="same")
-    store.record_result(original.id, EvalResult("done", {"resnet": 0.9}))
+    store.record_result(original.id, status="done", accuracies={"resnet": 0.9})
     copy = add(store, search.id, 1, fingerprint="same", status="duplicate", duplicate_of=original.id)
     assert copy.accuracies == {"resnet": 0.9}
     assert copy.duplicate_of == original.id and copy.finished_at is not None
@@ -269,7 +269,7 @@ def test_requeue_inflight_returns_pending_by_number(store: SearchStore) -> None:
     ids = [add(store, search.id, n).id for n in range(4)]
     store.mark_running(ids[2])
     store.mark_running(ids[0])
-    store.record_result(ids[0], EvalResult("done", {"resnet": 0.1}))
+    store.record_result(ids[0], status="done", accuracies={"resnet": 0.1})
     queued = store.requeue_inflight(search.id)
     assert [c.number for c in queued] == [1, 2, 3]
     assert all(c.status == "pending" and c.started_at is None for c in queued)
@@ -303,7 +303,7 @@ def test_population_counts_and_filters_match_a_model(statuses: list[str], size: 
             if status == "running":
                 store.mark_running(candidate.id)
             elif status in ("done", "rejected", "failed"):
-                store.record_result(candidate.id, EvalResult(status, {"resnet": number / 100}))  # type: ignore[arg-type]
+                store.record_result(candidate.id, status=status, accuracies={"resnet": number / 100})
         done_numbers = [n for n, s in enumerate(statuses) if s == "done"]
         assert [c.number for c in store.population(search.id, size)] == done_numbers[-size:]
         assert store.counts(search.id) == dict(Counter(statuses))
@@ -321,10 +321,10 @@ def test_population_counts_and_filters_match_a_model(statuses: list[str], size: 
 def test_summary_counts_rejections_by_stage(store: SearchStore) -> None:
     search = store.create_search("alpha", {}, seed=0)
     for number, stage in enumerate(["stability", "quality", "stability"]):
-        store.record_result(add(store, search.id, number).id, EvalResult("rejected", stage=stage))
+        store.record_result(add(store, search.id, number).id, status="rejected", stage=stage)
     add(store, search.id, 3, status="rejected", stage="fingerprint", reason="nan on probe")
     best = add(store, search.id, 4)
-    store.record_result(best.id, EvalResult("done", {"resnet": 0.8, "mobilenetv2": 0.6}))
+    store.record_result(best.id, status="done", accuracies={"resnet": 0.8, "mobilenetv2": 0.6})
     summary = store.summary(search.id)
     assert summary.rejected_by_stage == {"fingerprint": 1, "quality": 1, "stability": 2}
     assert summary.counts["rejected"] == 4 and summary.counts["pending"] == 0
@@ -353,13 +353,12 @@ def test_a_write_that_returned_survives_sigkill(tmp_path: Path) -> None:
         f"""
         import os, signal
         from db.store import SearchStore
-        from evonorm_search.task import EvalResult
         store = SearchStore.open({str(path)!r}, create=True)
         search = store.create_search("killed", {{}}, seed=1)
         first = store.add_candidate(search.id, number=0, parent_id=None, graph_json="{{}}",
                                     structural_hash="h", fingerprint=None, seed=1)
         store.mark_running(first.id)
-        store.record_result(first.id, EvalResult("done", {{"resnet": 0.5}}))
+        store.record_result(first.id, status="done", accuracies={{"resnet": 0.5}})
         store.add_candidate(search.id, number=1, parent_id=first.id, graph_json="{{}}",
                             structural_hash="h1", fingerprint=None, seed=2)
         os.kill(os.getpid(), signal.SIGKILL)

@@ -7,17 +7,18 @@ import sys
 
 import click
 
-from evonorm_search.errors import EvonormError
+from evonorm_search.errors import USER_ERRORS
 from evonorm_search.task import DATASET_TRAINING, DatasetSpec, TrainSettings
 
 USER_ERROR_EXIT_CODE = 2
 
 
 def run_command_group(group: click.Group) -> None:
-    """Run `group`; an `EvonormError` prints `error: ...` and exits 2, no traceback."""
+    """Run `group`; a user error (`EvonormError` or the database's `StoreError`) prints
+    `error: ...` and exits 2, no traceback."""
     try:
         status = group.main(standalone_mode=False)
-    except EvonormError as error:
+    except USER_ERRORS as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(USER_ERROR_EXIT_CODE)
     except click.exceptions.Abort:

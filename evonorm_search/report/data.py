@@ -24,8 +24,8 @@ from evonorm_search.rerank import (
 )
 
 if TYPE_CHECKING:
-    from db.rerank import RerankRunRecord
-    from db.store import CandidateRecord, SearchRecord, SearchStore
+    from db.records import CandidateRecord, RerankRunRecord, SearchRecord
+    from db.store import SearchStore
 
 # Evaluation stages in pipeline order (workers.evaluate), for the funnel.
 EVALUATION_STAGES = ("build", "stability", "quality", "training")

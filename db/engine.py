@@ -1,0 +1,343 @@
+"""Opening the search database: file checks, migration on open, the SQLite engine.
+
+Owns everything between a path and an open connection: the checks that refuse a missing,
+foreign, too-new or unreachable database without touching it (`read_meta` reads the
+`meta` table through an immutable URI), creation at the current schema, migration of an
+older schema after a backup copy, and the engine (WAL journal, foreign keys, BEGIN
+IMMEDIATE for the writer, read-only URIs for readers). `Database` is an open file; the
+stores build on it: `db.store.SearchStore` is one, `db.rerank.RerankStore` wraps one.
+
+Durability: each write method of the stores commits before it returns (one
+`Database.transaction()` each). `synchronous=NORMAL` in WAL mode keeps every commit across
+a crash or SIGKILL of the process (only an OS crash or power loss may drop the last
+commits), at a fraction of the cost of an fsync per call.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Self
+from urllib.parse import quote
+
+from sqlalchemy import Connection, Engine, create_engine, event, select, update
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import QueuePool
+
+from db.errors import StoreError
+from db.migrations import migrate
+from db.models import APPLICATION, SCHEMA_VERSION, Base, Meta
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def package_version(name: str) -> str:
+    """The installed version of distribution `name` (package metadata: no import of it)."""
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def readonly_uri(path: Path, *, probe: bool) -> str:
+    """A URI that reads `path` without writing to it or next to it when that is safe.
+
+    Without a -wal file every committed page is in the main file, so SQLite's immutable
+    mode (no locks, no -shm/-wal created) reads it exactly. Probing uses it whenever there
+    is no -wal, so refusing a database leaves its directory as it was; a long-lived reader
+    uses it only when the directory is read-only (then no writer can be running, since a
+    WAL writer must create the -wal file there). Otherwise plain read-only mode.
+    """
+    if not Path(f"{path}-wal").exists() and (probe or not os.access(path.parent, os.W_OK)):
+        return f"file:{quote(str(path))}?mode=ro&immutable=1"
+    return f"file:{quote(str(path))}?mode=ro"
+
+
+def read_meta(path: Path) -> dict[str, str]:
+    """The `meta` table of the SQLite file at `path`, read without writing anything to it.
+
+    Raises StoreError when the file is not an evonorm database.
+    """
+    foreign = StoreError(
+        f"{path} is not an evonorm database (it was not created by evonorm_search); "
+        "pass --db with another path, or move that file away"
+    )
+    with path.open("rb") as handle:
+        header = handle.read(len(SQLITE_HEADER))
+    if header != SQLITE_HEADER:
+        raise foreign
+    try:
+        connection = sqlite3.connect(readonly_uri(path, probe=True), uri=True)
+    except sqlite3.Error as error:
+        raise StoreError(
+            f"cannot read {path} ({error}); check the file's and its directory's permissions"
+        ) from error
+    try:
+        has_meta = connection.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+        ).fetchone()
+        if not has_meta:
+            raise foreign
+        meta = {str(key): str(value) for key, value in connection.execute("SELECT key, value FROM meta")}
+    except sqlite3.OperationalError as error:
+        if "unable to open" in str(error):
+            raise StoreError(
+                f"cannot read {path} ({error}); check the file's and its directory's permissions"
+            ) from error
+        raise foreign from error
+    except sqlite3.DatabaseError as error:  # a damaged file or one with an SQLite-like header
+        raise foreign from error
+    finally:
+        connection.close()
+    if meta.get("application") != APPLICATION:
+        raise foreign
+    return meta
+
+
+def schema_version(path: Path, meta: dict[str, str]) -> int:
+    """The schema version in `meta`; StoreError when it is missing, invalid or too new."""
+    try:
+        version = int(meta["schema_version"])
+    except (KeyError, ValueError) as error:
+        raise StoreError(
+            f"{path} has no valid schema version in its meta table; it is damaged or not an "
+            "evonorm database: pass --db with another path"
+        ) from error
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{path} uses database schema v{version}, newer than this evonorm_search "
+            f"({package_version('evonorm-search')}, schema v{SCHEMA_VERSION}) understands; "
+            "upgrade evonorm-search (pip install -U evonorm-search) to open it"
+        )
+    if version < 1:
+        raise StoreError(f"{path} reports an invalid schema version {version}; pass --db with another path")
+    return version
+
+
+def backup(path: Path, version: int) -> Path:
+    """Copy the database (consistently, WAL included) next to it before migrating."""
+    target = path.with_name(f"{path.name}.v{version}.bak")
+    if target.exists():
+        target = path.with_name(f"{path.name}.v{version}.{utc_now():%Y%m%dT%H%M%S%f}.bak")
+    source = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True)
+    destination = sqlite3.connect(target)
+    try:
+        source.backup(destination)
+    finally:
+        destination.close()
+        source.close()
+    return target
+
+
+def check_writable_directory(directory: Path, path: Path) -> None:
+    if not directory.exists():
+        raise StoreError(
+            f"cannot use database {path}: directory {directory} does not exist; create it "
+            "(mkdir -p) or pass --db with a path in an existing directory"
+        )
+    if not directory.is_dir():
+        raise StoreError(
+            f"cannot use database {path}: {directory} is not a directory; "
+            "pass --db with a path in a directory"
+        )
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise StoreError(
+            f"cannot write database {path}: directory {directory} is read-only; pass --db "
+            "with a path in a writable directory (SQLite also writes -wal/-shm files there)"
+        )
+
+
+def make_engine(path: Path, *, readonly: bool) -> Engine:
+    """An engine with explicit transactions (BEGIN IMMEDIATE for the writer) and foreign keys."""
+    if readonly:
+        target = readonly_uri(path, probe=False)
+    else:
+        target = f"file:{quote(str(path))}?mode=rwc"
+
+    def connect() -> sqlite3.Connection:
+        # isolation_level=None: pysqlite's implicit transactions would not cover DDL in a
+        # migration; SQLAlchemy's "begin" event below issues BEGIN itself.
+        return sqlite3.connect(target, uri=True, isolation_level=None, check_same_thread=False)
+
+    # The URL is only a dialect marker (the creator opens the file); without an explicit pool
+    # SQLAlchemy would pick its in-memory-database pool for it.
+    engine = create_engine("sqlite://", creator=connect, poolclass=QueuePool)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: sqlite3.Connection, _record: object) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute("PRAGMA busy_timeout = 30000")
+        if not readonly:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        # The writer takes the write lock up front so that a transaction never has to
+        # upgrade a read lock (which can fail with SQLITE_BUSY under a concurrent writer).
+        connection.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+
+    return engine
+
+
+class Database:
+    """One open search database file. Use `open` (on this class or a store built on it)."""
+
+    def __init__(self, path: Path, engine: Engine, *, readonly: bool) -> None:
+        self.path = path
+        self.readonly = readonly
+        self._engine = engine
+        # Set by `open` when it upgraded an older schema: the old version and its backup.
+        self.migrated_from: int | None = None
+        self.backup: Path | None = None
+
+    @classmethod
+    def open(cls, path: str | Path, *, create: bool = False, readonly: bool = False) -> Self:
+        """Open (or with `create`, create) the database at `path`.
+
+        Refuses, with a StoreError saying what to do and without modifying anything: a
+        missing file (unless `create`), a missing or read-only directory, a file that is
+        not an evonorm database, a newer schema. An older schema is migrated in place after
+        a backup copy `<name>.v<old>.bak`; a read-only open refuses it and names
+        `evonorm migrate`.
+        """
+        path = Path(path).expanduser().absolute()
+        if readonly and create:
+            raise ValueError("a read-only store cannot create a database")
+        directory = path.parent
+        if path.is_dir():
+            raise StoreError(f"{path} is a directory; pass --db with a database file path")
+        if not path.exists():
+            if not directory.is_dir():
+                check_writable_directory(directory, path)
+            if not create:
+                raise StoreError(
+                    f"no evonorm database at {path}; check the --db path, or start a search "
+                    f"there with `evonorm search --db {path}`"
+                )
+            check_writable_directory(directory, path)
+            return cls._create(path)
+        if path.stat().st_size == 0 and create and not readonly:
+            check_writable_directory(directory, path)
+            return cls._create(path)
+        version = schema_version(path, read_meta(path))
+        if not readonly:
+            check_writable_directory(directory, path)
+            if not os.access(path, os.W_OK):
+                raise StoreError(
+                    f"database {path} is read-only; make it writable (chmod u+w) or copy it elsewhere"
+                )
+        copy = None
+        if version < SCHEMA_VERSION:
+            if readonly:
+                raise StoreError(
+                    f"{path} uses the older database schema v{version} (current: v{SCHEMA_VERSION}); "
+                    f"upgrade it with `evonorm migrate --db {path}` (a backup copy is kept)"
+                )
+            copy = cls._migrate(path, version)
+        engine = make_engine(path, readonly=readonly)
+        database = cls(path, engine, readonly=readonly)
+        database._probe()
+        if copy is not None:
+            database.migrated_from, database.backup = version, copy
+        return database
+
+    @classmethod
+    def _create(cls, path: Path) -> Self:
+        existed = path.exists()
+        engine = make_engine(path, readonly=False)
+        try:
+            with engine.begin() as connection:
+                Base.metadata.create_all(connection)
+                connection.execute(
+                    Meta.__table__.insert(),
+                    [
+                        {"key": "application", "value": APPLICATION},
+                        {"key": "schema_version", "value": str(SCHEMA_VERSION)},
+                        {"key": "created_at", "value": utc_now().isoformat()},
+                    ],
+                )
+        except DBAPIError as error:
+            engine.dispose()
+            if not existed:
+                for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+                    leftover.unlink(missing_ok=True)
+            raise StoreError(
+                f"cannot create database {path} ({error.orig}); pass --db with a path in a "
+                "writable directory"
+            ) from error
+        return cls(path, engine, readonly=False)
+
+    @staticmethod
+    def _migrate(path: Path, version: int) -> Path:
+        """Upgrade `path` from schema `version`; returns the backup copy's path."""
+        copy = backup(path, version)
+        engine = make_engine(path, readonly=False)
+        try:
+            with engine.begin() as connection:
+                migrate(connection, version)
+                connection.execute(
+                    update(Meta).where(Meta.key == "schema_version").values(value=str(SCHEMA_VERSION))
+                )
+        except DBAPIError as error:
+            raise StoreError(
+                f"migrating {path} from schema v{version} failed ({error.orig}); the database was "
+                f"left at v{version} and a backup is next to it"
+            ) from error
+        finally:
+            engine.dispose()
+        return copy
+
+    def _probe(self) -> None:
+        """Fail at open, not at first use, when SQLite cannot actually read the file."""
+        try:
+            with self.transaction() as connection:
+                connection.execute(select(Meta.value).where(Meta.key == "schema_version")).one()
+        except DBAPIError as error:
+            self.close()
+            raise StoreError(
+                f"cannot open database {self.path} ({error.orig}); check the file's and its "
+                "directory's permissions"
+            ) from error
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # ---- for the stores in db/ -------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One transaction: commits when the block succeeds, rolls back otherwise."""
+        with self._engine.begin() as connection:
+            yield connection
+
+    def require_writable(self) -> None:
+        """StoreError when the database was opened read-only (every write calls this first)."""
+        if self.readonly:
+            raise StoreError(f"database {self.path} was opened read-only; this command cannot modify it")
+
+    def integrity_check(self) -> str:
+        """SQLite's `PRAGMA integrity_check`: "ok" when the file is sound."""
+        with self._engine.connect() as connection:
+            rows = connection.exec_driver_sql("PRAGMA integrity_check").all()
+            return "\n".join(str(row[0]) for row in rows)
+
+
+__all__ = ["Database", "package_version", "read_meta", "readonly_uri", "schema_version", "utc_now"]
