@@ -14,9 +14,9 @@ def cli() -> None:
 
 
 def _register_commands() -> None:
-    from evonorm_search.cli import evaluate, inspect, layers, report, rerank, search
+    from evonorm_search.cli import dashboard, evaluate, inspect, layers, report, rerank, search
 
-    for module in (layers, search, inspect, rerank, report, evaluate):
+    for module in (layers, search, inspect, rerank, report, evaluate, dashboard):
         for command in module.COMMANDS:
             cli.add_command(command)
 
