@@ -443,3 +443,24 @@ def test_pages_render_with_plots_in_headless_chromium(database: Path, server: st
     # Search page: the progress lines of both proxies and the Pareto plot's known-layer stars.
     assert share_near(page, orange, 12) > 0.0001, share_near(page, orange, 12)
     assert share_near(page, blue, 12) > 0.0002, share_near(page, blue, 12)
+
+
+def test_a_store_error_during_a_request_is_a_json_error(database: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """E.g. the database replaced by a newer schema while the dashboard runs."""
+    from db.errors import StoreError
+    from evonorm_search.dashboard.app import create_app
+
+    app = create_app(database)
+    try:
+        data = app.extensions["evonorm_dashboard"]
+
+        def broken() -> list:
+            raise StoreError("the database was replaced")
+
+        monkeypatch.setattr(data, "searches", broken)
+        reply = app.test_client().get("/api/searches")
+        assert reply.status_code == 500
+        assert reply.get_json() == {"error": "the database was replaced"}
+    finally:
+        app.extensions["evonorm_dashboard"].store.close()

@@ -17,7 +17,7 @@ from flask import Flask, Response, abort, jsonify, render_template, request, sen
 
 from db.store import SearchStore
 from evonorm_search.dashboard.data import DashboardData, NotFound
-from evonorm_search.errors import EvonormError
+from evonorm_search.errors import EvonormError, StoreError
 
 POLL_SECONDS = 3.0
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
@@ -33,7 +33,7 @@ CSP = (
 def create_app(db_path: str | Path, *, poll_seconds: float = POLL_SECONDS) -> Flask:
     """The dashboard on the search database at `db_path`, opened read-only.
 
-    StoreError (an EvonormError) when the file is missing or not an evonorm database.
+    StoreError when the file is missing or not an evonorm database.
     The open store is `app.extensions["evonorm_dashboard"].store`; close it when done.
     """
     store = SearchStore.open(Path(db_path).expanduser(), readonly=True)
@@ -50,7 +50,8 @@ def create_app(db_path: str | Path, *, poll_seconds: float = POLL_SECONDS) -> Fl
         return jsonify(error=str(error)), 404
 
     @app.errorhandler(EvonormError)
-    def unusable(error: EvonormError) -> tuple[Response, int]:
+    @app.errorhandler(StoreError)
+    def unusable(error: Exception) -> tuple[Response, int]:
         # E.g. the database was replaced by one this version cannot read: the page says so.
         return jsonify(error=str(error)), 500
 
