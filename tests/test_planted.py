@@ -138,6 +138,15 @@ def test_tiny_planted_search_end_to_end(tmp_path: Path) -> None:
     code, _, err = run_evonorm("report", "p", "--db", db, "-o", str(tmp_path / "report"))
     page = (tmp_path / "report" / "index.html").read_text()
     assert code == 0 and "best R^2 against the planted target so far" in page, err
+    from evonorm_search.dashboard.app import create_app
+
+    app = create_app(db)
+    try:
+        view = app.test_client().get("/api/search/1").get_json()
+        assert view["score"] == "R^2 against the planted target"
+        assert view["proxies"] == list(REGIME_NAMES)
+    finally:
+        app.extensions["evonorm_dashboard"].store.close()
     with SearchStore.open(db) as store:
         config = store.get_search("p").config
     assert config["task"] == "planted" and config["target_name"] == "evonorm_s1"

@@ -27,6 +27,7 @@ from db.rerank import RerankStore
 from evonorm_search.config import stored_config
 from evonorm_search.controller import counts_toward_budget
 from evonorm_search.errors import EvonormError, GraphError, StoreError
+from evonorm_search.planted import score_name
 from evonorm_search.graph import LayerGraph
 from evonorm_search.known import known_name
 from evonorm_search.report.data import ReportData, gather, lineage
@@ -140,6 +141,7 @@ def search_view(data: ReportData, summary_best: dict[str, tuple[int, float]],
         "search": {**_search_head(data.search), "versions": data.search.versions},
         "config": data.config.to_dict(),
         "proxies": list(proxies),
+        "score": score_name(data.config.task),  # what the per-proxy numbers are
         "budget": data.config.budget,
         "evaluated": len(data.progress.evaluated),
         "total": len(rows),

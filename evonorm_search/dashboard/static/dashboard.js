@@ -169,7 +169,7 @@ function renderProgress(view) {
     traces.push({ x: p.evaluated, y: p.median[proxy], name: `${proxy} population median`, mode: "lines",
                   line: { color, width: 1, dash: "dot" } });
   });
-  draw("progress", traces, { xaxis: { title: { text: "candidates evaluated" } }, yaxis: { title: { text: "validation accuracy" } } });
+  draw("progress", traces, { xaxis: { title: { text: "candidates evaluated" } }, yaxis: { title: { text: view.score } } });
 }
 
 function hoverText(c, proxies) {
@@ -216,9 +216,9 @@ function renderPareto(view) {
     trace(front, "Pareto front (all proxies)", { color: "rgba(0,0,0,0)", size: 13, line: { color: FRONT_COLOR, width: 2.5 } }),
     trace(known, "known layers", { color: KNOWN_COLOR, size: 13, symbol: "star" }),
   ], {
-    xaxis: { title: { text: single ? "candidate number" : `${xp} accuracy` },
+    xaxis: { title: { text: single ? "candidate number" : `${xp} ${view.score}` },
              range: single ? undefined : accuracyRange(done.map(x)) },
-    yaxis: { title: { text: `${single ? proxies[0] : yp} accuracy` }, range: accuracyRange(done.map(y)) },
+    yaxis: { title: { text: `${single ? proxies[0] : yp} ${view.score}` }, range: accuracyRange(done.map(y)) },
   });
   const plot = document.getElementById("pareto");
   if (!plot.dataset.clicks) {
