@@ -10,6 +10,8 @@ in that process (inline executor). Goal: flat, under 10 ms.
 
     python benchmarks/planted_scale.py --budget 20000                 # inline
     python benchmarks/planted_scale.py --budget 20000 --workers 2     # Ray, 2 workers
+    python benchmarks/planted_scale.py --db big.db --resume --budget 500  # one more window
+The window after a resume includes loading the search's state (once per run).
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--marks", default="0,5000,10000,20000",
                         help="evaluated-candidate counts where a measuring window starts")
     parser.add_argument("--db", type=Path, default=None, help="default: a new temporary file")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the search 'scale' in --db for --budget more candidates "
+                             "and measure one window from where it stands")
     return parser.parse_args(argv)
 
 
@@ -76,6 +81,15 @@ def main(argv: list[str] | None = None) -> int:
         "init": "random", "mutations": tuple(args.mutations.split(",")),
     })
     evaluation_cpu = [0.0]
+    if args.resume:
+        from evonorm_search.config import stored_config
+        from evonorm_search.controller import counts_toward_budget
+
+        with SearchStore.open(path) as store:
+            search = store.get_search("scale")
+            done = sum(map(counts_toward_budget, store.candidates(search.id)))
+            config = stored_config(search.config).with_overrides({"budget": done + args.budget})
+        args.marks = str(done)
 
     def timed(task: EvalTask, data: object = None) -> EvalResult:
         started = time.process_time()
@@ -91,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     meter = Meter([int(m) for m in args.marks.split(",")], evaluation_cpu)
     started = time.perf_counter()
     with SearchStore.open(path, create=True) as store:
-        search = store.create_search("scale", config.to_dict(), 0)
+        search = store.find_search("scale") or store.create_search("scale", config.to_dict(), 0)
         try:
             final = SearchController(store, search, config, evaluator, progress=meter).run()
         finally:
@@ -99,9 +113,10 @@ def main(argv: list[str] | None = None) -> int:
         stored = len(store.candidates(search.id))
     wall = time.perf_counter() - started
     executor = "inline" if args.workers is None else f"ray, {args.workers} workers"
-    print(f"planted search, target {args.target}, {executor}: {final.submitted} evaluated "
-          f"({stored} stored, {final.hash_skips} hash skips) in {wall:.1f} s: "
-          f"{final.submitted / wall:.1f} evaluations/s")
+    print(f"planted search, target {args.target}, {executor}: {final.evaluated_this_run} "
+          f"evaluated in this run ({final.submitted} in all, {stored} stored, "
+          f"{final.hash_skips} hash skips this run) in {wall:.1f} s: "
+          f"{final.evaluated_this_run / wall:.1f} evaluations/s")
     print(f"{'evaluated at start':>18} {'controller+store ms/candidate':>30} {'evals/s':>8}")
     for mark, (cpu, rate, count) in sorted(meter.results.items()):
         print(f"{mark:>18} {1000 * cpu:>30.2f} {rate:>8.1f}  ({count} candidates)")
