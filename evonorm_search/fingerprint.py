@@ -22,6 +22,7 @@ import torch
 
 from evonorm_search.compile import compile_layer
 from evonorm_search.graph import LayerGraph
+from evonorm_search.threads import torch_threads
 
 # N > 1 so batch statistics are not degenerate; C = 6 with 3 groups makes the group
 # statistics (2 channels) differ from the instance (1) and layer (6) ones.
@@ -76,14 +77,8 @@ def fingerprint(graph: LayerGraph) -> Fingerprint:
     """The functional fingerprint of `graph` on the fixed probe input (see module doc)."""
     # One intra-op thread: on a probe of 216 values more threads only synchronize (a
     # fingerprint took 2.5 ms with 2 threads on a busy 2-core machine, 0.5 ms with 1).
-    previous = torch.get_num_threads()
-    if previous == 1:
+    with torch_threads(1):
         return _fingerprint(graph)
-    torch.set_num_threads(1)
-    try:
-        return _fingerprint(graph)
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _fingerprint(graph: LayerGraph) -> Fingerprint:

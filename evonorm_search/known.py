@@ -110,3 +110,10 @@ def known_name(structural_hash: str) -> str | None:
     """The known layer with this structural hash (so also a renumbered copy of it, or one
     with dead nodes or commuted arguments), or None."""
     return _names_by_hash().get(structural_hash)
+
+
+def formula_label(graph: LayerGraph) -> str:
+    """The formula, followed by the known layer's name when `graph` is one (by structural
+    hash, so also a renumbered copy or one with dead nodes): `x / ...  (evonorm_b0)`."""
+    name = known_name(graph.structural_hash())
+    return graph.formula() if name is None else f"{graph.formula()}  ({name})"

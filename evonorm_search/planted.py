@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from evonorm_search.errors import GraphError
 from evonorm_search.graph import LayerGraph
-from evonorm_search.known import KNOWN_LAYERS, known_name
+from evonorm_search.known import formula_label
 from evonorm_search.layer_spec import load_graph_spec
 
 TASKS: tuple[str, ...] = ("classification", "planted")
@@ -69,12 +69,12 @@ def get_regime(name: str) -> Regime:
 
 def resolve_target(spec: str) -> tuple[LayerGraph, str]:
     """The target layer named by `spec` (a known layer name or a graph JSON file) and the
-    label the search stores with it: the known name, else the file path."""
+    label the search stores with it: `spec` as given."""
     try:
         graph = load_graph_spec(spec)
     except GraphError as error:
         raise GraphError(f"--target: {error}") from None
-    return graph, spec if spec in KNOWN_LAYERS else str(spec)
+    return graph, spec
 
 
 def recovered(scores: dict[str, float], regimes: tuple[str, ...]) -> bool:
@@ -86,11 +86,6 @@ def recovery_kind(candidate: LayerGraph, target: LayerGraph) -> str:
     """"identical" when the candidate is the target's formula (up to numbering, dead nodes
     and commuted arguments), else "equivalent" (same function, other formula)."""
     return "identical" if candidate.structural_hash() == target.structural_hash() else "equivalent"
-
-
-def describe_target(graph: LayerGraph) -> str:
-    name = known_name(graph.structural_hash())
-    return f"{graph.formula()}" + (f" ({name})" if name else "")
 
 
 @dataclass(frozen=True)
@@ -113,5 +108,5 @@ def first_recovery(candidates: list, regimes: tuple[str, ...], target: LayerGrap
         if candidate.status == "done" and recovered(candidate.accuracies, regimes):
             graph = LayerGraph.from_json(candidate.graph_json)
             return Recovery(candidate.id, evaluations, recovery_kind(graph, target),
-                            describe_target(graph))
+                            formula_label(graph))
     return None

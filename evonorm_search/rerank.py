@@ -33,7 +33,7 @@ from db.rerank import RerankStore
 from db.store import SearchStore
 from evonorm_search.config import SearchConfig, stored_config
 from evonorm_search.errors import EvonormError
-from evonorm_search.known import KNOWN_LAYERS, get_known
+from evonorm_search.known import KNOWN_LAYERS, get_known, known_name
 from evonorm_search.selection import pareto_front
 from evonorm_search.task import DatasetSpec, EvalResult, EvalTask, TrainSettings
 
@@ -107,14 +107,13 @@ def select_entries(
     """
     if top < 1:
         raise RerankError(f"--top must be at least 1, got {top}")
-    known_names = {get_known(name).structural_hash(): name for name in KNOWN_LAYERS}
     entries: list[RerankEntry] = []
     seen: set[str] = set()
     for candidate in front_candidates(candidates, proxies):
         if candidate.structural_hash in seen:
             continue
         seen.add(candidate.structural_hash)
-        known = known_names.get(candidate.structural_hash)
+        known = known_name(candidate.structural_hash)
         label = f"#{candidate.id}" + (f" ({known})" if known else "")
         entries.append(RerankEntry(label, candidate.graph_json, candidate.id))
         if len(entries) == top:

@@ -124,7 +124,7 @@ def test_tiny_planted_search_end_to_end(tmp_path: Path) -> None:
                                  "--population", "3", "--budget", "8")
     assert code == 0, err
     assert "Pareto front (small_batch, pixels_1x1, maps_2x2)" in out
-    assert "planted target: x * sigmoid(x) / std_group(x) (evonorm_s1)" in out
+    assert "planted target: x * sigmoid(x) / std_group(x)  (evonorm_s1)" in out
     recovered_line = next(line for line in out.splitlines() if line.startswith("recovered by"))
     assert "(identical)" in recovered_line and "after 2 evaluations" in recovered_line
     best = rows(Path(db), "p")[1]

@@ -34,6 +34,7 @@ from torch import nn
 from evonorm_search.compile import layer_factory
 from evonorm_search.graph import LayerGraph
 from evonorm_search.task import EvalResult, EvalTask, TrainSettings
+from evonorm_search.threads import torch_threads
 from workers.datasets import PreparedData, load_dataset
 from workers.planted import evaluate_planted
 from workers.proxies import PROXIES, NormAct, is_own_proxy, resolve_proxy
@@ -66,17 +67,6 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed)
     random.seed(seed)
-
-
-@contextlib.contextmanager
-def _torch_threads(threads: int | None) -> Iterator[None]:
-    previous = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def check_settings(settings: TrainSettings, proxies: tuple[str, ...]) -> None:
@@ -250,7 +240,7 @@ def evaluate(task: EvalTask, data: PreparedData | None = None,
     if task.kind == "planted":
         # Tensors of a few thousand values: intra-op threads only add synchronization
         # (measured 10x slower with 2 threads on a busy 2-core machine).
-        with _torch_threads(task.train.threads or 1):
+        with torch_threads(task.train.threads or 1):
             return evaluate_planted(task)
     say = progress or (lambda message: None)
     try:
@@ -262,7 +252,7 @@ def evaluate(task: EvalTask, data: PreparedData | None = None,
     except Exception as error:  # invalid graph, settings or data: nothing was trained
         return EvalResult("failed", stage="build", reason=f"{type(error).__name__}: {error}")
     evaluation = _Evaluation(task, data, norm_act, say)
-    with _torch_threads(task.train.threads):
+    with torch_threads(task.train.threads):
         try:
             evaluation.run_all()
         except _Rejected as rejection:

@@ -35,7 +35,7 @@ from torch import Tensor
 
 from evonorm_search.compile import compile_layer
 from evonorm_search.graph import LayerGraph
-from evonorm_search.planted import Regime, get_regime
+from evonorm_search.planted import get_regime
 from evonorm_search.task import EvalResult, EvalTask
 
 FEATURE_SEED = 20201107
@@ -107,9 +107,11 @@ def _uniform(shape: tuple[int, ...], bounds: tuple[float, float],
     return torch.empty(shape).uniform_(*bounds, generator=rng)
 
 
-def target_parameters(regime: Regime) -> dict[str, Tensor]:
-    """The planted target's fixed per-channel parameters on `regime`: v1 and |gamma| away
-    from 1, v0 and beta away from 0, gamma of either sign."""
+@lru_cache(maxsize=None)
+def target_parameters(regime_name: str) -> dict[str, Tensor]:
+    """The planted target's fixed per-channel parameters on a regime: v1 and |gamma| away
+    from 1, v0 and beta away from 0, gamma of either sign (cached: read, never written)."""
+    regime = get_regime(regime_name)
     rng = _generator("target", regime.name)
     shape = (1, regime.channels, 1, 1)
     sign = torch.where(torch.rand(shape, generator=rng) < 0.5, -1.0, 1.0)
@@ -121,22 +123,38 @@ def target_parameters(regime: Regime) -> dict[str, Tensor]:
     }
 
 
+@dataclass(frozen=True)
+class TargetOutputs:
+    """The target's outputs on a regime's fit and held-out batches (each concatenated
+    over its batches), with their sums of squares about the per-channel means."""
+
+    fit: Tensor
+    held_out: Tensor
+    fit_total: float
+    held_out_total: float
+
+
+def _total(t: Tensor) -> float:
+    centred = t - t.mean((0, 2, 3), keepdim=True)
+    return float((centred * centred).sum())
+
+
 @lru_cache(maxsize=16)
-def target_outputs(target_json: str, regime_name: str) -> RegimeData:
-    """The target's outputs on the regime's fit and held-out batches (cached: a search
-    compares every candidate with the same target)."""
+def target_outputs(target_json: str, regime_name: str) -> TargetOutputs:
+    """The target's outputs on the regime's inputs (cached: a search compares every
+    candidate with the same target)."""
     regime = get_regime(regime_name)
     layer = compile_layer(LayerGraph.from_json(target_json), regime.channels).train()
     with torch.no_grad():
-        for name, value in target_parameters(regime).items():
+        for name, value in target_parameters(regime_name).items():
             getattr(layer, name).copy_(value)
         data = regime_data(regime_name)
-        outputs = RegimeData(tuple(layer(x) for x in data.fit),
-                             tuple(layer(x) for x in data.held_out))
-    for name, batches in (("fit", outputs.fit), ("held-out", outputs.held_out)):
-        if not all(torch.isfinite(t).all() for t in batches):
+        fit = torch.cat([layer(x) for x in data.fit])
+        held_out = torch.cat([layer(x) for x in data.held_out])
+    for name, t in (("fit", fit), ("held-out", held_out)):
+        if not torch.isfinite(t).all():
             raise ValueError(f"the target is not finite on the {name} inputs of {regime_name}")
-    return outputs
+    return TargetOutputs(fit, held_out, _total(fit), _total(held_out))
 
 
 def _affine_fit(y: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -160,9 +178,8 @@ class RegimeScore:
     reason: str | None = None
 
 
-def _r2(prediction: Tensor, target: Tensor) -> float:
-    centred = target - target.mean((0, 2, 3), keepdim=True)
-    total = float((centred * centred).sum())
+def _r2(prediction: Tensor, target: Tensor, total: float) -> float:
+    """R^2 against the per-channel mean baseline, whose squared error is `total`."""
     error = float(((target - prediction) ** 2).sum())
     return max(0.0, 1.0 - error / total) if total > 0 else 0.0
 
@@ -177,10 +194,10 @@ def score_regime(graph: LayerGraph, target_json: str, regime_name: str,
     layer = compile_layer(graph, regime.channels).train()
     layer.gamma.requires_grad_(False)  # identity: the affine is solved in closed form
     layer.beta.requires_grad_(False)
-    fit_t = torch.cat(target.fit)
+    fit_t = target.fit
     live = graph.live_nodes()
     free = [p for index, p in ((2, layer.v0), (3, layer.v1)) if index in live]
-    planted = target_parameters(regime)
+    planted = target_parameters(regime_name)
     with torch.no_grad():
         for name in ("v0", "v1"):
             parameter = getattr(layer, name)
@@ -196,8 +213,7 @@ def score_regime(graph: LayerGraph, target_json: str, regime_name: str,
         return RegimeScore(0.0, 0, False, f"{regime_name}: NaN or inf output before fitting")
     done = 0
     # The loss is 1 - R^2 on the fit batches, so L-BFGS's tolerances are relative.
-    scale = 1.0 / max(float(((fit_t - fit_t.mean((0, 2, 3), keepdim=True)) ** 2).sum()),
-                      VARIANCE_FLOOR)
+    scale = 1.0 / max(target.fit_total, VARIANCE_FLOOR)
     best = float(_affine_fit(y, fit_t)[2]) * scale
     if free and 1.0 - best >= FIT_GATE:
         kept = [p.detach().clone() for p in free]
@@ -214,7 +230,7 @@ def score_regime(graph: LayerGraph, target_json: str, regime_name: str,
             optimizer.step(closure)
         except RuntimeError:  # e.g. a NaN in the line search: keep the best finite point
             pass
-        done = optimizer.state[optimizer._params[0]].get("n_iter", 0)
+        done = optimizer.state[free[0]].get("n_iter", 0)
         with torch.no_grad():
             y = fit_output()
             residual = float(_affine_fit(y, fit_t)[2]) * scale
@@ -228,7 +244,7 @@ def score_regime(graph: LayerGraph, target_json: str, regime_name: str,
         if not all(torch.isfinite(p).all() for p in predictions):
             return RegimeScore(0.0, done, False,
                                f"{regime_name}: NaN or inf output on held-out inputs")
-        r2 = _r2(torch.cat(predictions), torch.cat(target.held_out))
+        r2 = _r2(torch.cat(predictions), target.held_out, target.held_out_total)
     return RegimeScore(r2, done, True)
 
 

@@ -20,10 +20,10 @@ from db.store import DEFAULT_DB_PATH, SearchRecord, SearchStore, SearchSummary
 from evonorm_search.cli.layers import (
     candidate_json,
     echo_json,
-    formula_label,
     iso_time,
     layer_json,
 )
+from evonorm_search.known import formula_label
 
 DB_OPTION = click.option(
     "--db",

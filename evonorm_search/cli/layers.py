@@ -17,7 +17,7 @@ from db.store import DEFAULT_DB_PATH
 from evonorm_search.errors import EvonormError
 from evonorm_search.export import to_source
 from evonorm_search.graph import INITIAL_NODES, NUM_INITIAL, LayerGraph
-from evonorm_search.known import KNOWN_LAYERS, known_name
+from evonorm_search.known import KNOWN_LAYERS, formula_label, known_name
 from evonorm_search.layer_spec import load_graph_spec
 
 if TYPE_CHECKING:
@@ -25,13 +25,6 @@ if TYPE_CHECKING:
 
 DB_HELP = "Database for a candidate ID argument (see `evonorm front NAME`)."
 JSON_VERSION = 1  # of every `--json` document (docs/json.md); bump on incompatible changes
-
-
-def formula_label(graph: LayerGraph) -> str:
-    """The formula, followed by the known layer's name when `graph` is one (by structural
-    hash, so also a renumbered copy or one with dead nodes): `x / ...  (evonorm_b0)`."""
-    name = known_name(graph.structural_hash())
-    return graph.formula() if name is None else f"{graph.formula()}  ({name})"
 
 
 def iso_time(moment: datetime | None) -> str | None:

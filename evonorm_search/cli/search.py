@@ -334,7 +334,7 @@ def _budget_done(path: Path, name: str, config: SearchConfig) -> bool:
 def _print_summary(store: Any, search_id: int, config: SearchConfig) -> None:
     """The search's best layers (Pareto front of the done candidates) on stdout, each
     known layer named after its formula."""
-    from evonorm_search.cli.layers import formula_label
+    from evonorm_search.known import formula_label
     from evonorm_search.graph import LayerGraph
     from evonorm_search.selection import pareto_front
 
@@ -355,14 +355,15 @@ def _print_recovery(store: Any, search_id: int, config: SearchConfig) -> None:
     """For a planted search: whether, when and how its target was recovered."""
     from evonorm_search.controller import counts_toward_budget
     from evonorm_search.graph import LayerGraph
-    from evonorm_search.planted import RECOVERY_R2, describe_target, first_recovery
+    from evonorm_search.known import formula_label
+    from evonorm_search.planted import RECOVERY_R2, first_recovery
 
     if config.task != "planted" or config.target is None:
         return
     target = LayerGraph.from_json(config.target)
     found = first_recovery(store.candidates(search_id), config.proxies, target,
                            counts_toward_budget)
-    click.echo(f"planted target: {describe_target(target)}")
+    click.echo(f"planted target: {formula_label(target)}")
     if found is None:
         click.echo(f"not recovered (no layer reached R^2 >= {RECOVERY_R2} on every regime)")
     else:

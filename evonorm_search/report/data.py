@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from db.rerank import RerankStore
 from evonorm_search.config import SearchConfig, stored_config
 from evonorm_search.controller import FINGERPRINT_STAGE, counts_toward_budget
-from evonorm_search.known import KNOWN_LAYERS
+from evonorm_search.known import known_name
 from evonorm_search.rerank import (
     RankingRow,
     complete_candidates,
@@ -143,10 +143,9 @@ def known_scores(
     }
     if from_rerank:
         return KnownScores(from_rerank, "known layers: re-ranking means (TEST split, longer training)")
-    hashes = {graph.structural_hash(): name for name, graph in KNOWN_LAYERS.items()}
     found: dict[str, dict[str, float]] = {}
     for candidate in complete_candidates(candidates, proxies):
-        name = hashes.get(candidate.structural_hash)
+        name = known_name(candidate.structural_hash)
         if name is not None and name not in found:
             found[name] = {p: candidate.accuracies[p] for p in proxies}
     if found:
