@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
-ResultStatus = Literal["done", "rejected", "failed"]
+ResultStatus = Literal["done", "stopped", "rejected", "failed"]
 
 
 def _from_dict(cls: type, data: dict[str, Any]) -> Any:
@@ -111,6 +111,10 @@ class EvalTask:
     candidate_id: int | None = None
     kind: str = "classification"
     target_json: str | None = None
+    # Multi-fidelity: after the quality check the candidate trains on only when its mean
+    # validation accuracy over the proxies reaches `hurdle`; None trains every candidate
+    # that passes the protocols (the paper's behaviour).
+    hurdle: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -122,6 +126,7 @@ class EvalTask:
             "candidate_id": self.candidate_id,
             "kind": self.kind,
             "target_json": self.target_json,
+            "hurdle": self.hurdle,
         }
 
     @classmethod
@@ -135,6 +140,7 @@ class EvalTask:
             candidate_id=data.get("candidate_id"),
             kind=data.get("kind", "classification"),
             target_json=data.get("target_json"),
+            hurdle=data.get("hurdle"),
         )
 
 
@@ -143,8 +149,11 @@ class EvalResult:
     """What a worker reports for one task. Rejections and candidate failures are values.
 
     `accuracies` maps proxy name -> validation accuracy for proxies that finished
-    training (all of them when status is "done"). `stage` names where a rejected or
-    failed candidate stopped ("build", "stability", "quality", "training").
+    training (all of them when status is "done"). `early_accuracies` maps proxy name ->
+    validation accuracy at the quality check, for every proxy that reached it. Status
+    "stopped" means the candidate passed every protocol but its early accuracy missed the
+    task's hurdle, so it was not trained further (stage "hurdle"). `stage` names where a
+    rejected or failed candidate stopped ("build", "stability", "quality", "training").
     `seconds` maps stage name -> seconds spent in it, summed over proxies.
     """
 
@@ -154,6 +163,7 @@ class EvalResult:
     reason: str | None = None
     steps: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    early_accuracies: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -11,6 +11,8 @@ Order of work, cheapest decisions first, nothing computed twice:
      where most unstable layers already blow up), then the quality check
      (`quality_steps` of training, validation accuracy against the scaled bar);
      a quality rejection on the first proxy thus costs one short training run;
+  2b. with a hurdle (multi-fidelity, `EvalTask.hurdle`): a candidate whose mean quality-
+     check accuracy over the proxies is below the hurdle stops here, status "stopped";
   3. per proxy: the rest of the stability ascent (same probe, so the verdict equals
      one uninterrupted `stability_steps` run);
   4. per proxy: full training continues from the quality-check model up to `steps`,
@@ -47,6 +49,10 @@ Progress = Callable[[str], None]
 MAX_WIDTH = 1024
 MAX_DEPTH = 100
 MAX_THREADS = 1024
+
+
+class _Stopped(Exception):
+    """The candidate passed the protocols so far but missed the hurdle."""
 
 
 class _Rejected(Exception):
@@ -151,6 +157,7 @@ class _Evaluation:
         self.clock = _Clock()
         self.runs: list[_ProxyRun] = []
         self.accuracies: dict[str, float] = {}
+        self.early_accuracies: dict[str, float] = {}
 
     def build(self) -> None:
         s = self.settings
@@ -180,12 +187,22 @@ class _Evaluation:
             return
         run.trainer.train_until(s.quality_steps)
         accuracy = run.trainer.accuracy("val", s.eval_batches)
+        self.early_accuracies[run.name] = accuracy
         verdict = check_quality(accuracy, s.quality_steps, s.quality_threshold,
                                 self.data.num_classes)
         self.progress(f"{run.name}: {accuracy:.3f} validation accuracy after "
                       f"{s.quality_steps} steps")
         if not verdict.passed:
             raise _Rejected("quality", f"{run.name}: {verdict.reason}")
+
+    def hurdle(self) -> None:
+        hurdle = self.task.hurdle
+        if hurdle is None or not self.early_accuracies:
+            return
+        mean = sum(self.early_accuracies.values()) / len(self.early_accuracies)
+        if mean < hurdle:
+            self.progress(f"mean early accuracy {mean:.3f} below the hurdle {hurdle:.3f}")
+            raise _Stopped(f"mean early accuracy {mean:.4f} < hurdle {hurdle:.4f}")
 
     def train(self, run: _ProxyRun) -> None:
         total, chunk = self.settings.steps, max(1, self.settings.steps // 4)
@@ -204,6 +221,7 @@ class _Evaluation:
                 self.stability(run, self.settings.stability_screen_steps)
             with self.clock.stage("quality"):
                 self.quality(run)
+        self.hurdle()
         for run in self.runs:
             with self.clock.stage("stability"):
                 self.stability(run, self.settings.stability_steps)
@@ -220,6 +238,7 @@ class _Evaluation:
             reason=reason,
             steps={run.name: run.trainer.steps_done for run in self.runs},
             seconds={k: round(v, 4) for k, v in self.clock.seconds.items()},
+            early_accuracies=dict(self.early_accuracies),
         )
 
 
@@ -255,6 +274,8 @@ def evaluate(task: EvalTask, data: PreparedData | None = None,
     with torch_threads(task.train.threads):
         try:
             evaluation.run_all()
+        except _Stopped as stop:
+            return evaluation.result("stopped", "hurdle", str(stop))
         except _Rejected as rejection:
             return evaluation.result("rejected", rejection.stage, rejection.reason)
         except NonFiniteError as error:
