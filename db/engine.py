@@ -285,11 +285,26 @@ class Database:
         copy = backup(path, version)
         engine = make_engine(path, readonly=False)
         try:
-            with engine.begin() as connection:
-                migrate(connection, version)
-                connection.execute(
-                    update(Meta).where(Meta.key == "schema_version").values(value=str(SCHEMA_VERSION))
-                )
+            with engine.connect() as connection:
+                # SQLite ignores this pragma inside a transaction, so it is set before BEGIN:
+                # rebuilding a table (DROP + RENAME) must not cascade into its children.
+                connection.connection.driver_connection.execute("PRAGMA foreign_keys = OFF")  # type: ignore[union-attr]
+                try:
+                    with connection.begin():
+                        migrate(connection, version)
+                        broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+                        if broken:
+                            raise StoreError(
+                                f"migrating {path} from schema v{version} would leave "
+                                f"{len(broken)} broken references; the database was left at "
+                                f"v{version} and a backup is next to it"
+                            )
+                        connection.execute(
+                            update(Meta).where(Meta.key == "schema_version")
+                            .values(value=str(SCHEMA_VERSION))
+                        )
+                finally:
+                    connection.connection.driver_connection.execute("PRAGMA foreign_keys = ON")  # type: ignore[union-attr]
         except DBAPIError as error:
             raise StoreError(
                 f"migrating {path} from schema v{version} failed ({error.orig}); the database was "

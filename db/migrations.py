@@ -10,6 +10,14 @@ History:
   v2: per-candidate stage timings and step counts (`seconds_json`, `steps_json`) and the
       (search_id, fingerprint, status, number) index the duplicate filter needs.
   v3: the re-ranking tables `rerank_runs` and `rerank_evaluations` (db/models.py).
+  v4: noise-aware fitness: the `trials` table (one row per training seed of a candidate),
+      status "stopped" (missed the hurdle), and per candidate its quality-check accuracies
+      (`early_json`), `hurdle`, `seed_count` and `standard_errors_json`. Each finished,
+      trained candidate of an older database becomes trial 0 of itself (seed count 1).
+
+`db.engine` runs migrations with foreign-key enforcement off (SQLite's procedure for
+rebuilding a table: v4 rebuilds `candidates` to widen its status CHECK constraint) and
+runs `PRAGMA foreign_key_check` before committing.
 """
 
 from __future__ import annotations
@@ -42,7 +50,85 @@ def _v2_to_v3(connection: Connection) -> None:
         table.create(connection)  # type: ignore[attr-defined]
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1_to_v2, _v2_to_v3]
+# The v4 layouts, frozen here as SQL: later model changes need their own step.
+_V4_CANDIDATES = """
+CREATE TABLE candidates_v4 (
+    id INTEGER NOT NULL, search_id INTEGER NOT NULL, number INTEGER NOT NULL,
+    parent_id INTEGER, graph_json TEXT NOT NULL, structural_hash VARCHAR NOT NULL,
+    fingerprint VARCHAR, status VARCHAR NOT NULL, stage VARCHAR, reason TEXT,
+    seed INTEGER NOT NULL, attempts INTEGER DEFAULT 0 NOT NULL, duplicate_of INTEGER,
+    created_at DATETIME NOT NULL, started_at DATETIME, finished_at DATETIME,
+    seconds_json TEXT DEFAULT '{}' NOT NULL, steps_json TEXT DEFAULT '{}' NOT NULL,
+    early_json TEXT DEFAULT '{}' NOT NULL, hurdle FLOAT,
+    seed_count INTEGER DEFAULT 0 NOT NULL, standard_errors_json TEXT DEFAULT '{}' NOT NULL,
+    PRIMARY KEY (id),
+    CONSTRAINT uq_candidates_search_number UNIQUE (search_id, number),
+    CONSTRAINT ck_candidates_status CHECK (status IN
+        ('pending', 'running', 'done', 'stopped', 'rejected', 'duplicate', 'failed')),
+    FOREIGN KEY(search_id) REFERENCES searches (id) ON DELETE CASCADE,
+    FOREIGN KEY(parent_id) REFERENCES candidates (id),
+    FOREIGN KEY(duplicate_of) REFERENCES candidates (id))
+"""
+_V4_CANDIDATE_INDEXES = (
+    "CREATE INDEX ix_candidates_search_hash ON candidates (search_id, structural_hash)",
+    "CREATE INDEX ix_candidates_search_status_number ON candidates (search_id, status, number)",
+    "CREATE INDEX ix_candidates_search_fingerprint "
+    "ON candidates (search_id, fingerprint, status, number)",
+)
+_V3_CANDIDATE_COLUMNS = (
+    "id, search_id, number, parent_id, graph_json, structural_hash, fingerprint, status, "
+    "stage, reason, seed, attempts, duplicate_of, created_at, started_at, finished_at, "
+    "seconds_json, steps_json"
+)
+_V4_TRIALS = """
+CREATE TABLE trials (
+    id INTEGER NOT NULL, search_id INTEGER NOT NULL, candidate_id INTEGER NOT NULL,
+    trial INTEGER NOT NULL, seed INTEGER NOT NULL, status VARCHAR NOT NULL, stage VARCHAR,
+    reason TEXT, attempts INTEGER DEFAULT 0 NOT NULL,
+    accuracies_json TEXT DEFAULT '{}' NOT NULL, early_json TEXT DEFAULT '{}' NOT NULL,
+    seconds_json TEXT DEFAULT '{}' NOT NULL, steps_json TEXT DEFAULT '{}' NOT NULL,
+    created_at DATETIME NOT NULL, finished_at DATETIME,
+    PRIMARY KEY (id),
+    CONSTRAINT uq_trials_candidate_trial UNIQUE (candidate_id, trial),
+    CONSTRAINT ck_trials_status CHECK (status IN
+        ('pending', 'running', 'done', 'stopped', 'rejected', 'failed')),
+    FOREIGN KEY(search_id) REFERENCES searches (id) ON DELETE CASCADE,
+    FOREIGN KEY(candidate_id) REFERENCES candidates (id) ON DELETE CASCADE)
+"""
+
+
+def _v3_to_v4(connection: Connection) -> None:
+    """Rebuild `candidates` (new columns, wider status CHECK), create `trials`, and record
+    every finished trained candidate as its own trial 0."""
+    sql = connection.exec_driver_sql
+    sql(_V4_CANDIDATES)
+    sql(f"INSERT INTO candidates_v4 ({_V3_CANDIDATE_COLUMNS}, seed_count) "
+        f"SELECT {_V3_CANDIDATE_COLUMNS}, CASE status WHEN 'done' THEN 1 ELSE 0 END "
+        "FROM candidates")
+    sql("DROP TABLE candidates")  # foreign keys are off: nothing cascades
+    sql("ALTER TABLE candidates_v4 RENAME TO candidates")
+    for index in _V4_CANDIDATE_INDEXES:
+        sql(index)
+    sql(_V4_TRIALS)
+    sql("CREATE INDEX ix_trials_search_status ON trials (search_id, status)")
+    # Fingerprint rejections were never trained and duplicates copy another's result.
+    sql("""
+        INSERT INTO trials (search_id, candidate_id, trial, seed, status, stage, reason,
+                            attempts, accuracies_json, seconds_json, steps_json,
+                            created_at, finished_at)
+        SELECT c.search_id, c.id, 0, c.seed, c.status, c.stage, c.reason, c.attempts,
+               COALESCE((SELECT json_group_object(e.proxy, e.accuracy) FROM evaluations e
+                         WHERE e.candidate_id = c.id), '{}'),
+               c.seconds_json, c.steps_json, COALESCE(c.started_at, c.created_at),
+               c.finished_at
+        FROM candidates c
+        WHERE c.status IN ('done', 'rejected', 'failed')
+          AND COALESCE(c.stage, '') != 'fingerprint'
+        ORDER BY c.id
+    """)
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1_to_v2, _v2_to_v3, _v3_to_v4]
 
 assert len(MIGRATIONS) == SCHEMA_VERSION - 1, "every schema version needs a migration from the previous one"
 

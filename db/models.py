@@ -1,9 +1,10 @@
 """SQLAlchemy models of the search database (schema version `SCHEMA_VERSION`): every table.
 
 Owns the table layout only: `meta` (application marker + schema version), `searches`,
-`candidates`, per-proxy `evaluations` (a candidate's validation accuracies), and the
-re-ranking tables `rerank_runs` / `rerank_evaluations` (test accuracies per seed, since
-v3). Nothing here opens a database or knows about torch; `db.engine` creates the tables,
+`candidates`, per-proxy `evaluations` (a candidate's validation accuracies: the mean over
+its trials, since v4), `trials` (one row per training seed of a candidate: the first
+evaluation and its re-evaluations, since v4), and the re-ranking tables `rerank_runs` /
+`rerank_evaluations` (test accuracies per seed, since v3). Nothing here opens a database or knows about torch; `db.engine` creates the tables,
 `db.store` and `db.rerank` query them. A change to these models needs a new entry in
 `db.migrations.MIGRATIONS` and a bump of `SCHEMA_VERSION`.
 """
@@ -28,9 +29,15 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 APPLICATION = "evonorm_search"  # the `meta` marker that tells our databases from foreign ones
-STATUSES = ("pending", "running", "done", "rejected", "duplicate", "failed")
+# "stopped" (v4): passed the protocols but missed the multi-fidelity hurdle, not trained on.
+STATUSES = ("pending", "running", "done", "stopped", "rejected", "duplicate", "failed")
+TRIAL_STATUSES = ("pending", "running", "done", "stopped", "rejected", "failed")
+
+
+def _status_check(statuses: tuple[str, ...]) -> str:
+    return "status IN (" + ", ".join(f"'{status}'" for status in statuses) + ")"
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -76,10 +83,7 @@ class Candidate(Base):
     __tablename__ = "candidates"
     __table_args__ = (
         UniqueConstraint("search_id", "number", name="uq_candidates_search_number"),
-        CheckConstraint(
-            "status IN ('pending', 'running', 'done', 'rejected', 'duplicate', 'failed')",
-            name="ck_candidates_status",
-        ),
+        CheckConstraint(_status_check(STATUSES), name="ck_candidates_status"),
         # (search_id, status, number) also serves (search_id, status) lookups and lets the
         # aging population be read newest-first without sorting.
         Index("ix_candidates_search_status_number", "search_id", "status", "number"),
@@ -108,10 +112,16 @@ class Candidate(Base):
     # Added in schema v2 (kept last so that the v1 -> v2 migration yields the same layout).
     seconds_json: Mapped[str] = mapped_column(Text, server_default=text("'{}'"))
     steps_json: Mapped[str] = mapped_column(Text, server_default=text("'{}'"))
+    # Added in schema v4: the first trial's quality-check accuracies (what a hurdle compares),
+    # the hurdle the candidate was submitted with, and the trials behind its mean accuracy.
+    early_json: Mapped[str] = mapped_column(Text, server_default=text("'{}'"))
+    hurdle: Mapped[float | None] = mapped_column(Float)
+    seed_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    standard_errors_json: Mapped[str] = mapped_column(Text, server_default=text("'{}'"))
 
 
 class Evaluation(Base):
-    """One proxy's validation accuracy for one candidate."""
+    """One proxy's validation accuracy for one candidate: the mean over its counted trials."""
 
     __tablename__ = "evaluations"
     __table_args__ = (UniqueConstraint("candidate_id", "proxy", name="uq_evaluations_candidate_proxy"),)
@@ -120,6 +130,35 @@ class Evaluation(Base):
     candidate_id: Mapped[int] = mapped_column(ForeignKey("candidates.id", ondelete="CASCADE"))
     proxy: Mapped[str] = mapped_column(String)
     accuracy: Mapped[float] = mapped_column(Float)
+
+
+class Trial(Base):
+    """One training of a candidate with one seed (schema v4). Trial 0 is the candidate's
+    own evaluation (seed `candidates.seed`); trials 1, 2, ... are re-evaluations of front
+    members with further seeds. Written by `db.store.SearchStore`."""
+
+    __tablename__ = "trials"
+    __table_args__ = (
+        UniqueConstraint("candidate_id", "trial", name="uq_trials_candidate_trial"),
+        CheckConstraint(_status_check(TRIAL_STATUSES), name="ck_trials_status"),
+        Index("ix_trials_search_status", "search_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    search_id: Mapped[int] = mapped_column(ForeignKey("searches.id", ondelete="CASCADE"))
+    candidate_id: Mapped[int] = mapped_column(ForeignKey("candidates.id", ondelete="CASCADE"))
+    trial: Mapped[int] = mapped_column(Integer)
+    seed: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String)
+    stage: Mapped[str | None] = mapped_column(String)
+    reason: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    accuracies_json: Mapped[str] = mapped_column(Text, server_default=text("'{}'"))
+    early_json: Mapped[str] = mapped_column(Text, server_default=text("'{}'"))
+    seconds_json: Mapped[str] = mapped_column(Text, server_default=text("'{}'"))
+    steps_json: Mapped[str] = mapped_column(Text, server_default=text("'{}'"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 # ---- re-ranking (schema v3; written by `db.rerank.RerankStore`) ------------------------

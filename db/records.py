@@ -8,7 +8,7 @@ and `RerankEvaluationRecord`. JSON columns are decoded here, once.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -40,11 +40,36 @@ class CandidateRecord:
     seed: int
     attempts: int
     duplicate_of: int | None
-    accuracies: dict[str, float]  # per proxy; a duplicate carries its original's
+    accuracies: dict[str, float]  # per proxy, mean over trials; a duplicate carries its original's
     seconds: dict[str, float]
     steps: dict[str, int]
     created_at: datetime
     started_at: datetime | None
+    finished_at: datetime | None
+    early_accuracies: dict[str, float] = field(default_factory=dict)  # trial 0's quality check
+    hurdle: float | None = None  # the hurdle it was submitted with (None: no hurdle)
+    seed_count: int = 0  # trials behind `accuracies` (0 until done)
+    standard_errors: dict[str, float] = field(default_factory=dict)  # per proxy, 2+ trials
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One training of a candidate with one seed: trial 0 is its first evaluation."""
+
+    id: int
+    search_id: int
+    candidate_id: int
+    trial: int
+    seed: int
+    status: str
+    stage: str | None
+    reason: str | None
+    attempts: int
+    accuracies: dict[str, float]
+    early_accuracies: dict[str, float]
+    seconds: dict[str, float]
+    steps: dict[str, int]
+    created_at: datetime
     finished_at: datetime | None
 
 
@@ -116,6 +141,34 @@ def candidate_record(row: Row[Any], accuracies: dict[str, float]) -> CandidateRe
         created_at=row.created_at,
         started_at=row.started_at,
         finished_at=row.finished_at,
+        early_accuracies=_floats(row.early_json),
+        hurdle=row.hurdle,
+        seed_count=row.seed_count,
+        standard_errors=_floats(row.standard_errors_json),
+    )
+
+
+def _floats(text: str) -> dict[str, float]:
+    return {str(k): float(v) for k, v in json.loads(text).items()}
+
+
+def trial_record(row: Row[Any]) -> TrialRecord:
+    return TrialRecord(
+        id=row.id,
+        search_id=row.search_id,
+        candidate_id=row.candidate_id,
+        trial=row.trial,
+        seed=row.seed,
+        status=row.status,
+        stage=row.stage,
+        reason=row.reason,
+        attempts=row.attempts,
+        accuracies=_floats(row.accuracies_json),
+        early_accuracies=_floats(row.early_json),
+        seconds=_floats(row.seconds_json),
+        steps={str(k): int(v) for k, v in json.loads(row.steps_json).items()},
+        created_at=row.created_at,
+        finished_at=row.finished_at,
     )
 
 
@@ -146,8 +199,10 @@ __all__ = [
     "RerankRunRecord",
     "SearchRecord",
     "SearchSummary",
+    "TrialRecord",
     "candidate_record",
     "rerank_evaluation_record",
     "rerank_run_record",
     "search_record",
+    "trial_record",
 ]

@@ -1,8 +1,10 @@
 """The search store: the searches and candidates of one SQLite database.
 
 `SearchStore` is the facade the controller and the inspection commands use: every read
-and write of searches, candidates and their per-proxy accuracies, returning the frozen
-records of `db.records` (the ORM stays inside db/). Opening, migration and transactions
+and write of searches, candidates, their trials (one per training seed) and per-proxy
+accuracies, returning the frozen records of `db.records` (the ORM stays inside db/).
+A candidate's accuracies are the mean over its counted trials, kept in step with every
+trial written (`TRIAL_SCORING` says which trials count and how). Opening, migration and transactions
 come from `db.engine.Database`, which it extends; re-ranking results live in `db.rerank`.
 The controller is the only writer; readers open the file read-only and can run while a
 search writes (WAL journal). Each write method commits before it returns.
@@ -16,14 +18,22 @@ import platform
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
 from db.engine import Database, package_version, utc_now
 from db.errors import StoreError
-from db.models import STATUSES, Candidate, Evaluation, Search
-from db.records import CandidateRecord, SearchRecord, SearchSummary, candidate_record, search_record
+from db.models import STATUSES, Candidate, Evaluation, Search, Trial
+from db.records import (
+    CandidateRecord,
+    SearchRecord,
+    SearchSummary,
+    TrialRecord,
+    candidate_record,
+    search_record,
+    trial_record,
+)
 
 DEFAULT_DB_PATH = "evonorm.db"
 # Queries go through SQLAlchemy Core on the models' tables: building ORM instances only to
@@ -31,9 +41,15 @@ DEFAULT_DB_PATH = "evonorm.db"
 SEARCHES = Search.__table__
 CANDIDATES = Candidate.__table__
 EVALUATIONS = Evaluation.__table__
+TRIALS = Trial.__table__
 MAX_SEED = 2**63 - 1  # SQLite INTEGER is signed 64-bit
-FINISHED = ("done", "rejected", "duplicate", "failed")
-RESULT_STATUSES = ("done", "rejected", "failed")  # what an evaluation can report
+FINISHED = ("done", "stopped", "rejected", "duplicate", "failed")
+RESULT_STATUSES = ("done", "stopped", "rejected", "failed")  # what an evaluation can report
+# How a done candidate's trials enter its mean accuracy: a re-evaluation that a protocol
+# rejects on another seed scores 0 on every proxy (the layer is not reliable; rejected
+# layers get the worst fitness, as in the paper); one that failed for infrastructure
+# reasons is left out (it says nothing about the layer). Unfinished trials do not count yet.
+TRIAL_SCORING = "done: its accuracies; rejected or stopped: 0 per proxy; failed, pending: left out"
 
 
 def runtime_versions() -> dict[str, str]:
@@ -175,6 +191,7 @@ class SearchStore(Database):
         duplicate_of: int | None = None,
         stage: str | None = None,
         reason: str | None = None,
+        hurdle: float | None = None,
     ) -> CandidateRecord:
         """Store a candidate. A "duplicate" copies the accuracies of `duplicate_of`."""
         self.require_writable()
@@ -202,6 +219,7 @@ class SearchStore(Database):
             "finished_at": now if status in FINISHED else None,
             "seconds_json": "{}",
             "steps_json": "{}",
+            "hurdle": hurdle,
         }
         try:
             with self.transaction() as connection:
@@ -211,6 +229,8 @@ class SearchStore(Database):
                     if not originals or originals[0].search_id != search_id:
                         raise ValueError(f"duplicate_of={duplicate_of} is not a candidate of search {search_id}")
                     accuracies = originals[0].accuracies
+                    values["seed_count"] = originals[0].seed_count
+                    values["standard_errors_json"] = json.dumps(originals[0].standard_errors)
                 row = connection.execute(insert(CANDIDATES).values(values).returning(CANDIDATES)).one()
                 self._insert_accuracies(connection, row.id, accuracies)
                 return candidate_record(row, accuracies)
@@ -253,35 +273,192 @@ class SearchStore(Database):
         reason: str | None = None,
         steps: Mapping[str, int] | None = None,
         seconds: Mapping[str, float] | None = None,
+        early_accuracies: Mapping[str, float] | None = None,
     ) -> CandidateRecord:
-        """Store an evaluation's outcome (done, rejected or failed) with its per-proxy accuracies.
+        """Store a candidate's first evaluation (done, stopped, rejected or failed): its
+        status, per-proxy accuracies and trial 0. Only from pending/running.
 
         The values of one `evonorm_search.task.EvalResult`, field by field (the controller
-        passes them; db knows nothing of that class). Only from pending/running.
+        passes them; db knows nothing of that class).
         """
         self.require_writable()
         if status not in RESULT_STATUSES:
             raise ValueError(f"a result cannot have status {status!r}; expected one of {RESULT_STATUSES}")
-        accuracies = dict(accuracies or {})
+        accuracies, early = dict(accuracies or {}), dict(early_accuracies or {})
         _check_accuracies(accuracies)
+        _check_accuracies(early)
         with self.transaction() as connection:
-            current = connection.scalar(select(CANDIDATES.c.status).where(CANDIDATES.c.id == candidate_id))
+            current = connection.execute(
+                select(CANDIDATES.c.status, CANDIDATES.c.search_id, CANDIDATES.c.seed,
+                       CANDIDATES.c.attempts, CANDIDATES.c.started_at, CANDIDATES.c.created_at)
+                .where(CANDIDATES.c.id == candidate_id)
+            ).one_or_none()
             if current is None:
                 self._one(connection, candidate_id)  # raises the "no candidate" error
-            if current not in ("pending", "running"):
-                raise StoreError(f"candidate {candidate_id} is already {current}; a result is recorded once")
-            self._update(
-                connection,
-                candidate_id,
-                status=status,
-                stage=stage,
-                reason=reason,
+                raise AssertionError("unreachable")
+            if current.status not in ("pending", "running"):
+                raise StoreError(f"candidate {candidate_id} is already {current.status}; a result is recorded once")
+            now = utc_now()
+            result = {
+                "status": status,
+                "stage": stage,
+                "reason": reason,
+                "seconds_json": json.dumps({k: float(v) for k, v in (seconds or {}).items()}),
+                "steps_json": json.dumps({k: int(v) for k, v in (steps or {}).items()}),
+                "early_json": json.dumps(early),
+                "finished_at": now,
+            }
+            self._update(connection, candidate_id, **result)
+            connection.execute(insert(TRIALS).values(
+                search_id=current.search_id, candidate_id=candidate_id, trial=0,
+                seed=current.seed, attempts=current.attempts,
+                accuracies_json=json.dumps(accuracies),
+                created_at=current.started_at or current.created_at, **result,
+            ))
+            if status == "done":
+                self._refresh_mean(connection, candidate_id)
+            else:
+                self._insert_accuracies(connection, candidate_id, accuracies)
+            return self._one(connection, candidate_id)
+
+    def _refresh_mean(self, connection: Connection, candidate_id: int) -> None:
+        """Recompute a done candidate's accuracies, seed count and standard errors from
+        its trials (see `TRIAL_SCORING`)."""
+        rows = connection.execute(
+            select(TRIALS.c.trial, TRIALS.c.status, TRIALS.c.accuracies_json)
+            .where(TRIALS.c.candidate_id == candidate_id).order_by(TRIALS.c.trial)
+        ).all()
+        first = next((json.loads(row.accuracies_json) for row in rows if row.trial == 0), {})
+        samples: list[dict[str, float]] = []
+        for row in rows:
+            if row.status == "done":
+                samples.append(json.loads(row.accuracies_json))
+            elif row.status in ("rejected", "stopped"):
+                samples.append(dict.fromkeys(first, 0.0))
+        means, errors = {}, {}
+        for proxy in first:
+            values = [sample.get(proxy, 0.0) for sample in samples]
+            means[proxy] = math.fsum(values) / len(values)
+            if len(values) > 1:
+                variance = math.fsum((v - means[proxy]) ** 2 for v in values) / (len(values) - 1)
+                errors[proxy] = math.sqrt(variance / len(values))
+        connection.execute(delete(EVALUATIONS).where(EVALUATIONS.c.candidate_id == candidate_id))
+        self._insert_accuracies(connection, candidate_id, means)
+        self._update(connection, candidate_id, seed_count=len(samples),
+                     standard_errors_json=json.dumps(errors))
+
+    # ---- trials: re-evaluations with further seeds -------------------------------------
+
+    def add_trial(self, candidate_id: int, *, trial: int, seed: int) -> TrialRecord:
+        """A pending re-evaluation of a done candidate with another seed."""
+        self.require_writable()
+        if trial < 1:
+            raise ValueError(f"re-evaluation trials are numbered from 1, got {trial}")
+        if not 0 <= seed <= MAX_SEED:
+            raise ValueError(f"trial seed {seed} is outside [0, 2**63)")
+        with self.transaction() as connection:
+            candidate = self._one(connection, candidate_id)
+            if candidate.status != "done":
+                raise StoreError(f"candidate {candidate_id} is {candidate.status}; only done "
+                                 "candidates are re-evaluated")
+            try:
+                row = connection.execute(insert(TRIALS).values(
+                    search_id=candidate.search_id, candidate_id=candidate_id, trial=trial,
+                    seed=seed, status="pending", created_at=utc_now(),
+                ).returning(TRIALS)).one()
+            except IntegrityError as error:
+                raise StoreError(f"candidate {candidate_id} already has trial {trial}") from error
+            return trial_record(row)
+
+    def mark_trial_running(self, trial_id: int) -> None:
+        self.require_writable()
+        with self.transaction() as connection:
+            connection.execute(update(TRIALS).where(TRIALS.c.id == trial_id)
+                               .values(status="running", attempts=TRIALS.c.attempts + 1))
+
+    def record_trial(
+        self,
+        trial_id: int,
+        *,
+        status: str,
+        accuracies: Mapping[str, float] | None = None,
+        stage: str | None = None,
+        reason: str | None = None,
+        steps: Mapping[str, int] | None = None,
+        seconds: Mapping[str, float] | None = None,
+        early_accuracies: Mapping[str, float] | None = None,
+    ) -> CandidateRecord:
+        """Store a re-evaluation's outcome; returns its candidate with the new mean."""
+        self.require_writable()
+        if status not in RESULT_STATUSES:
+            raise ValueError(f"a result cannot have status {status!r}; expected one of {RESULT_STATUSES}")
+        accuracies, early = dict(accuracies or {}), dict(early_accuracies or {})
+        _check_accuracies(accuracies)
+        _check_accuracies(early)
+        with self.transaction() as connection:
+            current = connection.execute(
+                select(TRIALS.c.status, TRIALS.c.candidate_id).where(TRIALS.c.id == trial_id)
+            ).one_or_none()
+            if current is None:
+                raise StoreError(f"no trial with id {trial_id} in {self.path}")
+            if current.status not in ("pending", "running"):
+                raise StoreError(f"trial {trial_id} is already {current.status}; a result is recorded once")
+            connection.execute(update(TRIALS).where(TRIALS.c.id == trial_id).values(
+                status=status, stage=stage, reason=reason,
+                accuracies_json=json.dumps(accuracies), early_json=json.dumps(early),
                 seconds_json=json.dumps({k: float(v) for k, v in (seconds or {}).items()}),
                 steps_json=json.dumps({k: int(v) for k, v in (steps or {}).items()}),
                 finished_at=utc_now(),
+            ))
+            self._refresh_mean(connection, current.candidate_id)
+            return self._one(connection, current.candidate_id)
+
+    def mark_trial_failed(self, trial_id: int, stage: str, reason: str) -> CandidateRecord:
+        """An infrastructure failure of a re-evaluation the controller gave up retrying."""
+        return self.record_trial(trial_id, status="failed", stage=stage, reason=reason)
+
+    def requeue_trials(self, search_id: int) -> list[TrialRecord]:
+        """Running trials (lost by a killed controller) go back to pending; returns every
+        pending trial of the search in the order they were added."""
+        self.require_writable()
+        with self.transaction() as connection:
+            connection.execute(
+                update(TRIALS)
+                .where(TRIALS.c.search_id == search_id, TRIALS.c.status == "running")
+                .values(status="pending")
             )
-            self._insert_accuracies(connection, candidate_id, accuracies)
-            return self._one(connection, candidate_id)
+            rows = connection.execute(
+                select(TRIALS).where(TRIALS.c.search_id == search_id, TRIALS.c.status == "pending")
+                .order_by(TRIALS.c.id)
+            ).all()
+            return [trial_record(row) for row in rows]
+
+    def trials(self, candidate_id: int) -> list[TrialRecord]:
+        """The candidate's trials, by trial number."""
+        with self.transaction() as connection:
+            rows = connection.execute(
+                select(TRIALS).where(TRIALS.c.candidate_id == candidate_id).order_by(TRIALS.c.trial)
+            ).all()
+            return [trial_record(row) for row in rows]
+
+    def trial_counts(self, search_id: int) -> dict[int, int]:
+        """candidate id -> number of its trials in any status (first evaluation included)."""
+        with self.transaction() as connection:
+            rows = connection.execute(
+                select(TRIALS.c.candidate_id, func.count()).where(TRIALS.c.search_id == search_id)
+                .group_by(TRIALS.c.candidate_id)
+            ).all()
+            return {candidate_id: count for candidate_id, count in rows}
+
+    def trial_outcomes(self, search_id: int) -> dict[str, int]:
+        """Re-evaluations (trials 1, 2, ...) of the search by status, for the funnel."""
+        with self.transaction() as connection:
+            rows = connection.execute(
+                select(TRIALS.c.status, func.count())
+                .where(TRIALS.c.search_id == search_id, TRIALS.c.trial > 0)
+                .group_by(TRIALS.c.status)
+            ).all()
+            return {status: count for status, count in rows}
 
     def mark_failed(self, candidate_id: int, stage: str, reason: str) -> CandidateRecord:
         """An infrastructure failure the controller gave up retrying."""
@@ -439,5 +616,6 @@ __all__ = [
     "SearchStore",
     "SearchSummary",
     "StoreError",
+    "TrialRecord",
     "runtime_versions",
 ]
