@@ -29,6 +29,7 @@ class ConfigError(EvonormError, ValueError):
 STRATEGIES: tuple[str, ...] = ("evolution", "random")
 # The seed and the population size reach SQLite, whose INTEGER is a signed 64-bit number.
 MAX_INTEGER = 2**63 - 1
+MAX_REEVALUATE = 100  # seeds per front member: far above any useful count
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,13 @@ class SearchConfig:
     task: str = "classification"
     target: str | None = None
     target_name: str | None = None
+    # Noise-aware, multi-fidelity fitness (evonorm_search.fidelity): `hurdle` is the
+    # quantile of the population's mean quality-check accuracies a new candidate must reach
+    # to train on (None: every candidate that passes the protocols trains in full);
+    # `reevaluate` is the number of seeds each member of the population's Pareto front is
+    # trained with in the end (1: one seed per candidate, as in the paper).
+    hurdle: float | None = None
+    reevaluate: int = 1
 
     def __post_init__(self) -> None:
         self.validate()
@@ -103,7 +111,24 @@ class SearchConfig:
         if not 0 <= self.seed <= MAX_INTEGER:
             raise ConfigError(f"seed must be >= 0 (and at most {MAX_INTEGER}), got {self.seed}")
         self._validate_task()
+        self._validate_fidelity()
         self.init_names()
+
+    def _validate_fidelity(self) -> None:
+        if not 1 <= self.reevaluate <= MAX_REEVALUATE:
+            raise ConfigError(f"reevaluate must be a number of seeds in 1..{MAX_REEVALUATE} "
+                              f"(1: no re-evaluation), got {self.reevaluate}")
+        if self.hurdle is None:
+            return
+        if not 0.0 < self.hurdle < 1.0:
+            raise ConfigError(f"hurdle must be a quantile strictly between 0 and 1 (e.g. "
+                              f"--hurdle 0.5), or leave it off; got {self.hurdle}")
+        if self.task != "classification":
+            raise ConfigError("--hurdle applies to classification searches only: the planted "
+                              "task has no quality check")
+        if self.train.quality_steps == 0:
+            raise ConfigError("--hurdle compares quality-check accuracies, but --quality-steps "
+                              "is 0: set --quality-steps above 0 or leave --hurdle off")
 
     def _validate_task(self) -> None:
         from evonorm_search.planted import REGIME_NAMES, TASKS

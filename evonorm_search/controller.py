@@ -6,6 +6,10 @@ recent done members), mutate it, skip children whose structural hash the search 
 already seen, record fingerprint duplicates and probe NaN/inf rejections without
 training, store the rest as pending *before* submitting them, and record each result as
 soon as its future completes, which immediately frees a slot for the next child.
+With the noise-aware settings (`evonorm_search.fidelity`) a new child carries the hurdle
+of the population at its creation (stored with it), and each result is followed by
+scheduling re-evaluations of the population's Pareto front (stored as pending trials
+before they are submitted; they go before new children).
 
 The controller is the only writer, so it mirrors in memory the three things proposals
 read from the database (the aging population, the structural hashes seen, the earliest
@@ -19,7 +23,9 @@ Completed futures are always recorded before the next child is proposed, so with
 inline executor (whose futures complete inside `submit`) every proposal sees exactly the
 same database in an uninterrupted run and in an interrupted-then-resumed one. On start,
 candidates left pending or running by a killed controller are resubmitted first, in
-number order. With several workers the order in which results arrive is not
+number order, then pending re-evaluation trials in the order they were added; the
+re-evaluation schedule is checked again on start (it is idempotent), so a kill between a
+result and its scheduling changes nothing. With several workers the order in which results arrive is not
 deterministic, so neither is the search (as in the paper's asynchronous setting).
 """
 
@@ -37,6 +43,7 @@ from typing import TYPE_CHECKING
 
 from evonorm_search.config import SearchConfig
 from evonorm_search.errors import EvonormError
+from evonorm_search.fidelity import hurdle_for, to_reevaluate
 from evonorm_search.fingerprint import Fingerprint, fingerprint
 from evonorm_search.graph import LayerGraph
 from evonorm_search.mutation import mutate, random_graph
@@ -44,7 +51,7 @@ from evonorm_search.selection import tournament
 from evonorm_search.task import EvalResult, EvalTask
 
 if TYPE_CHECKING:
-    from db.store import CandidateRecord, SearchRecord, SearchStore
+    from db.store import CandidateRecord, SearchRecord, SearchStore, TrialRecord
     from workers.executors import Evaluator
 
 # Proposals per candidate before concluding that the reachable space is exhausted.
@@ -92,6 +99,8 @@ class Progress:
     evaluated_this_run: int
     elapsed: float
     interrupted: bool = False
+    reevaluations: int = 0  # re-evaluation trials finished (all runs)
+    reevaluations_pending: int = 0  # queued or in flight
 
     @property
     def complete(self) -> bool:
@@ -104,18 +113,21 @@ class Progress:
     def line(self) -> str:
         """One human-readable status line."""
         counts = self.counts
-        finished = sum(counts.get(s, 0) for s in ("done", "rejected", "failed"))
+        finished = sum(counts.get(s, 0) for s in ("done", "stopped", "rejected", "failed"))
         finished -= self.rejected_by_stage.get(FINGERPRINT_STAGE, 0)
         rejected = counts.get("rejected", 0) - self.rejected_by_stage.get(FINGERPRINT_STAGE, 0)
         rate = f"{100.0 * rejected / finished:.0f}%" if finished else "-"
         stages = ", ".join(f"{k} {v}" for k, v in sorted(self.rejected_by_stage.items()))
         best = " ".join(f"{proxy} {acc:.3f}" for proxy, acc in self.best.items()) or "-"
+        stopped = f", stopped at the hurdle {counts['stopped']}" if counts.get("stopped") else ""
+        trials = (f" | re-evaluations {self.reevaluations} done, {self.reevaluations_pending} to go"
+                  if self.reevaluations or self.reevaluations_pending else "")
         return (
             f"[{self.name}] {self.submitted}/{self.budget} evaluated, {self.in_flight} in flight"
-            f" | done {counts.get('done', 0)}, rejected {counts.get('rejected', 0)}"
+            f" | done {counts.get('done', 0)}{stopped}, rejected {counts.get('rejected', 0)}"
             f"{f' ({stages})' if stages else ''}, duplicate {counts.get('duplicate', 0)},"
             f" failed {counts.get('failed', 0)}, hash skips {self.hash_skips}"
-            f" | rejection rate {rate} | best {best}"
+            f" | rejection rate {rate}{trials} | best {best}"
             f" | {self.throughput_per_minute:.1f} candidates/min"
         )
 
@@ -134,6 +146,23 @@ class _State:
     hashes: set[str] = field(default_factory=set)
     population: list[CandidateRecord] = field(default_factory=list)
     first_done: dict[str, tuple[int, int]] = field(default_factory=dict)  # fp -> (number, id)
+    # Re-evaluation: candidate id -> trials created; ids with an unfinished trial.
+    trials: dict[int, int] = field(default_factory=dict)
+    busy: set[int] = field(default_factory=set)
+    reevaluations: int = 0
+    done_scores: dict[int, dict[str, float]] = field(default_factory=dict)  # id -> mean accuracies
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What a future in flight evaluates: a candidate's first trial or a re-evaluation."""
+
+    candidate: CandidateRecord
+    trial: TrialRecord | None = None
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return ("trial", self.trial.id) if self.trial is not None else ("candidate", self.candidate.id)
 
 
 class SearchController:
@@ -161,11 +190,11 @@ class SearchController:
         self._fingerprint = fingerprint_fn
         self._state = _State()
         self._graphs: dict[int, LayerGraph] = {}
-        self._attempts: dict[int, int] = {}
+        self._attempts: dict[tuple[str, int], int] = {}
         self._next_number = 0
         self._started = time.monotonic()
-        self._in_flight: dict[Future[EvalResult], CandidateRecord] = {}
-        self._queue: deque[CandidateRecord] = deque()
+        self._in_flight: dict[Future[EvalResult], _Job] = {}
+        self._queue: deque[_Job] = deque()  # resubmissions and re-evaluations, in order
         self._init_graphs = self._known_init_graphs()
         self._stop_when = stop_when
         self.stopped_early = False
@@ -178,6 +207,7 @@ class SearchController:
         self._started = time.monotonic()
         self._load_state()
         self._queue = deque(self._requeue())
+        self._schedule_reevaluations()
         try:
             while True:
                 self._collect([f for f in self._in_flight if f.done()])
@@ -186,7 +216,7 @@ class SearchController:
                         self._submit(self._queue.popleft())
                         continue
                     if self._state.submitted < self.config.budget:
-                        self._submit(self._new_candidate())
+                        self._submit(_Job(self._new_candidate()))
                         continue
                 if not self._in_flight:
                     break
@@ -211,10 +241,12 @@ class SearchController:
     def snapshot(self, *, interrupted: bool = False) -> Progress:
         state = self._state
         counts = {status: count for status, count in state.counts.items() if count}
-        if self._queue:
-            counts["pending"] = len(self._queue)
-        if self._in_flight:
-            counts["running"] = len(self._in_flight)
+        pending = sum(job.trial is None for job in self._queue)
+        running = sum(job.trial is None for job in self._in_flight.values())
+        if pending:
+            counts["pending"] = pending
+        if running:
+            counts["running"] = running
         return Progress(
             name=self.search.name,
             budget=self.config.budget,
@@ -227,6 +259,8 @@ class SearchController:
             evaluated_this_run=state.evaluated_this_run,
             elapsed=time.monotonic() - self._started,
             interrupted=interrupted,
+            reevaluations=state.reevaluations,
+            reevaluations_pending=len(state.busy),
         )
 
     def _report(self, progress: Progress | None = None) -> None:
@@ -242,6 +276,10 @@ class SearchController:
             if counts_toward_budget(record):
                 state.submitted += 1
         state.population = self.store.population(self.search.id, self.config.population)
+        state.trials = self.store.trial_counts(self.search.id)
+        state.reevaluations = sum(
+            count for status, count in self.store.trial_outcomes(self.search.id).items()
+            if status not in ("pending", "running"))
         self._state = state
         self._next_number = self.store.next_number(self.search.id)
 
@@ -254,12 +292,27 @@ class SearchController:
         if record.status == "rejected":
             state.rejected_by_stage[record.stage or "unknown"] += 1
         if record.status == "done":
-            for proxy, accuracy in record.accuracies.items():
-                state.best[proxy] = max(accuracy, state.best.get(proxy, accuracy))
+            self._score(state, record)
             if record.fingerprint is not None:
                 known = state.first_done.get(record.fingerprint)
                 if known is None or record.number < known[0]:
                     state.first_done[record.fingerprint] = (record.number, record.id)
+
+    @staticmethod
+    def _score(state: _State, record: CandidateRecord) -> None:
+        """Keep the best mean accuracy per proxy in step with a done candidate's mean, which
+        re-evaluation can lower (then the best is recomputed over every done candidate)."""
+        previous = state.done_scores.get(record.id, {})
+        state.done_scores[record.id] = dict(record.accuracies)
+        if any(record.accuracies.get(p, 0.0) < a and state.best.get(p) == a
+               for p, a in previous.items()):
+            state.best = {}
+            for scores in state.done_scores.values():
+                for proxy, accuracy in scores.items():
+                    state.best[proxy] = max(accuracy, state.best.get(proxy, accuracy))
+            return
+        for proxy, accuracy in record.accuracies.items():
+            state.best[proxy] = max(accuracy, state.best.get(proxy, accuracy))
 
     def _join_population(self, record: CandidateRecord) -> None:
         """Aging: a newly done member enters by number; beyond P the oldest leaves."""
@@ -267,9 +320,10 @@ class SearchController:
         bisect.insort(population, record, key=lambda member: member.number)
         del population[: max(0, len(population) - self.config.population)]
 
-    def _requeue(self) -> list[CandidateRecord]:
-        """Pending candidates to resubmit; ones that already used every attempt fail."""
-        pending = []
+    def _requeue(self) -> list[_Job]:
+        """Pending candidates to resubmit, then pending re-evaluations; ones that already used
+        every attempt fail."""
+        pending: list[_Job] = []
         for record in self.store.requeue_inflight(self.search.id):
             if record.attempts >= self.config.max_attempts:
                 failed = self.store.mark_failed(
@@ -280,8 +334,41 @@ class SearchController:
                 )
                 self._tally(self._state, failed)
             else:
-                pending.append(record)
+                pending.append(_Job(record))
+        for trial in self.store.requeue_trials(self.search.id):
+            if trial.attempts >= self.config.max_attempts:
+                updated = self.store.mark_trial_failed(
+                    trial.id, INFRASTRUCTURE_STAGE,
+                    f"submitted {trial.attempts} times without a result")
+                self._trial_finished(updated)
+            else:
+                self._state.busy.add(trial.candidate_id)
+                pending.append(_Job(self.store.get_candidate(trial.candidate_id), trial))
         return pending
+
+    def _schedule_reevaluations(self) -> None:
+        """Store and queue one more trial for each front member short of its seeds."""
+        state, config = self._state, self.config
+        for member in to_reevaluate(state.population, config.proxies, config.reevaluate,
+                                    state.trials, state.busy):
+            number = state.trials.get(member.id, 1)
+            trial = self.store.add_trial(
+                member.id, trial=number,
+                seed=derive_seed(config.seed, member.number, f"trial:{number}"))
+            state.trials[member.id] = number + 1
+            state.busy.add(member.id)
+            self._queue.append(_Job(member, trial))
+
+    def _trial_finished(self, candidate: CandidateRecord) -> None:
+        """A re-evaluation ended: the candidate's mean changed in every mirror."""
+        state = self._state
+        state.busy.discard(candidate.id)
+        state.reevaluations += 1
+        if candidate.status == "done":
+            self._score(state, candidate)
+        for index, member in enumerate(state.population):
+            if member.id == candidate.id:
+                state.population[index] = candidate
 
     # ---- proposing children ----------------------------------------------------------
 
@@ -354,6 +441,8 @@ class SearchController:
                 "structural_hash": structural_hash,
                 "fingerprint": probe.digest,
                 "seed": derive_seed(self.config.seed, number),
+                "hurdle": hurdle_for(self._state.population, self.config.hurdle,
+                                     self.config.proxies, self.config.population),
             }
             self._next_number += 1
             if not probe.finite:
@@ -384,55 +473,92 @@ class SearchController:
 
     # ---- evaluation ------------------------------------------------------------------
 
-    def _submit(self, record: CandidateRecord) -> None:
-        config = self.config
+    def _submit(self, job: _Job) -> None:
+        config, record, trial = self.config, job.candidate, job.trial
         task = EvalTask(
             graph_json=record.graph_json,
             proxies=config.proxies,
             dataset=config.dataset,
             train=config.train,
-            seed=record.seed,
+            seed=record.seed if trial is None else trial.seed,
             candidate_id=record.id,
             kind=config.task,
             target_json=config.target,
+            # Re-evaluations measure a member's accuracy with another seed: no hurdle.
+            hurdle=record.hurdle if trial is None else None,
         )
-        self.store.mark_running(record.id)
-        self._attempts[record.id] = self._attempts.get(record.id, record.attempts) + 1
-        self._in_flight[self.evaluator.submit(task)] = record
+        if trial is None:
+            self.store.mark_running(record.id)
+            attempts = record.attempts
+        else:
+            self.store.mark_trial_running(trial.id)
+            attempts = trial.attempts
+        self._attempts[job.key] = self._attempts.get(job.key, attempts) + 1
+        self._in_flight[self.evaluator.submit(task)] = job
         self._report()
 
     def _collect(self, futures: list[Future[EvalResult]]) -> None:
         """Record finished futures; an infrastructure failure is retried, then failed."""
         for future in futures:
-            record = self._in_flight.pop(future)
+            job = self._in_flight.pop(future)
             try:
                 result = future.result()
                 if not isinstance(result, EvalResult):
                     raise TypeError(f"the evaluator returned {type(result).__name__}, not EvalResult")
             except (Exception, CancelledError) as error:
-                attempts = self._attempts[record.id]
+                attempts = self._attempts[job.key]
                 if attempts < self.config.max_attempts and not self.evaluator.retries_lost_work:
-                    self._queue.appendleft(record)
+                    self._queue.appendleft(job)
                     continue
                 reason = f"no result after {attempts} attempts: {type(error).__name__}: {error}"
-                finished = self.store.mark_failed(record.id, INFRASTRUCTURE_STAGE, reason)
+                if job.trial is not None:
+                    self._trial_finished(
+                        self.store.mark_trial_failed(job.trial.id, INFRASTRUCTURE_STAGE, reason))
+                    self._after_result()
+                    continue
+                finished = self.store.mark_failed(job.candidate.id, INFRASTRUCTURE_STAGE, reason)
             else:
+                self._state.evaluated_this_run += 1
+                if job.trial is not None:
+                    self._trial_finished(self._record_trial(job.trial, result))
+                    self._after_result()
+                    continue
                 try:
                     finished = self.store.record_result(
-                        record.id,
+                        job.candidate.id,
                         status=result.status,
                         accuracies=result.accuracies,
                         stage=result.stage,
                         reason=result.reason,
                         steps=result.steps,
                         seconds=result.seconds,
+                        early_accuracies=result.early_accuracies,
                     )
                 except ValueError as error:  # e.g. a NaN accuracy: the result is unusable
-                    finished = self.store.mark_failed(record.id, "result", str(error))
-                self._state.evaluated_this_run += 1
+                    finished = self.store.mark_failed(job.candidate.id, "result", str(error))
             self._tally(self._state, finished)
             if finished.status == "done":
                 self._join_population(finished)
                 if self._stop_when is not None and self._stop_when(finished):
                     self.stopped_early = True
-            self._report()
+            self._after_result()
+
+    def _record_trial(self, trial: TrialRecord, result: EvalResult) -> CandidateRecord:
+        try:
+            return self.store.record_trial(
+                trial.id,
+                status=result.status,
+                accuracies=result.accuracies,
+                stage=result.stage,
+                reason=result.reason,
+                steps=result.steps,
+                seconds=result.seconds,
+                early_accuracies=result.early_accuracies,
+            )
+        except ValueError as error:  # e.g. a NaN accuracy: the result is unusable
+            return self.store.mark_trial_failed(trial.id, "result", str(error))
+
+    def _after_result(self) -> None:
+        if not self.stopped_early:
+            self._schedule_reevaluations()
+        self._report()

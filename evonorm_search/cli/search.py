@@ -59,6 +59,8 @@ _SETTINGS = {
     "stability_steps": "train.stability_steps",
     "threads": "train.threads",
     "task": "task",
+    "hurdle": "hurdle",
+    "reevaluate": "reevaluate",
 }
 # Settings of proxy training and its data, which a planted search does not use.
 _CLASSIFICATION_ONLY = tuple(
@@ -238,6 +240,14 @@ def _resolve(store_path: Path, name: str, overrides: dict[str, Any]) -> tuple[Se
                    f"steps. [default: {_TRAIN.quality_threshold}]")
 @click.option("--stability-steps", type=int,
               help=f"Gradient-ascent steps of the stability check (0: off). [default: {_TRAIN.stability_steps}]")
+@click.option("--hurdle", type=float,
+              help="Multi-fidelity: after the quality check a new candidate trains on only if "
+                   "its mean accuracy over the proxies reaches this quantile (0-1) of the "
+                   "population's; the others are recorded as stopped. [default: off]")
+@click.option("--reevaluate", type=int,
+              help="Train each member of the population's Pareto front with up to this many "
+                   "seeds; fitness is the mean over seeds (shown +- standard error). "
+                   f"[default: {_DEFAULTS.reevaluate}: one seed]")
 @click.option("--task", type=click.Choice(["classification", "planted"]),
               help="classification: train the proxies on the data set; planted: reproduce "
                    "the --target layer (a ground truth for the search engine; see "
@@ -321,6 +331,8 @@ def _budget_done(path: Path, name: str, config: SearchConfig) -> bool:
         candidates = store.candidates(record.id)
         if any(c.status in ("pending", "running") for c in candidates):
             return False
+        if _reevaluations_left(store, record.id, config):
+            return False
         submitted = sum(counts_toward_budget(c) for c in candidates)
         if submitted < config.budget:
             return False
@@ -329,6 +341,20 @@ def _budget_done(path: Path, name: str, config: SearchConfig) -> bool:
         _print_summary(store, record.id, config)
         _print_recovery(store, record.id, config)
         return True
+
+
+def _reevaluations_left(store: Any, search_id: int, config: SearchConfig) -> bool:
+    """Whether re-evaluations are unfinished or still due (a run killed before them)."""
+    from evonorm_search.fidelity import to_reevaluate
+
+    if config.reevaluate <= 1:
+        return False
+    outcomes = store.trial_outcomes(search_id)
+    if outcomes.get("pending") or outcomes.get("running"):
+        return True
+    population = store.population(search_id, config.population)
+    return bool(to_reevaluate(population, config.proxies, config.reevaluate,
+                              store.trial_counts(search_id), set()))
 
 
 def _print_summary(store: Any, search_id: int, config: SearchConfig) -> None:
@@ -343,12 +369,20 @@ def _print_summary(store: Any, search_id: int, config: SearchConfig) -> None:
         click.echo("no candidate passed the rejection protocols yet")
         return
     points = [[c.accuracies.get(p, 0.0) for p in config.proxies] for c in done]
-    click.echo(f"Pareto front ({', '.join(config.proxies)}):")
+    seeds = " (mean +- standard error over seeds)" if config.reevaluate > 1 else ""
+    click.echo(f"Pareto front ({', '.join(config.proxies)}){seeds}:")
     for index in pareto_front(points):
         candidate = done[index]
-        scores = " ".join(f"{a:.3f}" for a in points[index])
+        scores = " ".join(_mean_with_error(candidate, p) for p in config.proxies)
+        count = f"  {candidate.seed_count} seeds" if config.reevaluate > 1 else ""
         formula = formula_label(LayerGraph.from_json(candidate.graph_json))
-        click.echo(f"  id {candidate.id:>5}  {scores}  {formula}")
+        click.echo(f"  id {candidate.id:>5}  {scores}{count}  {formula}")
+
+
+def _mean_with_error(candidate: Any, proxy: str) -> str:
+    mean = f"{candidate.accuracies.get(proxy, 0.0):.3f}"
+    error = candidate.standard_errors.get(proxy)
+    return mean if error is None else f"{mean}+-{error:.3f}"
 
 
 def _print_recovery(store: Any, search_id: int, config: SearchConfig) -> None:
