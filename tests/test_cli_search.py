@@ -56,6 +56,24 @@ def test_inline_search_then_resume_with_a_larger_budget(tmp_path: Path) -> None:
     assert [r.number for r in more] == list(range(len(more)))
 
 
+def test_hurdle_and_reevaluation_from_the_command_line(tmp_path: Path) -> None:
+    db = str(tmp_path / "s.db")
+    args = ["search", "--name", "t", "--db", db, "--executor", "inline", "--budget", "5",
+            *TINY, "--hurdle", "0.5", "--reevaluate", "2"]
+    code, out, err = run_evonorm(*args)
+    assert code == 0, err
+    rows = search_rows(Path(db))
+    assert all(r.hurdle is None for r in rows[:2])  # the first population trains in full
+    assert all(r.hurdle is not None for r in evaluated(rows)[2:])
+    with SearchStore.open(Path(db), readonly=True) as store:
+        assert any(len(store.trials(r.id)) == 2 for r in rows)
+        assert store.get_search("t").config["reevaluate"] == 2
+    assert "mean +- standard error over seeds" in out and "2 seeds" in out
+    # Complete: re-evaluations included, so a rerun reports without evaluating.
+    code, _, err = run_evonorm(*args)
+    assert code == 0 and "is complete" in err
+
+
 def test_a_complete_search_reports_without_starting_an_executor(tmp_path: Path) -> None:
     db = str(tmp_path / "s.db")
     assert run_evonorm("search", "--name", "t", "--db", db, "--executor", "inline",
@@ -93,6 +111,9 @@ def test_resume_with_conflicting_settings_is_refused_untouched(tmp_path: Path) -
         (["--dataset", "cifar10", "--data-dir", "/nonexistent/cifar"], "cifar"),
         (["--workers", "0"], "--workers must be at least 1"),
         (["--executor", "inline", "--address", "10.0.0.1:6379"], "--address only applies"),
+        (["--hurdle", "1.5"], "hurdle must be a quantile"),
+        (["--hurdle", "0.5", "--quality-steps", "0"], "--quality-steps is 0"),
+        (["--reevaluate", "0"], "reevaluate must be"),
     ],
 )
 def test_bad_input_is_refused_before_any_write(tmp_path: Path, args: list[str], expected: str) -> None:
