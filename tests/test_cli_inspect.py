@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import re
 import sqlite3
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -13,6 +15,7 @@ import pytest
 
 from db.models import SCHEMA_VERSION
 from db.store import SearchStore
+from evonorm_search.config import SearchConfig
 from evonorm_search.known import KNOWN_LAYERS
 from tests.cli_runner import run_evonorm
 from tests.test_store import (
@@ -74,6 +77,64 @@ def db(tmp_path: Path) -> tuple[Path, dict[str, dict[int, int]]]:
     return path, populate(path)
 
 
+# Search "gamma" (re-evaluation, schema v4): (seed, resnet, mobilenetv2) of each trial of
+# candidate "reevaluated": trial 0 is its first evaluation, trials 1 and 2 re-evaluations.
+GAMMA_PROXIES = ("resnet", "mobilenetv2")
+GAMMA_TRIALS = [(0, 0.61, 0.52), (5, 0.63, 0.50), (6, 0.60, 0.55)]
+GAMMA_EARLY = {"resnet": 0.41, "mobilenetv2": 0.36}
+GAMMA_HURDLE = 0.3
+GAMMA_SECONDS = {"stability": 0.5, "quality": 2.0, "training": 30.0}
+
+
+def populate_gamma(path: Path) -> dict[str, int]:
+    """Search "gamma": "reevaluated" (done, three counted trials), "single" (done once; its
+    re-evaluation failed, which leaves it out of the mean), "stopped" (missed the hurdle) and
+    "rejected" (quality). Returns label -> candidate id."""
+    ids: dict[str, int] = {}
+    config = SearchConfig(proxies=GAMMA_PROXIES, budget=10)
+    with SearchStore.open(path, create=True) as store:
+        search = store.create_search("gamma", config.to_dict(), seed=3)
+        for number, label in enumerate(("reevaluated", "single", "stopped", "rejected")):
+            record = store.add_candidate(
+                search.id, number=number, parent_id=None, graph_json=GRAPHS[number].to_json(),
+                structural_hash=f"g{number}", fingerprint=None, seed=number, hurdle=GAMMA_HURDLE,
+            )
+            store.mark_running(record.id)
+            ids[label] = record.id
+        _, resnet, mobile = GAMMA_TRIALS[0]
+        store.record_result(ids["reevaluated"], status="done", early_accuracies=GAMMA_EARLY,
+                            accuracies={"resnet": resnet, "mobilenetv2": mobile}, seconds=GAMMA_SECONDS)
+        for trial, (seed, resnet, mobile) in enumerate(GAMMA_TRIALS[1:], start=1):
+            added = store.add_trial(ids["reevaluated"], trial=trial, seed=seed)
+            store.record_trial(added.id, status="done", accuracies={"resnet": resnet, "mobilenetv2": mobile},
+                               seconds=GAMMA_SECONDS)
+        store.record_result(ids["single"], status="done", accuracies={"resnet": 0.70, "mobilenetv2": 0.40},
+                            seconds=GAMMA_SECONDS)
+        store.mark_trial_failed(store.add_trial(ids["single"], trial=1, seed=9).id, "infrastructure", "lost")
+        store.record_result(ids["stopped"], status="stopped", stage="hurdle", reason="early accuracy below",
+                            early_accuracies={"resnet": 0.2, "mobilenetv2": 0.1}, seconds={"quality": 2.0})
+        store.record_result(ids["rejected"], status="rejected", stage="quality", reason="too low")
+    return ids
+
+
+def mean_and_error(values: list[float]) -> tuple[float, float]:
+    """Mean and standard error (sample standard deviation / sqrt(n)) of a candidate's trials."""
+    return statistics.mean(values), statistics.stdev(values) / math.sqrt(len(values))
+
+
+def gamma_cell(proxy: str) -> str:
+    """The text `front`, `status` and `show` print for the re-evaluated candidate's `proxy`."""
+    column = 1 + GAMMA_PROXIES.index(proxy)
+    mean, error = mean_and_error([trial[column] for trial in GAMMA_TRIALS])
+    return f"{mean:.4f} ± {error:.4f}"
+
+
+@pytest.fixture()
+def gamma(tmp_path: Path) -> tuple[Path, dict[str, int]]:
+    path = tmp_path / "gamma.db"
+    return path, populate_gamma(path)
+
+
 def table_ids(out: str) -> list[int]:
     """The ID column of a printed table, in order."""
     return [int(m.group(1)) for m in re.finditer(r"^\s*(\d+)\s{2}", out, flags=re.MULTILINE)]
@@ -117,8 +178,8 @@ def test_front_lists_exactly_the_non_dominated_done_candidates(db) -> None:
     assert table_ids(out) == [ids["alpha"][n] for n in (2, 5, 0, 1)]
     assert "4 of 6 done candidates" in out
     header = next(line for line in out.splitlines() if line.startswith("ID"))
-    assert header.split() == ["ID", "FORMULA", "mobilenetv2", "resnet"]
-    assert out.splitlines()[2].split()[-2:] == ["0.5500", "0.5500"]
+    assert header.split() == ["ID", "FORMULA", "mobilenetv2", "resnet", "seeds"]
+    assert out.splitlines()[2].split()[-3:] == ["0.5500", "0.5500", "1"]  # one seed: no ±
     assert GRAPHS[0].formula() in out and GRAPHS[2].formula() in out
 
 
@@ -141,6 +202,72 @@ def test_show_and_export_a_candidate_id(db, tmp_path: Path) -> None:
     code, _, err = run_evonorm("export", str(candidate), "--db", str(path), "-o", str(target))
     assert code == 0, err
     assert GRAPHS[2].formula() in target.read_text()
+
+
+def test_front_shows_mean_and_standard_error_over_seeds(gamma) -> None:
+    path, ids = gamma
+    code, out, err = run_evonorm("front", "gamma", "--db", str(path))
+    assert code == 0, err
+    lines = out.splitlines()
+    assert "2 of 2 done candidates" in lines[0]
+    assert lines[1].split() == ["ID", "FORMULA", *GAMMA_PROXIES, "seeds"]
+    assert lines[-1].startswith("accuracy: mean over the candidate's seeds ± its standard error")
+    rows = {int(cells[0]): cells for cells in (re.split(r"\s{2,}", line.strip()) for line in lines[2:-1])}
+    assert set(rows) == {ids["reevaluated"], ids["single"]}  # stopped and rejected are not done
+    assert rows[ids["reevaluated"]][-3:] == [*(gamma_cell(p) for p in GAMMA_PROXIES), "3"]
+    # The failed re-evaluation is left out: one seed, no standard error.
+    assert rows[ids["single"]][-3:] == ["0.7000", "0.4000", "1"]
+
+
+def test_status_counts_stopped_and_shows_standard_errors(gamma) -> None:
+    path, ids = gamma
+    code, out, err = run_evonorm("status", "gamma", "--db", str(path))
+    assert code == 0, err
+    counts = re.search(r"candidates: 4 (.+)", out).group(1)  # type: ignore[union-attr]
+    assert "done 2" in counts and "stopped 1" in counts and "rejected 1" in counts
+    # Stopped at the hurdle is an outcome, not a rejection.
+    assert "rejected by stage (share of 4 finished): quality 1 (25.0%)" in out and "hurdle" not in out
+    assert f"mobilenetv2 {gamma_cell('mobilenetv2')} (id {ids['reevaluated']}, 3 seeds)" in out
+    assert f"resnet 0.7000 (id {ids['single']})" in out
+    assert re.search(r"re-evaluations \(further seeds\): 3 .*done 2 .*failed 1", out)
+    _, out, _ = run_evonorm("status", "beta", "--db", str(make_alpha_beta(path.parent)))
+    assert "re-evaluations" not in out  # none: no line
+
+
+def make_alpha_beta(directory: Path) -> Path:
+    path = directory / "alpha_beta.db"
+    populate(path)
+    return path
+
+
+def test_show_prints_mean_error_early_accuracies_hurdle_and_trials(gamma) -> None:
+    path, ids = gamma
+    code, out, err = run_evonorm("show", str(ids["reevaluated"]), "--db", str(path))
+    assert code == 0, err
+    lines = out.splitlines()
+    scores = ", ".join(f"{p} {gamma_cell(p)}" for p in sorted(GAMMA_PROXIES))
+    assert lines[0] == (f"candidate {ids['reevaluated']}: search 'gamma' number 0, done; {scores} "
+                        "(mean over 3 seeds)")
+    assert lines[1] == f"formula: {GRAPHS[0].formula()}  ({list(KNOWN_LAYERS)[0]})"
+    assert "seeds:   3 counted in the mean accuracy" in lines
+    early = ", ".join(f"{p} {a:.4f}" for p, a in sorted(GAMMA_EARLY.items()))
+    assert f"early:   {early} (quality check of trial 0)" in lines
+    assert f"hurdle:  {GAMMA_HURDLE:.4f}" in lines
+    trials = lines[lines.index("trials:") + 1:]
+    assert trials[0].split() == ["TRIAL", "SEED", "STATUS", *sorted(GAMMA_PROXIES), "SECONDS"]
+    for trial, (row, (seed, resnet, mobile)) in enumerate(zip(trials[1:], GAMMA_TRIALS, strict=True)):
+        total = sum(GAMMA_SECONDS.values())
+        assert row.split() == [str(trial), str(seed), "done", f"{mobile:.4f}", f"{resnet:.4f}", f"{total:.1f}"]
+    code, out, err = run_evonorm("show", str(ids["stopped"]), "--db", str(path))
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == f"candidate {ids['stopped']}: search 'gamma' number 2, stopped"
+    assert "stage:   hurdle: early accuracy below" in lines and "seeds:   0 counted in the mean accuracy" in lines
+    assert lines[lines.index("trials:") + 2].split() == ["0", "2", "stopped", "(hurdle)", "2.0"]
+    _, out, _ = run_evonorm("show", str(ids["single"]), "--db", str(path))
+    rows = [line.split() for line in out.splitlines()[out.splitlines().index("trials:") + 2:]]
+    assert [row[:3] for row in rows] == [["0", "1", "done"], ["1", "9", "failed"]]
+    assert "(mean over" not in out.splitlines()[0]
 
 
 def test_inspection_does_not_modify_the_database(db) -> None:

@@ -17,7 +17,15 @@ from evonorm_search.config import SearchConfig
 from evonorm_search.graph import LayerGraph
 from evonorm_search.known import get_known
 from tests.cli_runner import run_evonorm
-from tests.test_cli_inspect import populate
+from tests.test_cli_inspect import (
+    GAMMA_EARLY,
+    GAMMA_HURDLE,
+    GAMMA_PROXIES,
+    GAMMA_TRIALS,
+    mean_and_error,
+    populate,
+    populate_gamma,
+)
 
 # evonorm_s0 renumbered, with commuted arguments and a dead node: still evonorm_s0.
 S0_COPY = LayerGraph([("std_group", (0,)), ("tanh", (0,)), ("mul", (0, 3)), ("sigmoid", (6,)),
@@ -72,12 +80,25 @@ def known_db(tmp_path: Path) -> tuple[Path, list[int]]:
     return path, ids
 
 
-def split_row(line: str, scores: int) -> tuple[int, str, str | None, list[str]]:
-    """A front table row: id, formula, known name or None, score cells."""
-    cells = re.split(r"\s{2,}", line.strip())
+def split_row(line: str, scores: int) -> tuple[int, str, str | None, list[str], int]:
+    """A front table row: id, formula, known name or None, score cells, seeds."""
+    *cells, seeds = re.split(r"\s{2,}", line.strip())
     middle = cells[1:-scores]
     name = middle[1].strip("()") if len(middle) > 1 else None
-    return int(cells[0]), middle[0], name, cells[-scores:]
+    return int(cells[0]), middle[0], name, cells[-scores:], int(seeds)
+
+
+def score_text(candidate: dict[str, Any], proxy: str) -> str:
+    """A JSON candidate's score as the text prints it: `mean ± standard error` when it has one."""
+    text = f"{candidate['accuracies'][proxy]:.4f}"
+    error = candidate["standard_errors"].get(proxy)
+    return text if error is None else f"{text} ± {error:.4f}"
+
+
+@pytest.fixture()
+def gamma(tmp_path: Path) -> tuple[Path, dict[str, int]]:
+    path = tmp_path / "gamma.db"
+    return path, populate_gamma(path)
 
 
 # ---- round trips: the JSON holds what the text shows ---------------------------------------
@@ -95,7 +116,8 @@ def test_list_json_matches_the_table(db) -> None:
                            str(search["done"]), str(search["in_flight"])]
         assert " ".join(row[5:]) == text_time(utc(search["created_at"]))
         assert sum(search["counts"].values()) == search["candidates"]
-        assert set(search["counts"]) == {"pending", "running", "done", "rejected", "duplicate", "failed"}
+        assert set(search["counts"]) == {"pending", "running", "done", "stopped", "rejected", "duplicate",
+                                         "failed"}
         assert set(search["versions"]) == {"evonorm_search", "torch", "python"}
     assert doc["searches"][0]["config"] == {"budget": 10} and doc["searches"][0]["seed"] == 1
 
@@ -103,7 +125,9 @@ def test_list_json_matches_the_table(db) -> None:
 def parse_status_text(block: str) -> dict[str, Any]:
     head = re.match(r"search '(\w+)' \(id (\d+), seed (\d+)\), created (.+ UTC)", block)
     assert head is not None
-    counts = dict(re.findall(r"(pending|running|done|rejected|duplicate|failed) (\d+)", block))
+    line = re.search(r"candidates: \d+ (.+)", block).group(1)  # type: ignore[union-attr]
+    counts = dict(re.findall(r"(pending|running|done|stopped|rejected|duplicate|failed) (\d+)", line))
+    again = re.search(r"re-evaluations \(further seeds\): (\d+) (.+)", block)
     stages = re.search(r"rejected by stage \(share of (\d+) finished\): (.+)", block)
     best = re.search(r"best per proxy: (.+)", block).group(1)  # type: ignore[union-attr]
     return {
@@ -114,7 +138,10 @@ def parse_status_text(block: str) -> dict[str, Any]:
         "finished": int(stages.group(1)) if stages else None,
         "rejected": {s: (int(c), p) for s, c, p in re.findall(r"(\w+) (\d+) \(([\d.]+)%\)",
                                                                stages.group(2))} if stages else {},
-        "best": {p: (int(i), a) for p, a, i in re.findall(r"(\w+) ([\d.]+) \(id (\d+)\)", best)},
+        "best": {p: (int(i), a, e or None, int(n) if n else None) for p, a, e, i, n in re.findall(
+            r"(\w+) ([\d.]+)(?: ± ([\d.]+))? \(id (\d+)(?:, (\d+) seeds)?\)", best)},
+        "reevaluations": {status: int(count) for status, count in re.findall(r"(\w+) (\d+)", again.group(2))}
+        if again else None,
     }
 
 
@@ -138,7 +165,17 @@ def test_status_json_matches_the_text(db, name: str | None) -> None:
             assert share == f"{100 * search['rejected_by_stage'][stage] / search['finished']:.1f}"
         if text["finished"] is not None:
             assert text["finished"] == search["finished"]
-        assert text["best"] == {p: (b["id"], f"{b['accuracy']:.4f}") for p, b in search["best"].items()}
+        assert text["best"] == {
+            p: (b["id"], f"{b['accuracy']:.4f}",
+                None if b["standard_error"] is None else f"{b['standard_error']:.4f}",
+                b["seed_count"] if b["seed_count"] > 1 else None)
+            for p, b in search["best"].items()
+        }
+        assert set(search["reevaluations"]) == {"pending", "running", "done", "stopped", "rejected", "failed"}
+        if any(search["reevaluations"].values()):
+            assert text["reevaluations"] == search["reevaluations"]
+        else:
+            assert text["reevaluations"] is None
         if search["last_activity"] is None:
             assert search["elapsed_seconds"] is None and search["idle_seconds"] is None
         else:
@@ -160,14 +197,15 @@ def test_front_json_matches_the_table(db) -> None:
     lines = out.splitlines()
     assert f"{len(doc['members'])} of {doc['done_candidates']} done candidates" in lines[0]
     assert f"(proxies: {', '.join(doc['proxies'])})" in lines[0]
-    assert lines[1].split() == ["ID", "FORMULA", *doc["proxies"]]
+    assert lines[1].split() == ["ID", "FORMULA", *doc["proxies"], "seeds"]
     assert len(lines) - 2 == len(doc["members"]) == 4
     for line, member in zip(lines[2:], doc["members"], strict=True):
         candidate, layer = member["candidate"], member["layer"]
-        number, formula, name, scores = split_row(line, len(doc["proxies"]))
+        number, formula, name, scores, seeds = split_row(line, len(doc["proxies"]))
         assert number == candidate["id"] and candidate["status"] == "done"
         assert (formula, name) == (layer["formula"], layer["known_name"])
-        assert scores == [f"{candidate['accuracies'][p]:.4f}" for p in doc["proxies"]]
+        assert scores == [score_text(candidate, p) for p in doc["proxies"]]
+        assert seeds == candidate["seed_count"] == 1 and candidate["standard_errors"] == {}
         assert LayerGraph.from_dict(layer["graph"]).formula() == formula
         assert candidate["search"] == "alpha" and candidate["attempts"] == 1
     assert [m["candidate"]["id"] for m in doc["members"]] == [ids["alpha"][n] for n in (2, 5, 0, 1)]
@@ -189,14 +227,62 @@ def test_show_json_of_a_candidate_matches_the_text(db) -> None:
     assert space_line.startswith(f"space:   {layer['space']} ({'uses' if layer['uses_batch_stats'] else 'no'}")
     assert hash_line == f"hash:    {layer['structural_hash']}"
     assert utc(candidate["created_at"]) <= utc(candidate["finished_at"])
-    # The node list: the initial nodes, then one line per node with its role.
-    node_lines = out.splitlines()[5:]
+    # The node list: the initial nodes, then one line per node with its role; then the seeds.
+    node_lines = out.splitlines()[5:out.splitlines().index("seeds:   0 counted in the mean accuracy")]
     assert [line.split()[1] for line in node_lines[:4]] == layer["initial_nodes"]
     for line, node in zip(node_lines[4:], layer["nodes"], strict=True):
         mark = {"output": "  (output)", "live": "", "dead": "  (dead)"}[node["role"]]
         assert line == f"  {node['index']:>2}  {node['op']}({', '.join(map(str, node['inputs']))}){mark}"
     _, graph_out, _ = run_evonorm("show", str(candidate_id), "--db", str(path), "--graph")
     assert json.loads(graph_out) == layer["graph"]
+
+
+def test_reevaluated_search_json_matches_the_text(gamma) -> None:
+    """Front, status and show of a search with re-evaluations and a stopped candidate: the
+    JSON carries the seed counts, standard errors and trials that the text prints."""
+    path, ids = gamma
+    front = document("front", "gamma", "--db", str(path))
+    members = {m["candidate"]["id"]: m["candidate"] for m in front["members"]}
+    assert set(members) == {ids["reevaluated"], ids["single"]}
+    reevaluated, single = members[ids["reevaluated"]], members[ids["single"]]
+    for column, proxy in enumerate(GAMMA_PROXIES, start=1):
+        mean, error = mean_and_error([trial[column] for trial in GAMMA_TRIALS])
+        assert reevaluated["accuracies"][proxy] == pytest.approx(mean)
+        assert reevaluated["standard_errors"][proxy] == pytest.approx(error)
+    assert reevaluated["seed_count"] == 3 and single["seed_count"] == 1 and single["standard_errors"] == {}
+    assert reevaluated["early_accuracies"] == GAMMA_EARLY and reevaluated["hurdle"] == GAMMA_HURDLE
+    _, out, _ = run_evonorm("front", "gamma", "--db", str(path))
+    assert len(out.splitlines()) == 2 + len(members) + 1  # the footnote on ±
+    for line in out.splitlines()[2:-1]:
+        number, _, _, scores, seeds = split_row(line, len(GAMMA_PROXIES))
+        assert scores == [score_text(members[number], p) for p in front["proxies"]]
+        assert seeds == members[number]["seed_count"]
+
+    status = document("status", "gamma", "--db", str(path))["searches"][0]
+    assert status["counts"]["stopped"] == 1 and status["finished"] == 4
+    assert status["rejected_by_stage"] == {"quality": 1}
+    assert status["reevaluations"] == {"pending": 0, "running": 0, "done": 2, "stopped": 0,
+                                       "rejected": 0, "failed": 1}
+    best = status["best"]
+    assert best["mobilenetv2"]["id"] == ids["reevaluated"] and best["mobilenetv2"]["seed_count"] == 3
+    assert best["mobilenetv2"]["standard_error"] == pytest.approx(reevaluated["standard_errors"]["mobilenetv2"])
+    assert best["resnet"] == {"id": ids["single"], "accuracy": pytest.approx(0.70), "standard_error": None,
+                              "seed_count": 1}
+    _, out, _ = run_evonorm("status", "gamma", "--db", str(path))
+    text = parse_status_text(out)
+    assert text["counts"] == status["counts"] and text["reevaluations"] == status["reevaluations"]
+
+    shown = document("show", str(ids["reevaluated"]), "--db", str(path))
+    assert shown["candidate"] == reevaluated
+    trials = shown["trials"]
+    assert [(t["trial"], t["seed"], t["status"]) for t in trials] == [
+        (trial, seed, "done") for trial, (seed, _, _) in enumerate(GAMMA_TRIALS)]
+    assert [t["accuracies"] for t in trials] == [{"mobilenetv2": m, "resnet": r} for _, r, m in GAMMA_TRIALS]
+    assert trials[0]["early_accuracies"] == GAMMA_EARLY
+    stopped = document("show", str(ids["stopped"]), "--db", str(path))
+    assert stopped["candidate"]["status"] == "stopped" and stopped["candidate"]["stage"] == "hurdle"
+    assert [(t["status"], t["stage"]) for t in stopped["trials"]] == [("stopped", "hurdle")]
+    assert document("show", "evonorm_s0")["trials"] is None
 
 
 def test_show_json_of_a_name_and_a_file(tmp_path: Path) -> None:

@@ -34,6 +34,7 @@ from evonorm_search.known import KNOWN_LAYERS, known_name
 from evonorm_search.rerank import front_candidates, ranking, run_rerank
 from evonorm_search.task import EvalResult, EvalTask
 from tests.cli_runner import run_evonorm
+from tests.test_cli_inspect import GAMMA_EARLY, GAMMA_HURDLE, GAMMA_TRIALS, mean_and_error, populate_gamma
 from workers.executors import InlineEvaluator
 
 PROXIES = ("resnet", "mobilenetv2")
@@ -187,6 +188,48 @@ def test_candidate_view_and_graph(database: Path, server: str) -> None:
     for missing in ("/api/candidate/999999", "/api/search/999", "/candidate/999999", "/search/999"):
         status, _, body = get(server + missing)
         assert status == 404, missing
+
+
+def test_reevaluations_stopped_candidates_and_standard_errors(tmp_path: Path) -> None:
+    """Counts include "stopped", the funnel has its step, candidate rows carry the seeds and
+    standard errors, the candidate view its trials; a re-evaluation finishing (which changes
+    no status) still gives the search view a new version."""
+    path = tmp_path / "gamma.db"
+    ids = populate_gamma(path)
+    app = create_app(path)
+    client = app.test_client()
+    try:
+        assert "<th>stopped</th>" in client.get("/").get_data(as_text=True)
+        search_id = client.get("/api/searches").get_json()["searches"][0]["id"]
+        first = client.get(f"/api/search/{search_id}")
+        view = first.get_json()
+        assert view["counts"] == {"done": 2, "stopped": 1, "rejected": 1}
+        funnel = {row["stage"]: row["removed"] for row in view["funnel"]}
+        assert funnel["stopped at the hurdle"] == 1 and funnel["trained in full"] == 2
+        rows = {row["id"]: row for row in view["candidates"]}
+        reevaluated = rows[ids["reevaluated"]]
+        for column, proxy in enumerate(PROXIES, start=1):
+            mean, error = mean_and_error([trial[column] for trial in GAMMA_TRIALS])
+            assert reevaluated["scores"][proxy] == pytest.approx(mean)
+            assert reevaluated["standard_errors"][proxy] == pytest.approx(error)
+        assert reevaluated["seeds"] == 3
+        assert rows[ids["single"]]["seeds"] == 1 and rows[ids["single"]]["standard_errors"] == {}
+        candidate = client.get(f"/api/candidate/{ids['reevaluated']}").get_json()
+        assert [(t["trial"], t["seed"], t["status"]) for t in candidate["trials"]] == [
+            (trial, str(seed), "done") for trial, (seed, _, _) in enumerate(GAMMA_TRIALS)]
+        assert candidate["early_scores"] == GAMMA_EARLY and candidate["hurdle"] == GAMMA_HURDLE
+        stopped = client.get(f"/api/candidate/{ids['stopped']}").get_json()
+        assert stopped["status"] == "stopped" and stopped["trials"][0]["stage"] == "hurdle"
+        with SearchStore.open(path) as store:  # a second seed for "single" finishes
+            trial = store.add_trial(ids["single"], trial=2, seed=11)
+            store.record_trial(trial.id, status="done", accuracies={"resnet": 0.72, "mobilenetv2": 0.44})
+        second = client.get(f"/api/search/{search_id}", headers={"If-None-Match": first.headers["ETag"]})
+        assert second.status_code == 200 and second.headers["ETag"] != first.headers["ETag"]
+        single = {row["id"]: row for row in second.get_json()["candidates"]}[ids["single"]]
+        assert single["seeds"] == 2
+        assert single["standard_errors"]["resnet"] == pytest.approx(mean_and_error([0.70, 0.72])[1])
+    finally:
+        app.extensions["evonorm_dashboard"].store.close()
 
 
 def test_unchanged_search_answers_304(database: Path, server: str) -> None:

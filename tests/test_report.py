@@ -6,6 +6,7 @@ import base64
 import io
 import re
 import shutil
+import statistics
 import subprocess
 from html import unescape
 from pathlib import Path
@@ -22,6 +23,13 @@ from evonorm_search.report import build_report
 from evonorm_search.report.data import funnel, progress_series
 from evonorm_search.task import EvalResult
 from tests.cli_runner import run_evonorm
+from tests.test_cli_inspect import (
+    GAMMA_PROXIES,
+    GAMMA_TRIALS,
+    gamma_cell,
+    mean_and_error,
+    populate_gamma,
+)
 
 PROXIES = ("resnet", "mobilenetv2", "efficientnet")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -159,6 +167,37 @@ def test_funnel_and_progress_numbers() -> None:
     assert series.best["resnet"][-1] == pytest.approx(0.80)
     assert series.best["resnet"] == sorted(series.best["resnet"])
     assert series.median["resnet"][2] == pytest.approx(0.70)  # of 0.70, 0.75, 0.60
+
+
+def test_reevaluated_and_stopped_candidates(tmp_path: Path) -> None:
+    """Front and lineage show mean ± standard error and the seeds; the funnel counts the
+    candidate stopped at the hurdle as its own step; progress keeps the means."""
+    ids = populate_gamma(tmp_path / "db.sqlite")
+    with SearchStore.open(tmp_path / "db.sqlite", readonly=True) as store:
+        candidates = store.candidates(store.get_search("gamma").id)
+        html = build_report(store, "gamma", tmp_path / "out").read_text(encoding="utf-8")
+    rows = {row.stage: row for row in funnel(candidates)}
+    assert rows["stopped at the hurdle"].removed == 1 and rows["quality"].removed == 1
+    assert rows["trained in full"].removed == 2 and rows["proposed"].removed == 4
+    stages = [row.stage for row in funnel(candidates)]
+    assert stages.index("quality") < stages.index("stopped at the hurdle") < stages.index("training")
+    text = " ".join(unescape(re.sub(r"<[^>]+>", " ", html)).split())
+    # The front table's row of the re-evaluated candidate: id, number, scores, mean, seeds.
+    front = text[text.index("Pareto front"):text.index("Rejection funnel")]
+    means = [statistics.mean(trial[1 + i] for trial in GAMMA_TRIALS) for i in range(len(GAMMA_PROXIES))]
+    row = (f"{ids['reevaluated']} 0 " + " ".join(gamma_cell(p) for p in GAMMA_PROXIES)
+           + f" {statistics.mean(means):.4f} 3 ")
+    assert row in front, front
+    assert f"{ids['single']} 1 0.7000 0.4000 0.5500 1 " in front
+    funnel_text = text[text.index("Rejection funnel"):text.index("Re-ranking")]
+    assert "stopped at the hurdle 1 " in funnel_text
+    assert "Re-evaluations of front members with further seeds: 3 (done 2, failed 1)" in funnel_text
+    lineage_text = text[text.index("Lineage of the best layer"):]
+    mean, error = mean_and_error([trial[1] for trial in GAMMA_TRIALS])
+    assert f"resnet {mean:.3f} ± {error:.3f}" in lineage_text
+    series = progress_series(candidates, GAMMA_PROXIES, population=3)
+    assert series.best["mobilenetv2"][-1] == pytest.approx(means[1])  # the mean, not trial 0
+    assert series.evaluated == [1, 2, 3, 4]
 
 
 def test_report_of_an_empty_search_and_bad_output(tmp_path: Path) -> None:

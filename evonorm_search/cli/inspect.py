@@ -8,20 +8,23 @@ the one command here that writes (it upgrades an older schema in place, after a 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
-from db.models import SCHEMA_VERSION, STATUSES
-from db.store import DEFAULT_DB_PATH, SearchRecord, SearchStore, SearchSummary
+from db.models import SCHEMA_VERSION, STATUSES, TRIAL_STATUSES
+from db.store import DEFAULT_DB_PATH, CandidateRecord, SearchRecord, SearchStore, SearchSummary
 from evonorm_search.cli.layers import (
+    accuracy_text,
     candidate_json,
     echo_json,
     iso_time,
     layer_json,
+    seeds_text,
+    table,
 )
 from evonorm_search.known import formula_label
 
@@ -36,20 +39,6 @@ DB_OPTION = click.option(
 JSON_OPTION = click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON document instead (docs/json.md)."
 )
-
-
-def table(header: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[bool]) -> str:
-    """Rows aligned under `header`; columns flagged in `right` are right-aligned (numbers)."""
-    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
-
-    def line(cells: Sequence[str]) -> str:
-        padded = [
-            cell.rjust(width) if align else cell.ljust(width)
-            for cell, width, align in zip(cells, widths, right, strict=True)
-        ]
-        return "  ".join(padded).rstrip()
-
-    return "\n".join([line(header), *(line(row) for row in rows)])
 
 
 def _time(moment: datetime) -> str:
@@ -84,8 +73,27 @@ def search_json(search: SearchRecord, counts: dict[str, int]) -> dict[str, Any]:
     }
 
 
-def status_json(summary: SearchSummary, now: datetime) -> dict[str, Any]:
+@dataclass(frozen=True)
+class StatusView:
+    """What `status` shows of one search: the store's summary, the records of the best
+    candidates (for their standard errors and seed counts) and the re-evaluations by status."""
+
+    summary: SearchSummary
+    best_records: dict[int, CandidateRecord]
+    reevaluations: dict[str, int]  # every trial status, zeros included
+
+
+def status_view(store: SearchStore, search: SearchRecord) -> StatusView:
+    summary = store.summary(search.id)
+    records = {cid: store.get_candidate(cid) for cid, _ in summary.best.values()}
+    reevaluations = dict.fromkeys(TRIAL_STATUSES, 0)
+    reevaluations.update(store.trial_outcomes(search.id))
+    return StatusView(summary, records, reevaluations)
+
+
+def status_json(view: StatusView, now: datetime) -> dict[str, Any]:
     """What `describe_status` prints, as one JSON object."""
+    summary = view.summary
     counts = summary.counts
     last = summary.last_activity
     return {
@@ -93,17 +101,30 @@ def status_json(summary: SearchSummary, now: datetime) -> dict[str, Any]:
         "finished": sum(counts.values()) - counts.get("pending", 0) - counts.get("running", 0),
         "rejected_by_stage": dict(summary.rejected_by_stage),
         "best": {
-            proxy: {"id": candidate_id, "accuracy": accuracy}
+            proxy: {
+                "id": candidate_id,
+                "accuracy": accuracy,
+                "standard_error": view.best_records[candidate_id].standard_errors.get(proxy),
+                "seed_count": view.best_records[candidate_id].seed_count,
+            }
             for proxy, (candidate_id, accuracy) in summary.best.items()
         },
+        "reevaluations": dict(view.reevaluations),
         "last_activity": iso_time(last),
         "elapsed_seconds": None if last is None else (last - summary.search.created_at).total_seconds(),
         "idle_seconds": None if last is None else (now - last).total_seconds(),
     }
 
 
-def describe_status(summary: SearchSummary, now: datetime) -> str:
+def _best_text(proxy: str, record: CandidateRecord) -> str:
+    """`resnet 0.9000 ± 0.0100 (id 3, 3 seeds)`; without re-evaluations `resnet 0.9000 (id 3)`."""
+    seeds = f", {seeds_text(record.seed_count)}" if record.seed_count > 1 else ""
+    return f"{proxy} {accuracy_text(record, proxy)} (id {record.id}{seeds})"
+
+
+def describe_status(view: StatusView, now: datetime) -> str:
     """The `status` block of one search, as of `now`."""
+    summary = view.summary
     search, counts = summary.search, summary.counts
     total = sum(counts.values())
     settled = total - counts["pending"] - counts["running"]
@@ -121,12 +142,17 @@ def describe_status(summary: SearchSummary, now: datetime) -> str:
         lines.append("  rejected by stage: none")
     if summary.best:
         best = "  ".join(
-            f"{proxy} {accuracy:.4f} (id {candidate_id})"
-            for proxy, (candidate_id, accuracy) in summary.best.items()
+            _best_text(proxy, view.best_records[candidate_id])
+            for proxy, (candidate_id, _) in summary.best.items()
         )
         lines.append(f"  best per proxy: {best}")
     else:
         lines.append("  best per proxy: none yet (no done candidates)")
+    if any(view.reevaluations.values()):
+        lines.append(
+            f"  re-evaluations (further seeds): {sum(view.reevaluations.values())}  "
+            + "  ".join(f"{status} {count}" for status, count in view.reevaluations.items())
+        )
     lines.append(f"  elapsed: {_elapsed(summary, now)}")
     return "\n".join(lines)
 
@@ -138,21 +164,22 @@ def describe_status(summary: SearchSummary, now: datetime) -> str:
 def status(name: str | None, db_path: Path, as_json: bool) -> None:
     """Show progress of search NAME (all searches without NAME).
 
-    Counts by status, rejections by stage, the best accuracy per proxy and the elapsed
-    time. Reads the database only, so it is safe while a search is running.
+    Counts by status, rejections by stage, the best accuracy per proxy (± standard error
+    over its seeds once re-evaluated), re-evaluations by status and the elapsed time.
+    Reads the database only, so it is safe while a search is running.
     """
     with SearchStore.open(db_path, readonly=True) as store:
         searches = [store.get_search(name)] if name is not None else store.list_searches()
         if as_json:
             now = datetime.now(UTC)
-            summaries = [status_json(store.summary(search.id), now) for search in searches]
+            summaries = [status_json(status_view(store, search), now) for search in searches]
             echo_json("status", {"db": str(store.path), "now": iso_time(now), "searches": summaries})
             return
         if not searches:
             click.echo(f"no searches in {store.path}; start one with `evonorm search --db {db_path}`")
             return
         now = datetime.now(UTC)
-        click.echo("\n\n".join(describe_status(store.summary(search.id), now) for search in searches))
+        click.echo("\n\n".join(describe_status(status_view(store, search), now) for search in searches))
 
 
 @click.command("list")
@@ -205,8 +232,9 @@ def front(name: str, db_path: Path, as_json: bool) -> None:
     """Show the Pareto front of search NAME over its proxies.
 
     Lists the done candidates that no other done candidate beats on every proxy: id,
-    formula (with the known layer's name, if it is one) and accuracy per proxy, best mean
-    accuracy first.
+    formula (with the known layer's name, if it is one), accuracy per proxy (the mean over
+    the candidate's seeds, ± its standard error once re-evaluated) and the number of seeds,
+    best mean accuracy first.
 
     Pass an ID to `evonorm show ID` or `evonorm export ID -o layer.py`.
     """
@@ -246,14 +274,18 @@ def front(name: str, db_path: Path, as_json: bool) -> None:
         click.echo(f"search {name!r} has no done candidates yet; see `evonorm status {name}`")
         return
     rows = [
-        [str(r.id), formula_label(graphs[r.id]), *(f"{r.accuracies[proxy]:.4f}" for proxy in proxies)]
+        [str(r.id), formula_label(graphs[r.id]), *(accuracy_text(r, proxy) for proxy in proxies),
+         str(r.seed_count)]
         for r in members
     ]
     click.echo(
         f"Pareto front of {name!r}: {len(members)} of {len(scored)} done candidates "
         f"(proxies: {', '.join(proxies)})"
     )
-    click.echo(table(["ID", "FORMULA", *proxies], rows, [True, False, *([True] * len(proxies))]))
+    header = ["ID", "FORMULA", *proxies, "seeds"]
+    click.echo(table(header, rows, [True, False, *([True] * len(proxies)), True]))
+    if any(r.standard_errors for r in members):
+        click.echo("accuracy: mean over the candidate's seeds ± its standard error (2 or more seeds)")
 
 
 @click.command("migrate")

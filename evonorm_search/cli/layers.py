@@ -1,12 +1,13 @@
 """`evonorm show` and `evonorm export`: inspect a layer and write it as a stand-alone module.
 
-Also owns presenting one layer or candidate, as text and as JSON (docs/json.md), for the
-inspection commands of cli/inspect.py.
+Also owns presenting one layer or candidate (with its trials), as text and as JSON
+(docs/json.md), and the aligned text table, for the inspection commands of cli/inspect.py.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,10 +22,24 @@ from evonorm_search.known import KNOWN_LAYERS, formula_label, known_name
 from evonorm_search.layer_spec import load_graph_spec
 
 if TYPE_CHECKING:
-    from db.store import CandidateRecord
+    from db.store import CandidateRecord, TrialRecord
 
 DB_HELP = "Database for a candidate ID argument (see `evonorm front NAME`)."
 JSON_VERSION = 1  # of every `--json` document (docs/json.md); bump on incompatible changes
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[bool]) -> str:
+    """Rows aligned under `header`; columns flagged in `right` are right-aligned (numbers)."""
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        padded = [
+            cell.rjust(width) if align else cell.ljust(width)
+            for cell, width, align in zip(cells, widths, right, strict=True)
+        ]
+        return "  ".join(padded).rstrip()
+
+    return "\n".join([line(header), *(line(row) for row in rows)])
 
 
 def iso_time(moment: datetime | None) -> str | None:
@@ -88,33 +103,98 @@ def candidate_json(record: CandidateRecord, search_name: str) -> dict[str, Any]:
         "created_at": iso_time(record.created_at),
         "started_at": iso_time(record.started_at),
         "finished_at": iso_time(record.finished_at),
+        "seed_count": record.seed_count,
+        "standard_errors": dict(sorted(record.standard_errors.items())),
+        "early_accuracies": dict(sorted(record.early_accuracies.items())),
+        "hurdle": record.hurdle,
     }
 
 
-def _resolve(layer: str, db_path: Path) -> tuple[LayerGraph, CandidateRecord | None, str]:
-    """The graph LAYER names, its candidate record when LAYER is a database ID, and that
-    candidate's search name ("" otherwise)."""
+def trial_json(trial: TrialRecord) -> dict[str, Any]:
+    """One training of a candidate with one seed (trial 0: its first evaluation)."""
+    return {
+        "trial": trial.trial,
+        "seed": trial.seed,
+        "status": trial.status,
+        "stage": trial.stage,
+        "reason": trial.reason,
+        "attempts": trial.attempts,
+        "accuracies": dict(sorted(trial.accuracies.items())),
+        "early_accuracies": dict(sorted(trial.early_accuracies.items())),
+        "seconds": dict(sorted(trial.seconds.items())),
+        "steps": dict(sorted(trial.steps.items())),
+        "created_at": iso_time(trial.created_at),
+        "finished_at": iso_time(trial.finished_at),
+    }
+
+
+def accuracy_text(record: CandidateRecord, proxy: str) -> str:
+    """`0.4512 ± 0.0061` (mean ± standard error over the candidate's seeds) when the
+    candidate has a standard error for `proxy`, else `0.4512`."""
+    text = f"{record.accuracies[proxy]:.4f}"
+    error = record.standard_errors.get(proxy)
+    return text if error is None else f"{text} ± {error:.4f}"
+
+
+def seeds_text(count: int) -> str:
+    return f"{count} seed{'' if count == 1 else 's'}"
+
+
+def _resolve(
+    layer: str, db_path: Path
+) -> tuple[LayerGraph, CandidateRecord | None, str, list[TrialRecord]]:
+    """The graph LAYER names, its candidate record when LAYER is a database ID, that
+    candidate's search name ("" otherwise) and its trials ([] otherwise)."""
     if not layer.isdecimal():
-        return load_graph_spec(layer), None, ""
+        return load_graph_spec(layer), None, "", []
     from db.store import SearchStore
     from evonorm_search.api import candidate_graph  # imports torch: only when needed
 
     with SearchStore.open(db_path, readonly=True) as store:
         record, graph = candidate_graph(store, int(layer))
         search = next(s for s in store.list_searches() if s.id == record.search_id)
-    return graph, record, search.name
+        trials = store.trials(record.id)
+    return graph, record, search.name, trials
 
 
 def _about(record: CandidateRecord, search_name: str) -> str:
-    """The line about a candidate that `show ID` prints above the layer."""
-    scores = ", ".join(f"{proxy} {acc:.4f}" for proxy, acc in sorted(record.accuracies.items()))
+    """The line about a candidate that `show ID` prints above the layer: its accuracies
+    (mean ± standard error over its seeds when it has several)."""
+    scores = ", ".join(f"{proxy} {accuracy_text(record, proxy)}" for proxy in sorted(record.accuracies))
+    if scores and record.seed_count > 1:
+        scores += f" (mean over {seeds_text(record.seed_count)})"
     about = f"candidate {record.id}: search {search_name!r} number {record.number}, {record.status}"
     return f"{about}{'; ' + scores if scores else ''}"
 
 
+def _evaluation(record: CandidateRecord, trials: list[TrialRecord]) -> list[str]:
+    """The lines `show ID` prints below the layer: seed count, early (quality-check)
+    accuracies, hurdle, and one table row per trial (training with one seed)."""
+    lines = [f"seeds:   {record.seed_count} counted in the mean accuracy"]
+    if record.stage is not None or record.reason is not None:
+        lines.append(f"stage:   {record.stage or '-'}{': ' + record.reason if record.reason else ''}")
+    if record.early_accuracies:
+        early = ", ".join(f"{p} {a:.4f}" for p, a in sorted(record.early_accuracies.items()))
+        lines.append(f"early:   {early} (quality check of trial 0)")
+    if record.hurdle is not None:
+        lines.append(f"hurdle:  {record.hurdle:.4f}")
+    if not trials:
+        return lines
+    proxies = sorted({p for t in trials for p in t.accuracies} | set(record.accuracies))
+    rows = [
+        [str(t.trial), str(t.seed), t.status + (f" ({t.stage})" if t.stage else ""),
+         *(f"{t.accuracies[p]:.4f}" if p in t.accuracies else "-" for p in proxies),
+         f"{sum(t.seconds.values()):.1f}" if t.seconds else "-"]
+        for t in trials
+    ]
+    header = ["TRIAL", "SEED", "STATUS", *proxies, "SECONDS"]
+    lines += ["trials:", table(header, rows, [True, True, False, *([True] * len(proxies)), True])]
+    return lines
+
+
 def resolve_layer(layer: str, db_path: Path) -> tuple[LayerGraph, str | None]:
     """The graph LAYER names, and a line about the candidate when LAYER is a database ID."""
-    graph, record, search_name = _resolve(layer, db_path)
+    graph, record, search_name, _ = _resolve(layer, db_path)
     return graph, None if record is None else _about(record, search_name)
 
 def describe(graph: LayerGraph) -> str:
@@ -149,11 +229,13 @@ def show(layer: str, as_json: bool, as_graph: bool, db_path: Path) -> None:
 
     NAME_OR_JSON_FILE_OR_ID: a known layer (e.g. evonorm_s0, bn_relu), a layer graph JSON
     file (as written by `evonorm show NAME --graph`), or an integer: a candidate ID in the
-    database given by --db.
+    database given by --db. For a candidate it also prints its accuracies (mean ± standard
+    error over its seeds once re-evaluated), seed count, early (quality-check) accuracies,
+    hurdle, and one row per trial (training with one seed).
     """
     if as_json and as_graph:
         raise EvonormError("--json and --graph each choose the output; give one of them")
-    graph, record, search_name = _resolve(layer, db_path)
+    graph, record, search_name, trials = _resolve(layer, db_path)
     if as_graph:
         click.echo(graph.to_json())
         return
@@ -164,9 +246,13 @@ def show(layer: str, as_json: bool, as_graph: bool, db_path: Path) -> None:
             "source": source,
             "candidate": None if record is None else candidate_json(record, search_name),
             "layer": layer_json(graph),
+            "trials": None if record is None else [trial_json(t) for t in trials],
         })
         return
-    click.echo(describe(graph) if record is None else f"{_about(record, search_name)}\n{describe(graph)}")
+    if record is None:
+        click.echo(describe(graph))
+        return
+    click.echo("\n".join([_about(record, search_name), describe(graph), *_evaluation(record, trials)]))
 
 
 @click.command("export")

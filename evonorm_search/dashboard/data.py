@@ -2,13 +2,15 @@
 
 Owns the dashboard's JSON documents: the list of searches, one search's view (settings,
 progress, Pareto points, candidate table, funnel, re-ranking) and one candidate's view
-(scores, lineage, re-ranking seeds, export command). The numbers come from the same
+(scores with their standard errors over seeds, trials, lineage, re-ranking seeds, export
+command). The numbers come from the same
 functions as the static report (`evonorm_search.report.data.gather` and its helpers), so
 both show the same progress series, front, funnel and ranking.
 
 Only read methods of a read-only `SearchStore` are called. A search's view is rebuilt
 only when its version changes: a key made of the status counts, the latest candidate
-activity and the re-ranking rows, all read by cheap aggregate queries, so polling an idle
+activity, the re-evaluations by status and the re-ranking rows, all read by cheap
+aggregate queries, so polling an idle
 or slow search costs a few small queries and no rebuild.
 """
 
@@ -85,6 +87,9 @@ def candidate_row(candidate: CandidateRecord, proxies: tuple[str, ...], front: b
         "reason": candidate.reason,
         "duplicate_of": candidate.duplicate_of,
         "scores": {p: candidate.accuracies[p] for p in proxies if p in candidate.accuracies},
+        # Over the candidate's seeds: `scores` are means, these their standard errors (2+ seeds).
+        "standard_errors": {p: e for p, e in candidate.standard_errors.items() if p in proxies},
+        "seeds": candidate.seed_count,
         "mean": _mean(candidate, proxies),
         "formula": formula_of(candidate.graph_json),
         "known": known_name(candidate.structural_hash),
@@ -202,7 +207,9 @@ class DashboardData:
         rerank = RerankStore(self.store)
         run = rerank.latest_run(search_id)
         rerank_key = (run.id, len(rerank.evaluations(run.id))) if run is not None else None
-        key = (sorted(summary.counts.items()), _time_exact(summary.last_activity), rerank_key)
+        # Re-evaluations change a candidate's mean, not its status nor the activity times.
+        trials = sorted(self.store.trial_outcomes(search_id).items())
+        key = (sorted(summary.counts.items()), _time_exact(summary.last_activity), trials, rerank_key)
         return hashlib.sha256(repr((search_id, key)).encode()).hexdigest()[:20]
 
     def search(self, search_id: int) -> tuple[str, dict[str, Any]]:
@@ -275,6 +282,13 @@ class DashboardData:
             "attempts": record.attempts,
             "stage_seconds": record.seconds,
             "steps": record.steps,
+            "early_scores": record.early_accuracies,
+            "hurdle": record.hurdle,
+            "trials": [
+                {"trial": t.trial, "seed": str(t.seed), "status": t.status, "stage": t.stage,
+                 "reason": t.reason, "scores": t.accuracies, "seconds": round(sum(t.seconds.values()), 3)}
+                for t in self.store.trials(record.id)
+            ],
             "created_at": _time(record.created_at),
             "started_at": _time(record.started_at),
             "finished_at": _time(record.finished_at),

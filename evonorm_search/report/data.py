@@ -2,13 +2,14 @@
 
 Owns the report's numbers: the budget-counting order of candidates, the progress series,
 the Pareto front, the known layers' scores and where they come from, the rejection
-funnel with compute per stage, the latest re-ranking, and the best layer's lineage.
+funnel with compute per stage (candidates stopped at the multi-fidelity hurdle included),
+the re-evaluations with further seeds, the latest re-ranking, and the best layer's lineage.
 """
 
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from db.rerank import RerankStore
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 
 # Evaluation stages in pipeline order (workers.evaluate), for the funnel.
 EVALUATION_STAGES = ("build", "stability", "quality", "training")
+HURDLE_STAGE = "hurdle"  # the stage of a "stopped" candidate
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ class ReportData:
     rerank_run: RerankRunRecord | None
     rerank_rows: list[RankingRow]
     lineage: list[CandidateRecord]  # the best front layer first, then its parent, ...
+    reevaluations: dict[str, int] = field(default_factory=dict)  # trials 1, 2, ... by status
 
 
 def progress_series(
@@ -120,6 +123,8 @@ def funnel(candidates: list[CandidateRecord]) -> list[FunnelRow]:
                   "rejected: worst-case gradient norm above the threshold"),
         FunnelRow("quality", count("rejected", "quality"), seconds.pop("quality", 0.0),
                   "rejected: validation accuracy below the bar after the short training"),
+        FunnelRow("stopped at the hurdle", count("stopped"), seconds.pop(HURDLE_STAGE, 0.0),
+                  "stopped: early accuracy below the multi-fidelity hurdle, not trained in full"),
         FunnelRow("training", count("failed", "training") + count("rejected", "training"),
                   seconds.pop("training", 0.0), "NaN/inf or a crash during full training"),
         FunnelRow("infrastructure", count("failed", "infrastructure"), 0.0,
@@ -184,4 +189,5 @@ def gather(store: SearchStore, search_name: str) -> ReportData:
         rerank_run=run,
         rerank_rows=rows,
         lineage=lineage(front[0] if front else None, store),
+        reevaluations=store.trial_outcomes(search.id),
     )

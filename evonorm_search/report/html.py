@@ -11,11 +11,15 @@ import json
 import statistics
 from collections.abc import Set
 from html import escape
+from typing import TYPE_CHECKING
 
 from evonorm_search.graph import LayerGraph
 from evonorm_search.planted import score_name
 from evonorm_search.report.data import ReportData
 from evonorm_search.report.plots import funnel_png, graph_png, pareto_pngs, progress_png
+
+if TYPE_CHECKING:
+    from db.records import CandidateRecord
 
 MAX_FRONT_PICTURES = 24
 
@@ -77,17 +81,27 @@ def _settings(data: ReportData) -> str:
     )
 
 
+def _accuracy(candidate: CandidateRecord, proxy: str, digits: int = 4) -> str:
+    """The candidate's (mean) accuracy, `± standard error` over its seeds when it has one."""
+    text = f"{candidate.accuracies[proxy]:.{digits}f}"
+    error = candidate.standard_errors.get(proxy)
+    return text if error is None else f"{text} ± {error:.{digits}f}"
+
+
 def _front(data: ReportData) -> str:
     proxies = data.config.proxies
     if not data.front:
         return "<p>No candidate has finished on every proxy yet: no front to show.</p>"
     rows = [
-        [f"{c.id}", f"{c.number}", *[f"{c.accuracies[p]:.4f}" for p in proxies],
-         f"{statistics.fmean(c.accuracies[p] for p in proxies):.4f}",
+        [f"{c.id}", f"{c.number}", *[_accuracy(c, p) for p in proxies],
+         f"{statistics.fmean(c.accuracies[p] for p in proxies):.4f}", f"{c.seed_count}",
          f"<code>{escape(_formula(c.graph_json))}</code>"]
         for c in data.front
     ]
-    table = _table(["id", "number", *proxies, "mean", "formula"], rows, set(range(len(proxies) + 3)))
+    note = ('<p class="note">Per proxy: the mean over the candidate\'s seeds (its first '
+            "evaluation and any re-evaluations), ± its standard error when it has two or more.</p>")
+    table = note + _table(["id", "number", *proxies, "mean", "seeds", "formula"], rows,
+                          set(range(len(proxies) + 4)))
     shown = data.front[:MAX_FRONT_PICTURES]
     cards = "".join(
         f'<div class="card"><b>id {c.id}</b> '
@@ -126,9 +140,15 @@ def _funnel(data: ReportData) -> str:
         [escape(r.stage), f"{r.removed}", f"{r.seconds:.1f}" if r.seconds else "", escape(r.note)]
         for r in data.funnel
     ]
+    trials = data.reevaluations
+    again = (
+        f'<p class="note">Re-evaluations of front members with further seeds: {sum(trials.values())} ('
+        + ", ".join(f"{escape(status)} {count}" for status, count in sorted(trials.items()))
+        + ").</p>" if trials else ""
+    )
     return (
         _table(["stage", "candidates", "compute seconds", "meaning"], rows, {1, 2})
-        + _img(funnel_png(data.funnel), "rejection funnel")
+        + again + _img(funnel_png(data.funnel), "rejection funnel")
     )
 
 
@@ -161,7 +181,7 @@ def _lineage(data: ReportData) -> str:
     proxies = data.config.proxies
     rows = []
     for c in data.lineage:
-        scores = ", ".join(f"{p} {c.accuracies[p]:.3f}" for p in proxies if p in c.accuracies)
+        scores = ", ".join(f"{p} {_accuracy(c, p, 3)}" for p in proxies if p in c.accuracies)
         origin = f"mutated from {c.parent_id}" if c.parent_id is not None else "initial member"
         rows.append([f"{c.id}", f"{c.number}", escape(c.status), escape(scores) or "–",
                      escape(origin), f"<code>{escape(_formula(c.graph_json))}</code>"])

@@ -30,6 +30,12 @@ function fmt(value, digits = 4) {
   return value === null || value === undefined ? "\u2013" : Number(value).toFixed(digits);
 }
 
+// A (mean) score with ` ± standard error` when the candidate has one for the proxy.
+function fmtScore(c, proxy, digits = 4) {
+  const error = (c.standard_errors || {})[proxy];
+  return fmt(c.scores[proxy], digits) + (error === undefined ? "" : ` \u00b1 ${fmt(error, digits)}`);
+}
+
 function candidateLink(id) {
   return id === null || id === undefined ? "\u2013" : el("a", { href: `/candidate/${id}` }, String(id));
 }
@@ -99,7 +105,7 @@ function indexPage() {
         cell(el("a", { href: `/search/${s.id}` }, s.name)),
         cell(s.strategy || ""), cell(s.dataset || ""),
         cell(`${s.evaluated} / ${s.budget}`, true),
-        cell(String(c.done || 0), true), cell(String(c.rejected || 0), true),
+        cell(String(c.done || 0), true), cell(String(c.stopped || 0), true), cell(String(c.rejected || 0), true),
         cell(String(c.failed || 0), true), cell(String(c.duplicate || 0), true),
         cell(String((c.pending || 0) + (c.running || 0)), true),
         cell(best.join("; ") || "\u2013"), cell(s.last_activity ? s.last_activity.replace("T", " ").slice(0, 19) : "\u2013"));
@@ -173,7 +179,7 @@ function renderProgress(view) {
 }
 
 function hoverText(c, proxies) {
-  const scores = proxies.map((p) => `${p} ${fmt(c.scores[p])}`).join("<br>");
+  const scores = proxies.map((p) => `${p} ${fmtScore(c, p)}`).join("<br>");
   const name = c.known ? ` (${c.known})` : "";
   // Plotly renders hover text as a small HTML subset: escape what comes from the database.
   const escape = (s) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
@@ -267,7 +273,7 @@ function renderCandidates(view) {
     `${rows.length} of ${view.candidates.length} match` + (rows.length > MAX_ROWS ? `; the first ${MAX_ROWS} shown` : "");
   rows = rows.slice(0, MAX_ROWS);
   const columns = [["id", "id"], ["number", "#"], ["status", "status"], ["stage", "stage"],
-                   ...proxies.map((p) => [`score:${p}`, p]), ["mean", "mean"], ["seconds", "compute s"],
+                   ...proxies.map((p) => [`score:${p}`, p]), ["mean", "mean"], ["seeds", "seeds"], ["seconds", "compute s"],
                    ["known", "known"], ["formula", "formula"], ["parent_id", "parent"]];
   const t = document.getElementById("candidates");
   t.tHead.replaceChildren(el("tr", {}, ...columns.map(([key, label]) => {
@@ -281,7 +287,8 @@ function renderCandidates(view) {
   })));
   t.tBodies[0].replaceChildren(...rows.map((c) => el("tr", { class: c.front ? "front" : null, title: c.reason || null },
     cell(candidateLink(c.id), true), cell(String(c.number), true), cell(c.status), cell(c.stage || ""),
-    ...proxies.map((p) => cell(fmt(c.scores[p]), true)), cell(fmt(c.mean), true), cell(fmt(c.seconds, 1), true),
+    ...proxies.map((p) => cell(fmtScore(c, p), true)), cell(fmt(c.mean), true), cell(String(c.seeds), true),
+    cell(fmt(c.seconds, 1), true),
     cell(c.known || ""), cell(el("code", {}, c.formula)), cell(candidateLink(c.parent_id), true))));
 }
 
@@ -367,7 +374,8 @@ function candidatePage() {
     document.getElementById("formula").textContent = c.formula;
     const facts = [
       ["status", c.status + (c.stage ? ` (${c.stage})` : "")], ["on the Pareto front", c.front ? "yes" : "no"],
-      ["mean accuracy", fmt(c.mean)], ["parent", candidateLink(c.parent_id)],
+      ["mean accuracy", fmt(c.mean)], ["seeds", String(c.seeds)],
+      ["hurdle", c.hurdle === null ? "\u2013" : fmt(c.hurdle)], ["parent", candidateLink(c.parent_id)],
       ["duplicate of", candidateLink(c.duplicate_of)], ["attempts", String(c.attempts)],
       ["seed", String(c.seed)], ["finished (UTC)", c.finished_at ? c.finished_at.replace("T", " ") : "\u2013"],
     ];
@@ -375,8 +383,12 @@ function candidatePage() {
     document.getElementById("facts").replaceChildren(...facts.map(([label, value]) =>
       el("div", { class: "card" }, el("div", { class: "label" }, label), el("div", {}, value))));
     const stages = Object.keys(c.stage_seconds);
-    fillTable(document.getElementById("scores"), ["proxy", "validation accuracy"],
-              c.proxies.map((p) => [p, fmt(c.scores[p])]), new Set([1]));
+    fillTable(document.getElementById("scores"), ["proxy", "validation accuracy (mean over seeds)", "early (quality check)"],
+              c.proxies.map((p) => [p, fmtScore(c, p), fmt(c.early_scores[p])]), new Set([1, 2]));
+    fillTable(document.getElementById("trials"), ["trial", "seed", "status", ...c.proxies, "compute s"],
+              c.trials.map((t) => [String(t.trial), t.seed, t.status + (t.stage ? ` (${t.stage})` : ""),
+                                   ...c.proxies.map((p) => fmt(t.scores[p])), fmt(t.seconds, 1)]),
+              new Set([0, 1, ...c.proxies.map((_, i) => i + 3), c.proxies.length + 3]));
     const timing = el("p", { class: "note" }, stages.length
       ? "Compute seconds per stage (summed over proxies): " + stages.map((s) => `${s} ${c.stage_seconds[s].toFixed(1)}`).join(", ")
       : "No compute recorded.");
@@ -391,7 +403,7 @@ function candidatePage() {
       box.replaceChildren(timing);
     }
     fillTable(document.getElementById("lineage"), ["id", "number", "status", ...c.proxies, "known", "formula"],
-              c.lineage.map((a) => [candidateLink(a.id), String(a.number), a.status, ...c.proxies.map((p) => fmt(a.scores[p])),
+              c.lineage.map((a) => [candidateLink(a.id), String(a.number), a.status, ...c.proxies.map((p) => fmtScore(a, p)),
                                     a.known || "", el("code", {}, a.formula)]),
               new Set([0, 1, ...c.proxies.map((_, i) => i + 3)]));
     document.getElementById("export").textContent = c.export;
