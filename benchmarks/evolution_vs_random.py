@@ -15,6 +15,20 @@ Prints, per arm: the best validation accuracy per proxy after 25/50/75/100% of t
 (mean over seeds), the hypervolume of the final Pareto front (K proxies, maximized,
 reference point 0), and the known layers' scores. `--json FILE` also writes every figure.
 
+At equal CPU time (issue 11, item 5): `--cpu-seconds T` gives every search T evaluation
+seconds instead of a candidate budget (a search stops at the first done candidate after
+its evaluations' stage times, re-evaluations included, reach T; the seconds actually used
+are printed). `--hurdle` and `--reevaluate` set the noise-aware fitness of both arms.
+`--rerank-top K --rerank-seeds N` then retrains each arm's best K layers (pooled over its
+search seeds, by mean validation accuracy over the proxies) and the `--baselines` with N
+fresh seeds on the TEST split under the search's training protocol (no rejection
+protocols), and prints per layer the mean and 95% interval per proxy and the paired
+difference from the first baseline. The known-layer reference arm is skipped then.
+
+    python benchmarks/evolution_vs_random.py --db bench_s.db --space S --init known \
+        --batch-size 8 --cpu-seconds 1200 --hurdle 0.5 --reevaluate 3 --seeds 0,1,2 \
+        --rerank-top 3 --rerank-seeds 5 --baselines evonorm_s0,gn_relu --json out.json
+
 Run it (tens of minutes on a 2-core machine with the defaults; measured times in docs/RESULTS.md):
     python benchmarks/evolution_vs_random.py --db bench_evo_vs_random.db
 A smoke run in a few minutes:
@@ -26,9 +40,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +53,19 @@ from db.store import CandidateRecord, SearchStore
 from evonorm_search.config import SearchConfig, stored_config
 from evonorm_search.controller import Progress, SearchController
 from evonorm_search.hypervolume import hypervolume
-from evonorm_search.rerank import complete_candidates, front_candidates
+from evonorm_search.known import get_known, known_name
+from evonorm_search.rerank import (complete_candidates, evaluate_on_test, front_candidates,
+                                   rerank_seeds)
+from evonorm_search.task import EvalResult, EvalTask
 from evonorm_search.report.data import progress_series
 from workers.datasets import load_dataset
 from workers.executors import make_evaluator
 
 KNOWN = ("bn_relu", "evonorm_s0", "evonorm_b0")
+UNBOUNDED_BUDGET = 100_000  # with --cpu-seconds the CPU limit ends each search
+# Two-sided 95% Student t quantiles by degrees of freedom (for intervals over a few seeds).
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
+       9: 2.262, 10: 2.228, 14: 2.145, 19: 2.093}
 CHECKPOINTS = (0.25, 0.5, 0.75, 1.0)
 DEFAULT_DATA = "/work/shared/data/cifar-10-batches-py"
 
@@ -66,10 +90,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--width", type=int, default=8)
     parser.add_argument("--quality-steps", type=int, default=100)
     parser.add_argument("--stability-steps", type=int, default=20)
+    parser.add_argument("--quality-threshold", type=float, default=None,
+                        help="quality-check bar (default: the search default, 0.2)")
     parser.add_argument("--eval-batches", type=int, default=4, help="validation batches of 256")
     parser.add_argument("--executor", default="ray", choices=("ray", "inline"))
     parser.add_argument("--workers", type=int, default=None, help="evaluations in flight (ray)")
+    parser.add_argument("--learning-rate", type=float, default=None,
+                        help="SGD learning rate (default: the search default)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--cpu-seconds", type=float, default=None,
+                        help="evaluation seconds per search instead of a candidate budget")
+    parser.add_argument("--hurdle", type=float, default=None, help="see `evonorm search --hurdle`")
+    parser.add_argument("--reevaluate", type=int, default=1, help="see `evonorm search --reevaluate`")
+    parser.add_argument("--rerank-top", type=int, default=0,
+                        help="retrain each arm's best K layers on the test split (0: skip)")
+    parser.add_argument("--rerank-seeds", type=int, default=5)
+    parser.add_argument("--baselines", default="evonorm_s0,gn_relu",
+                        help="known layers re-ranked with the arms' best; the first is the "
+                             "reference of the paired differences")
     return parser.parse_args(argv)
 
 
@@ -92,21 +130,58 @@ def base_config(args: argparse.Namespace, seed: int) -> SearchConfig:
         "train.stability_steps": args.stability_steps,
         "train.eval_batches": args.eval_batches,
         "train.threads": 1,  # one thread per evaluation: the workers share the cores
+        "hurdle": args.hurdle,
+        "reevaluate": args.reevaluate,
+        **({} if args.cpu_seconds is None else {"budget": UNBOUNDED_BUDGET}),
+        **({} if args.learning_rate is None else {"train.learning_rate": args.learning_rate}),
+        **({} if args.quality_threshold is None
+           else {"train.quality_threshold": args.quality_threshold}),
     })
 
 
 def arm_configs(args: argparse.Namespace, seed: int) -> dict[str, SearchConfig]:
     base = base_config(args, seed)
+    arms = {f"evo-s{seed}": base, f"random-s{seed}": base.with_overrides({"strategy": "random"})}
+    if args.rerank_top:  # the re-ranking measures the known layers, on fresh seeds
+        return arms
     return {
-        f"evo-s{seed}": base,
-        f"random-s{seed}": base.with_overrides({"strategy": "random"}),
+        **arms,
         f"known-s{seed}": base.with_overrides({
             "space": "B", "init": ",".join(KNOWN), "budget": len(KNOWN), "strategy": "random",
         }),
     }
 
 
-def run_search(store: SearchStore, name: str, config: SearchConfig, evaluator: Any) -> None:
+class MeteredEvaluator:
+    """An evaluator that adds up the stage seconds of every result it returns."""
+
+    def __init__(self, inner: Any, spent: float) -> None:
+        self.inner = inner
+        self.spent = spent
+        self.capacity = inner.capacity
+        self.retries_lost_work = inner.retries_lost_work
+
+    def _count(self, future: Future[EvalResult]) -> None:
+        if future.exception() is None:
+            self.spent += math.fsum(future.result().seconds.values())
+
+    def submit(self, task: EvalTask) -> Future[EvalResult]:
+        future = self.inner.submit(task)
+        future.add_done_callback(self._count)
+        return future
+
+    def shutdown(self) -> None:
+        """The inner evaluator is shut down by its owner."""
+
+
+def search_seconds(store: SearchStore, search_id: int) -> float:
+    """Evaluation seconds a search has spent: the stage times of all its trials."""
+    return math.fsum(sum(trial.seconds.values()) for candidate in store.candidates(search_id)
+                     for trial in store.trials(candidate.id))
+
+
+def run_search(store: SearchStore, name: str, config: SearchConfig, evaluator: Any,
+               cpu_seconds: float | None = None) -> None:
     record = store.find_search(name)
     if record is None:
         record = store.create_search(name, config.to_dict(), config.seed)
@@ -119,7 +194,14 @@ def run_search(store: SearchStore, name: str, config: SearchConfig, evaluator: A
             last[0] = time.monotonic()
             print(snapshot.line(), file=sys.stderr, flush=True)
 
-    SearchController(store, record, config, evaluator, progress=progress).run()
+    if cpu_seconds is None:
+        SearchController(store, record, config, evaluator, progress=progress).run()
+        return
+    metered = MeteredEvaluator(evaluator, search_seconds(store, record.id))
+    if metered.spent >= cpu_seconds:
+        return
+    SearchController(store, record, config, metered, progress=progress,
+                     stop_when=lambda _done: metered.spent >= cpu_seconds).run()
 
 
 def summarize(candidates: list[CandidateRecord], config: SearchConfig) -> dict[str, Any]:
@@ -128,7 +210,7 @@ def summarize(candidates: list[CandidateRecord], config: SearchConfig) -> dict[s
     evaluated = len(series.evaluated)
     at = {}
     for fraction in CHECKPOINTS:
-        index = min(evaluated, max(1, round(fraction * config.budget))) - 1
+        index = min(evaluated, max(1, round(fraction * min(config.budget, evaluated)))) - 1
         at[str(fraction)] = {p: series.best[p][index] if index >= 0 else float("nan") for p in proxies}
     front = front_candidates(candidates, proxies)
     done = complete_candidates(candidates, proxies)
@@ -144,7 +226,11 @@ def summarize(candidates: list[CandidateRecord], config: SearchConfig) -> dict[s
         "best_mean": max(
             (statistics.fmean(c.accuracies[p] for p in proxies) for c in done), default=float("nan")
         ),
-        "front": [{"id": c.id, "accuracies": c.accuracies} for c in front],
+        "front": [{"id": c.id, "accuracies": c.accuracies, "standard_errors": c.standard_errors,
+                   "seeds": c.seed_count, "graph_json": c.graph_json,
+                   "hash": c.structural_hash} for c in front],
+        "stopped": sum(c.status == "stopped" for c in candidates),
+        "rejected": sum(c.status == "rejected" for c in candidates),
     }
 
 
@@ -198,6 +284,145 @@ def print_tables(results: dict[str, dict[str, Any]], seeds: list[int], proxies: 
             print(f"  seed {s}  {name:<12} {text}")
 
 
+def interval(values: list[float]) -> tuple[float, float]:
+    """Mean and half-width of the 95% t interval (NaN half-width below two values)."""
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, math.nan
+    t = T95.get(len(values) - 1, 1.96)
+    return mean, t * statistics.stdev(values) / math.sqrt(len(values))
+
+
+def best_layers(results: dict[str, dict[str, Any]], arm: str, seeds: list[int], top: int,
+                proxies: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The arm's best `top` distinct layers over its searches' fronts, by mean validation
+    accuracy over the proxies (each a mean over its seeds)."""
+    pooled = [dict(member, search=f"{arm}-s{s}") for s in seeds
+              for member in results[f"{arm}-s{s}"]["front"]]
+    pooled.sort(key=lambda m: -statistics.fmean(m["accuracies"][p] for p in proxies))
+    chosen: list[dict[str, Any]] = []
+    for member in pooled:
+        if all(member["hash"] != c["hash"] for c in chosen):
+            chosen.append(member)
+        if len(chosen) == top:
+            break
+    return chosen
+
+
+def rerank_arms(args: argparse.Namespace, results: dict[str, dict[str, Any]], seeds: list[int],
+                config: SearchConfig, data: Any) -> dict[str, Any]:
+    """Retrain the arms' best layers and the baselines with fresh seeds on the test split;
+    results are cached in `<db>.rerank.json` so that an interrupted run resumes."""
+    proxies = config.proxies
+    entries: dict[str, dict[str, Any]] = {}
+    for name in [b.strip() for b in args.baselines.split(",") if b.strip()]:
+        graph = get_known(name)
+        entries[graph.structural_hash()] = {"label": name, "arm": "known",
+                                            "graph_json": graph.to_json(), "validation": None}
+    for arm in ("evo", "random"):
+        for member in best_layers(results, arm, seeds, args.rerank_top, proxies):
+            entry = entries.setdefault(member["hash"], {
+                "label": f"{member['search']} #{member['id']}", "arm": arm,
+                "graph_json": member["graph_json"], "validation": member["accuracies"]})
+            if entry["arm"] not in (arm, "known"):
+                entry["arm"] = "both"
+    cache_path = Path(str(args.db) + ".rerank.json")
+    cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    # Fresh seeds: the search used seeds derived from the search seeds, never these.
+    test_seeds = rerank_seeds(10_000 + seeds[0], args.rerank_seeds)
+    train = replace(config.train, stability_steps=0, quality_steps=0, eval_batches=None)
+    todo = [(h, s) for h in entries for s in test_seeds if f"{h}:{s}" not in cache]
+    print(f"re-ranking {len(entries)} layers x {len(test_seeds)} seeds on the test split "
+          f"({len(todo)} evaluations to run)", file=sys.stderr, flush=True)
+    evaluator = make_evaluator(args.executor, evaluate_fn=evaluate_on_test, data=data,
+                               workers=args.workers)
+    in_flight: dict[Future[EvalResult], tuple[str, int]] = {}
+    try:
+        while todo or in_flight:
+            while todo and len(in_flight) < max(1, evaluator.capacity):
+                structural_hash, seed = todo.pop(0)
+                task = EvalTask(entries[structural_hash]["graph_json"], proxies, config.dataset,
+                                train, seed)
+                in_flight[evaluator.submit(task)] = (structural_hash, seed)
+            finished, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
+            for future in finished:
+                structural_hash, seed = in_flight.pop(future)
+                result = future.result()
+                cache[f"{structural_hash}:{seed}"] = result.to_dict()
+                cache_path.write_text(json.dumps(cache))
+                print(f"  {entries[structural_hash]['label']} seed {seed}: {result.status} "
+                      + " ".join(f"{p}={a:.3f}" for p, a in result.accuracies.items()),
+                      file=sys.stderr, flush=True)
+    finally:
+        evaluator.shutdown()
+    for structural_hash, entry in entries.items():
+        entry["test"] = [cache[f"{structural_hash}:{s}"] for s in test_seeds]
+        entry["known"] = known_name(structural_hash)
+    return {"seeds": test_seeds, "entries": entries, "train": train.to_dict()}
+
+
+def print_rerank(reranked: dict[str, Any], proxies: tuple[str, ...], reference: str) -> None:
+    """Per layer and proxy: test mean +- 95% interval, and the paired difference from the
+    reference baseline (same seeds) with its 95% interval."""
+    entries = reranked["entries"]
+    base = next(e for e in entries.values() if e["label"] == reference)
+
+    def accuracies(entry: dict[str, Any], proxy: str) -> list[float]:
+        # A run that did not finish counts as 0 (the layer failed on that seed).
+        return [r["accuracies"].get(proxy, 0.0) if r["status"] == "done" else 0.0
+                for r in entry["test"]]
+
+    n = len(reranked["seeds"])
+    print(f"\nre-ranking on the TEST split, {n} fresh seeds, the search's training protocol; "
+          f"mean and 95% t interval; difference from {reference} paired by seed:")
+    print("| layer | arm | " + " | ".join(proxies) + " | " +
+          " | ".join(f"diff {p}" for p in proxies) + " | beats " + reference +
+          " on every proxy | formula |")
+    print("|---|---|" + "---:|" * (2 * len(proxies)) + "---|---|")
+    rows = []
+    for entry in entries.values():
+        cells, diffs, beats = [], [], True
+        for proxy in proxies:
+            mean, half = interval(accuracies(entry, proxy))
+            cells.append(f"{mean:.4f} ± {half:.4f}")
+            diff = [a - b for a, b in zip(accuracies(entry, proxy), accuracies(base, proxy),
+                                          strict=True)]
+            dmean, dhalf = interval(diff)
+            diffs.append(f"{dmean:+.4f} ± {dhalf:.4f}")
+            beats = beats and dmean - dhalf > 0
+        overall = statistics.fmean(statistics.fmean(accuracies(entry, p)) for p in proxies)
+        from evonorm_search.graph import LayerGraph
+
+        formula = LayerGraph.from_json(entry["graph_json"]).formula()
+        label = entry["label"] + (f" ({entry['known']})" if entry["known"] and
+                                  entry["known"] != entry["label"] else "")
+        rows.append((overall, f"| {label} | {entry['arm']} | " + " | ".join(cells) + " | "
+                     + " | ".join(diffs) + f" | {'yes' if beats and entry is not base else 'no'}"
+                     f" | `{formula}` |"))
+    for _, row in sorted(rows, key=lambda r: -r[0]):
+        print(row)
+
+
+def print_equal_cost(results: dict[str, dict[str, Any]], seeds: list[int]) -> None:
+    """Seconds used, candidates, and hypervolume per search; evo - random paired by seed."""
+    print("\nat equal evaluation seconds per search:")
+    print("| seed | arm | seconds | evaluated | stopped at hurdle | re-evaluations | front | "
+          "hypervolume |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|")
+    for s in seeds:
+        for arm in ("evo", "random"):
+            r = results[f"{arm}-s{s}"]
+            print(f"| {s} | {arm} | {r['seconds']:.0f} | {r['evaluated']} | {r['stopped']} | "
+                  f"{r['reevaluations']} | {r['front_size']} | {r['hypervolume']:.5f} |")
+    diffs = [results[f"evo-s{s}"]["hypervolume"] - results[f"random-s{s}"]["hypervolume"]
+             for s in seeds]
+    mean, half = interval(diffs)
+    wins = sum(d > 0 for d in diffs)
+    print(f"hypervolume evo - random per seed: {', '.join(f'{d:+.5f}' for d in diffs)}; "
+          f"mean {mean:+.5f} ± {half:.5f} (95% t, {len(seeds)} seeds); evolution ahead in "
+          f"{wins} of {len(seeds)}")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -213,20 +438,34 @@ def main(argv: list[str] | None = None) -> None:
         with SearchStore.open(Path(args.db), create=True) as store:
             for name, config in configs.items():
                 print(f"--- {name}", file=sys.stderr, flush=True)
-                run_search(store, name, config, evaluator)
-                candidates = store.candidates(store.get_search(name).id)
+                run_search(store, name, config, evaluator, args.cpu_seconds)
+                search_id = store.get_search(name).id
+                candidates = store.candidates(search_id)
                 results[name] = summarize(candidates, config)
+                results[name]["seconds"] = search_seconds(store, search_id)
+                results[name]["reevaluations"] = sum(
+                    n for status, n in store.trial_outcomes(search_id).items()
+                    if status not in ("pending", "running"))
                 if name.startswith("known-"):
                     results[name]["known"] = known_scores(candidates, config.proxies)
     finally:
         evaluator.shutdown()
+    reranked = None
+    if args.rerank_top:
+        reranked = rerank_arms(args, results, seeds, first, data)
     elapsed = time.monotonic() - started
-    print_tables(results, seeds, first.proxies)
+    if args.cpu_seconds is not None:
+        print_equal_cost(results, seeds)
+    if reranked is not None:
+        print_rerank(reranked, first.proxies, args.baselines.split(",")[0].strip())
+    else:
+        print_tables(results, seeds, first.proxies)
     command = "python benchmarks/evolution_vs_random.py " + " ".join(sys.argv[1:] if argv is None else argv)
     print(f"\nwall time this invocation: {elapsed / 60:.1f} min; command: {command}")
     if args.json is not None:
         args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)},
-                                         "results": results, "minutes": elapsed / 60}, indent=1))
+                                         "results": results, "rerank": reranked,
+                                         "minutes": elapsed / 60}, indent=1))
 
 
 if __name__ == "__main__":

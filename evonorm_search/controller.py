@@ -179,7 +179,8 @@ class SearchController:
         fingerprint_fn: Callable[[LayerGraph], Fingerprint] = fingerprint,
         stop_when: Callable[[CandidateRecord], bool] | None = None,
     ) -> None:
-        """`stop_when(record)`, called on each newly done candidate, ends the run early
+        """`stop_when(record)`, called with the candidate after each recorded evaluation
+        (any status; after a re-evaluation, with its new mean), ends the run early
         when it returns True: nothing new is submitted, evaluations in flight finish (a
         planted-recovery benchmark stops at the first recovery this way)."""
         self.store = store
@@ -512,16 +513,17 @@ class SearchController:
                     continue
                 reason = f"no result after {attempts} attempts: {type(error).__name__}: {error}"
                 if job.trial is not None:
-                    self._trial_finished(
-                        self.store.mark_trial_failed(job.trial.id, INFRASTRUCTURE_STAGE, reason))
-                    self._after_result()
+                    candidate = self.store.mark_trial_failed(job.trial.id, INFRASTRUCTURE_STAGE, reason)
+                    self._trial_finished(candidate)
+                    self._after_result(candidate)
                     continue
                 finished = self.store.mark_failed(job.candidate.id, INFRASTRUCTURE_STAGE, reason)
             else:
                 self._state.evaluated_this_run += 1
                 if job.trial is not None:
-                    self._trial_finished(self._record_trial(job.trial, result))
-                    self._after_result()
+                    candidate = self._record_trial(job.trial, result)
+                    self._trial_finished(candidate)
+                    self._after_result(candidate)
                     continue
                 try:
                     finished = self.store.record_result(
@@ -539,9 +541,7 @@ class SearchController:
             self._tally(self._state, finished)
             if finished.status == "done":
                 self._join_population(finished)
-                if self._stop_when is not None and self._stop_when(finished):
-                    self.stopped_early = True
-            self._after_result()
+            self._after_result(finished)
 
     def _record_trial(self, trial: TrialRecord, result: EvalResult) -> CandidateRecord:
         try:
@@ -558,7 +558,9 @@ class SearchController:
         except ValueError as error:  # e.g. a NaN accuracy: the result is unusable
             return self.store.mark_trial_failed(trial.id, "result", str(error))
 
-    def _after_result(self) -> None:
+    def _after_result(self, candidate: CandidateRecord) -> None:
+        if self._stop_when is not None and self._stop_when(candidate):
+            self.stopped_early = True
         if not self.stopped_early:
             self._schedule_reevaluations()
         self._report()

@@ -334,3 +334,19 @@ def test_a_new_search_takes_the_training_budget_of_its_data_set() -> None:
     assert cifar.train.quality_steps == digits.train.quality_steps == 100
     given = new_search_config({"dataset.name": "npz", "train.batch_size": 16})
     assert (given.train.batch_size, given.train.steps) == (16, 300)
+
+
+def test_stop_when_sees_every_recorded_evaluation_and_ends_the_run(tmp_path: Path) -> None:
+    seen: list[str] = []
+
+    def stop_after_four(record: object) -> bool:
+        seen.append(record.status)  # type: ignore[attr-defined]
+        return len(seen) == 4
+
+    config = make_config()
+    with SearchStore.open(tmp_path / "s.db", create=True) as store:
+        record = store.create_search("s", config.to_dict(), config.seed)
+        final = SearchController(store, record, config, InlineEvaluator(fake_evaluate),
+                                 stop_when=stop_after_four).run()
+    assert len(seen) == 4 and final.submitted == 4 and not final.complete
+    assert "rejected" in seen or len(set(seen)) == 1  # not only done candidates are shown
