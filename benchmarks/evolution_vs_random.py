@@ -59,7 +59,7 @@ from evonorm_search.rerank import (complete_candidates, evaluate_on_test, front_
 from evonorm_search.task import EvalResult, EvalTask
 from evonorm_search.report.data import progress_series
 from workers.datasets import load_dataset
-from workers.executors import make_evaluator
+from workers.executors import InlineEvaluator, make_evaluator
 
 KNOWN = ("bn_relu", "evonorm_s0", "evonorm_b0")
 UNBOUNDED_BUDGET = 100_000  # with --cpu-seconds the CPU limit ends each search
@@ -98,6 +98,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--learning-rate", type=float, default=None,
                         help="SGD learning rate (default: the search default)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--arms", default="evo,random",
+                        help="which searches this invocation runs (e.g. one arm per process; "
+                             "the report needs every arm: rerun with both once they are done)")
     parser.add_argument("--cpu-seconds", type=float, default=None,
                         help="evaluation seconds per search instead of a candidate budget")
     parser.add_argument("--hurdle", type=float, default=None, help="see `evonorm search --hurdle`")
@@ -128,7 +131,7 @@ def base_config(args: argparse.Namespace, seed: int) -> SearchConfig:
         "train.width": args.width,
         "train.quality_steps": args.quality_steps,
         "train.stability_steps": args.stability_steps,
-        "train.eval_batches": args.eval_batches,
+        "train.eval_batches": args.eval_batches or None,  # 0: the whole validation split
         "train.threads": 1,  # one thread per evaluation: the workers share the cores
         "hurdle": args.hurdle,
         "reevaluate": args.reevaluate,
@@ -142,6 +145,8 @@ def base_config(args: argparse.Namespace, seed: int) -> SearchConfig:
 def arm_configs(args: argparse.Namespace, seed: int) -> dict[str, SearchConfig]:
     base = base_config(args, seed)
     arms = {f"evo-s{seed}": base, f"random-s{seed}": base.with_overrides({"strategy": "random"})}
+    arms = {name: config for name, config in arms.items()
+            if name.split("-")[0] in args.arms.split(",")}
     if args.rerank_top:  # the re-ranking measures the known layers, on fresh seeds
         return arms
     return {
@@ -153,21 +158,33 @@ def arm_configs(args: argparse.Namespace, seed: int) -> dict[str, SearchConfig]:
 
 
 class MeteredEvaluator:
-    """An evaluator that adds up the stage seconds of every result it returns."""
+    """An evaluator that adds up what its evaluations cost, kept in `ledger` (a JSON file)
+    so that a resumed search continues the count: the process CPU seconds of an inline
+    evaluation (exact, whatever else loads the machine), else the result's stage seconds."""
 
-    def __init__(self, inner: Any, spent: float) -> None:
+    def __init__(self, inner: Any, ledger: Path, fallback: float) -> None:
         self.inner = inner
-        self.spent = spent
+        self.ledger = ledger
+        self.spent = json.loads(ledger.read_text())["cpu_seconds"] if ledger.exists() else fallback
         self.capacity = inner.capacity
         self.retries_lost_work = inner.retries_lost_work
 
     def _count(self, future: Future[EvalResult]) -> None:
         if future.exception() is None:
             self.spent += math.fsum(future.result().seconds.values())
+        self._save()
+
+    def _save(self) -> None:
+        self.ledger.write_text(json.dumps({"cpu_seconds": self.spent}))
 
     def submit(self, task: EvalTask) -> Future[EvalResult]:
+        before = time.process_time()
         future = self.inner.submit(task)
-        future.add_done_callback(self._count)
+        if isinstance(self.inner, InlineEvaluator):  # evaluated inside submit, in this process
+            self.spent += time.process_time() - before
+            self._save()
+        else:
+            future.add_done_callback(self._count)
         return future
 
     def shutdown(self) -> None:
@@ -178,6 +195,10 @@ def search_seconds(store: SearchStore, search_id: int) -> float:
     """Evaluation seconds a search has spent: the stage times of all its trials."""
     return math.fsum(sum(trial.seconds.values()) for candidate in store.candidates(search_id)
                      for trial in store.trials(candidate.id))
+
+
+def ledger_path(store: SearchStore, name: str) -> Path:
+    return Path(f"{store.path}.{name}.cpu.json")
 
 
 def run_search(store: SearchStore, name: str, config: SearchConfig, evaluator: Any,
@@ -197,7 +218,8 @@ def run_search(store: SearchStore, name: str, config: SearchConfig, evaluator: A
     if cpu_seconds is None:
         SearchController(store, record, config, evaluator, progress=progress).run()
         return
-    metered = MeteredEvaluator(evaluator, search_seconds(store, record.id))
+    metered = MeteredEvaluator(evaluator, ledger_path(store, name),
+                               search_seconds(store, record.id))
     if metered.spent >= cpu_seconds:
         return
     SearchController(store, record, config, metered, progress=progress,
@@ -442,7 +464,9 @@ def main(argv: list[str] | None = None) -> None:
                 search_id = store.get_search(name).id
                 candidates = store.candidates(search_id)
                 results[name] = summarize(candidates, config)
-                results[name]["seconds"] = search_seconds(store, search_id)
+                ledger = ledger_path(store, name)
+                results[name]["seconds"] = (json.loads(ledger.read_text())["cpu_seconds"]
+                                            if ledger.exists() else search_seconds(store, search_id))
                 results[name]["reevaluations"] = sum(
                     n for status, n in store.trial_outcomes(search_id).items()
                     if status not in ("pending", "running"))
@@ -450,6 +474,10 @@ def main(argv: list[str] | None = None) -> None:
                     results[name]["known"] = known_scores(candidates, config.proxies)
     finally:
         evaluator.shutdown()
+    if set(args.arms.split(",")) != {"evo", "random"}:
+        print(f"searches of arm(s) {args.arms} done in {(time.monotonic() - started) / 60:.1f} "
+              "min; rerun with both arms for the comparison", file=sys.stderr)
+        return
     reranked = None
     if args.rerank_top:
         reranked = rerank_arms(args, results, seeds, first, data)

@@ -30,6 +30,9 @@ STRATEGIES: tuple[str, ...] = ("evolution", "random")
 # The seed and the population size reach SQLite, whose INTEGER is a signed 64-bit number.
 MAX_INTEGER = 2**63 - 1
 MAX_REEVALUATE = 100  # seeds per front member: far above any useful count
+# What a setting meant before it existed: a search stored without it resumes as it ran,
+# whatever today's default is.
+LEGACY_SETTINGS: dict[str, Any] = {"hurdle": None, "reevaluate": 1}
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,7 @@ class SearchConfig:
     # `reevaluate` is the number of seeds each member of the population's Pareto front is
     # trained with in the end (1: one seed per candidate, as in the paper).
     hurdle: float | None = None
-    reevaluate: int = 1
+    reevaluate: int = 3
 
     def __post_init__(self) -> None:
         self.validate()
@@ -196,7 +199,7 @@ class SearchConfig:
         unknown = set(data) - known
         if unknown:
             raise ConfigError(f"unknown search settings {sorted(unknown)}")
-        values = dict(data)
+        values = {**LEGACY_SETTINGS, **data}
         try:
             if "proxies" in values:
                 values["proxies"] = tuple(values["proxies"])

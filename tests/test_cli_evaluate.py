@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from evonorm_search.cli import main
+from evonorm_search.task import TrainSettings
 from tests.cli_runner import run_evonorm
 
 TINY = ["--steps", "6", "--quality-steps", "0", "--stability-steps", "2", "--width", "4",
@@ -61,7 +62,7 @@ def test_training_budget_defaults_to_the_data_sets(tmp_path: Path) -> None:
         code, out, err = run_evonorm("evaluate", "bn_relu", "--dataset", name, *tiny, *extra)
         assert code == 0, err
         runs[name] = out
-    assert '"steps": {"resnet": 200}' in runs["digits"]
+    assert f'"steps": {{"resnet": {TrainSettings().steps}}}' in runs["digits"]
     assert '"steps": {"resnet": 300}' in runs["npz"]
     code, out, err = run_evonorm("evaluate", "bn_relu", "--dataset", "npz", "--data-dir",
                                  str(images), "--steps", "7", *tiny)

@@ -65,7 +65,7 @@ def db(tmp_path: Path) -> tuple[Path, dict[str, dict[int, int]]]:
 def known_db(tmp_path: Path) -> tuple[Path, list[int]]:
     """Search "k": a complete search (budget 3 spent) over known and unknown layers."""
     path = tmp_path / "known.db"
-    config = SearchConfig(budget=3, proxies=("resnet", "mobilenetv2"))
+    config = SearchConfig(budget=3, proxies=("resnet", "mobilenetv2"), reevaluate=1)  # one seed each
     ids = []
     with SearchStore.open(path, create=True) as store:
         search = store.create_search("k", config.to_dict(), seed=0)
