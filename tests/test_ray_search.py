@@ -103,8 +103,10 @@ def _evaluated(candidates: list[CandidateRecord]) -> list[CandidateRecord]:
 
 
 def _config(**changes: Any) -> SearchConfig:
-    # max_attempts=1: the controller does not resubmit, so only Ray's own retries act.
-    config = SearchConfig(proxies=PROXIES, budget=8, population=4, seed=3, max_attempts=1)
+    # max_attempts=1: the controller does not resubmit, so only Ray's own retries act;
+    # one seed per candidate, so that each stored accuracy is one task's score.
+    config = SearchConfig(proxies=PROXIES, budget=8, population=4, seed=3, max_attempts=1,
+                          reevaluate=1)
     return config.with_overrides(changes)
 
 
