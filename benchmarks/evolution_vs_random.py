@@ -108,6 +108,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rerank-top", type=int, default=0,
                         help="retrain each arm's best K layers on the test split (0: skip)")
     parser.add_argument("--rerank-seeds", type=int, default=5)
+    parser.add_argument("--rerank-seed-base", type=int, default=10_000,
+                        help="another base draws another set of fresh seeds (a confirmation)")
     parser.add_argument("--baselines", default="evonorm_s0,gn_relu",
                         help="known layers re-ranked with the arms' best; the first is the "
                              "reference of the paired differences")
@@ -351,7 +353,7 @@ def rerank_arms(args: argparse.Namespace, results: dict[str, dict[str, Any]], se
     cache_path = Path(str(args.db) + ".rerank.json")
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     # Fresh seeds: the search used seeds derived from the search seeds, never these.
-    test_seeds = rerank_seeds(10_000 + seeds[0], args.rerank_seeds)
+    test_seeds = rerank_seeds(args.rerank_seed_base + seeds[0], args.rerank_seeds)
     train = replace(config.train, stability_steps=0, quality_steps=0, eval_batches=None)
     todo = [(h, s) for h in entries for s in test_seeds if f"{h}:{s}" not in cache]
     print(f"re-ranking {len(entries)} layers x {len(test_seeds)} seeds on the test split "
