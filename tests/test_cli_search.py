@@ -208,7 +208,10 @@ def test_ctrl_c_stops_cleanly_and_resumes(tmp_path: Path) -> None:
     db = tmp_path / "c.db"
     args = [str(Path(sys.executable).parent / "evonorm"), "search", "--name", "t", "--db", str(db),
             "--executor", "inline", "--budget", "8", *TINY, "--steps", "40"]
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # A shell without job control starts background commands with SIGINT ignored, and the
+    # child would inherit that (then Python installs no Ctrl-C handler): give it the default.
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 90
     while _finished(db) < 1 and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
