@@ -67,6 +67,33 @@ def _check_accuracies(accuracies: Mapping[str, float]) -> None:
             raise ValueError(f"accuracy for proxy {proxy!r} must be a finite number, got {accuracy!r}")
 
 
+def _result_columns(
+    status: str,
+    accuracies: Mapping[str, float] | None,
+    stage: str | None,
+    reason: str | None,
+    steps: Mapping[str, int] | None,
+    seconds: Mapping[str, float] | None,
+    early_accuracies: Mapping[str, float] | None,
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """An evaluation's outcome checked (ValueError) and as the columns that candidates and
+    trials share, with its accuracies apart (candidates keep those in `evaluations`)."""
+    if status not in RESULT_STATUSES:
+        raise ValueError(f"a result cannot have status {status!r}; expected one of {RESULT_STATUSES}")
+    accuracies, early = dict(accuracies or {}), dict(early_accuracies or {})
+    _check_accuracies(accuracies)
+    _check_accuracies(early)
+    return accuracies, {
+        "status": status,
+        "stage": stage,
+        "reason": reason,
+        "seconds_json": json.dumps({k: float(v) for k, v in (seconds or {}).items()}),
+        "steps_json": json.dumps({k: int(v) for k, v in (steps or {}).items()}),
+        "early_json": json.dumps(early),
+        "finished_at": utc_now(),
+    }
+
+
 class SearchStore(Database):
     """Searches and their candidates in one SQLite file. Use `SearchStore.open`."""
 
@@ -282,11 +309,8 @@ class SearchStore(Database):
         passes them; db knows nothing of that class).
         """
         self.require_writable()
-        if status not in RESULT_STATUSES:
-            raise ValueError(f"a result cannot have status {status!r}; expected one of {RESULT_STATUSES}")
-        accuracies, early = dict(accuracies or {}), dict(early_accuracies or {})
-        _check_accuracies(accuracies)
-        _check_accuracies(early)
+        accuracies, result = _result_columns(status, accuracies, stage, reason, steps, seconds,
+                                             early_accuracies)
         with self.transaction() as connection:
             current = connection.execute(
                 select(CANDIDATES.c.status, CANDIDATES.c.search_id, CANDIDATES.c.seed,
@@ -298,16 +322,6 @@ class SearchStore(Database):
                 raise AssertionError("unreachable")
             if current.status not in ("pending", "running"):
                 raise StoreError(f"candidate {candidate_id} is already {current.status}; a result is recorded once")
-            now = utc_now()
-            result = {
-                "status": status,
-                "stage": stage,
-                "reason": reason,
-                "seconds_json": json.dumps({k: float(v) for k, v in (seconds or {}).items()}),
-                "steps_json": json.dumps({k: int(v) for k, v in (steps or {}).items()}),
-                "early_json": json.dumps(early),
-                "finished_at": now,
-            }
             self._update(connection, candidate_id, **result)
             connection.execute(insert(TRIALS).values(
                 search_id=current.search_id, candidate_id=candidate_id, trial=0,
@@ -390,11 +404,8 @@ class SearchStore(Database):
     ) -> CandidateRecord:
         """Store a re-evaluation's outcome; returns its candidate with the new mean."""
         self.require_writable()
-        if status not in RESULT_STATUSES:
-            raise ValueError(f"a result cannot have status {status!r}; expected one of {RESULT_STATUSES}")
-        accuracies, early = dict(accuracies or {}), dict(early_accuracies or {})
-        _check_accuracies(accuracies)
-        _check_accuracies(early)
+        accuracies, result = _result_columns(status, accuracies, stage, reason, steps, seconds,
+                                             early_accuracies)
         with self.transaction() as connection:
             current = connection.execute(
                 select(TRIALS.c.status, TRIALS.c.candidate_id).where(TRIALS.c.id == trial_id)
@@ -404,12 +415,7 @@ class SearchStore(Database):
             if current.status not in ("pending", "running"):
                 raise StoreError(f"trial {trial_id} is already {current.status}; a result is recorded once")
             connection.execute(update(TRIALS).where(TRIALS.c.id == trial_id).values(
-                status=status, stage=stage, reason=reason,
-                accuracies_json=json.dumps(accuracies), early_json=json.dumps(early),
-                seconds_json=json.dumps({k: float(v) for k, v in (seconds or {}).items()}),
-                steps_json=json.dumps({k: int(v) for k, v in (steps or {}).items()}),
-                finished_at=utc_now(),
-            ))
+                accuracies_json=json.dumps(accuracies), **result))
             self._refresh_mean(connection, current.candidate_id)
             return self._one(connection, current.candidate_id)
 

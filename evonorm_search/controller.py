@@ -526,16 +526,8 @@ class SearchController:
                     self._after_result(candidate)
                     continue
                 try:
-                    finished = self.store.record_result(
-                        job.candidate.id,
-                        status=result.status,
-                        accuracies=result.accuracies,
-                        stage=result.stage,
-                        reason=result.reason,
-                        steps=result.steps,
-                        seconds=result.seconds,
-                        early_accuracies=result.early_accuracies,
-                    )
+                    # EvalResult's fields are the store's keyword arguments, one for one.
+                    finished = self.store.record_result(job.candidate.id, **result.to_dict())
                 except ValueError as error:  # e.g. a NaN accuracy: the result is unusable
                     finished = self.store.mark_failed(job.candidate.id, "result", str(error))
             self._tally(self._state, finished)
@@ -545,16 +537,7 @@ class SearchController:
 
     def _record_trial(self, trial: TrialRecord, result: EvalResult) -> CandidateRecord:
         try:
-            return self.store.record_trial(
-                trial.id,
-                status=result.status,
-                accuracies=result.accuracies,
-                stage=result.stage,
-                reason=result.reason,
-                steps=result.steps,
-                seconds=result.seconds,
-                early_accuracies=result.early_accuracies,
-            )
+            return self.store.record_trial(trial.id, **result.to_dict())
         except ValueError as error:  # e.g. a NaN accuracy: the result is unusable
             return self.store.mark_trial_failed(trial.id, "result", str(error))
 
