@@ -4,6 +4,7 @@ infrastructure retries, Ctrl-C, and resume equivalence."""
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
@@ -352,3 +353,33 @@ def test_stop_when_sees_every_recorded_evaluation_and_ends_the_run(tmp_path: Pat
                                  stop_when=stop_after_four).run()
     assert len(seen) == 4 and final.submitted == 4 and not final.complete
     assert "rejected" in seen or len(set(seen)) == 1  # not only done candidates are shown
+
+
+def sequence_digest(path: Path, config: SearchConfig) -> str:
+    """A digest of everything a search proposed and recorded, candidate by candidate:
+    number, structure, parent, status, duplicate, fingerprint and re-evaluation trials."""
+    _, candidates, _ = run_search(path, config, InlineEvaluator(fake_evaluate))
+    number = {c.id: c.number for c in candidates}
+    with SearchStore.open(path) as store:
+        trials = [[(t.trial, t.seed, t.status) for t in store.trials(c.id)] for c in candidates]
+    rows = [(c.number, c.structural_hash, number.get(c.parent_id), c.status,
+             number.get(c.duplicate_of), c.fingerprint, trial)
+            for c, trial in zip(candidates, trials, strict=True)]
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
+
+
+# Pinned before the controller was split into a loop and strategies (issue 16): with the
+# settings of that time a search must keep proposing exactly these candidates.
+PINNED_SEQUENCES = [
+    ({}, "859b4ad0f0f62f51"),
+    ({"reevaluate": 3}, "97fed545411b8770"),
+    ({"mutations": ("node", "op", "input", "insert", "delete"), "tournament_fraction": 0.25,
+      "num_nodes": 4, "init": "random", "budget": 40}, "37c9ebafc0eec77e"),
+    ({"strategy": "random", "init": "random", "budget": 20, "population": 3}, "3eba0c50757178cb"),
+]
+
+
+@pytest.mark.parametrize("changes, digest", PINNED_SEQUENCES)
+def test_search_proposes_the_pinned_candidate_sequence(tmp_path: Path, changes: dict,
+                                                       digest: str) -> None:
+    assert sequence_digest(tmp_path / "s.db", make_config(**changes)) == digest
