@@ -41,7 +41,7 @@ from pathlib import Path
 
 from db.store import SearchStore
 from evonorm_search.config import SearchConfig
-from evonorm_search.controller import SearchController
+from evonorm_search.search.controller import SearchController
 from workers.datasets import load_dataset
 from workers.evaluate import evaluate
 from workers.executors import InlineEvaluator

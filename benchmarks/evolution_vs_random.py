@@ -51,7 +51,7 @@ from typing import Any
 
 from db.store import CandidateRecord, SearchStore
 from evonorm_search.config import SearchConfig, stored_config
-from evonorm_search.controller import Progress, SearchController
+from evonorm_search.search.controller import Progress, SearchController
 from evonorm_search.hypervolume import hypervolume
 from evonorm_search.known import get_known, known_name
 from evonorm_search.rerank import (complete_candidates, evaluate_on_test, front_candidates,

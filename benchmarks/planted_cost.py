@@ -20,7 +20,7 @@ import torch
 
 from evonorm_search.fingerprint import _fingerprint
 from evonorm_search.known import get_known
-from evonorm_search.mutation import MUTATIONS, mutate
+from evonorm_search.search.moves import MUTATIONS, mutate
 from evonorm_search.planted import REGIME_NAMES
 from evonorm_search.task import EvalTask
 from workers import planted

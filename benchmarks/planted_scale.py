@@ -24,7 +24,7 @@ from tempfile import mkdtemp
 
 from db.store import SearchStore
 from evonorm_search.config import new_search_config
-from evonorm_search.controller import Progress, SearchController
+from evonorm_search.search.controller import Progress, SearchController
 from evonorm_search.known import get_known
 from evonorm_search.task import EvalResult, EvalTask
 from workers.evaluate import evaluate
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     evaluation_cpu = [0.0]
     if args.resume:
         from evonorm_search.config import stored_config
-        from evonorm_search.controller import counts_toward_budget
+        from evonorm_search.search.controller import counts_toward_budget
 
         with SearchStore.open(path) as store:
             search = store.get_search("scale")

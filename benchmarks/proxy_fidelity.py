@@ -74,7 +74,7 @@ from training_budget import spearman  # benchmarks/ is on sys.path when run as a
 
 from evonorm_search.graph import LayerGraph
 from evonorm_search.known import KNOWN_LAYERS, formula_label
-from evonorm_search.mutation import mutate
+from evonorm_search.search.moves import mutate
 from evonorm_search.task import DatasetSpec, EvalTask, TrainSettings
 
 PROXIES = ("resnet", "mobilenetv2", "efficientnet")

@@ -34,7 +34,7 @@ from ray.cluster_utils import Cluster
 
 from db.store import SearchStore
 from evonorm_search.config import SearchConfig
-from evonorm_search.controller import SearchController
+from evonorm_search.search.controller import SearchController
 from evonorm_search.task import EvalResult, EvalTask
 from workers.ray_executor import RayEvaluator
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from db.store import SearchStore
 from evonorm_search.config import SearchConfig
-from evonorm_search.controller import SearchController
+from evonorm_search.search.controller import SearchController
 from evonorm_search.fingerprint import Fingerprint, fingerprint
 from evonorm_search.graph import LayerGraph
 from evonorm_search.task import DatasetSpec, EvalResult, EvalTask, TrainSettings
@@ -99,7 +99,7 @@ def overhead(max_stored: int, window: int, population: int) -> None:
 
 def _budget_for(store: SearchStore, search_id: int) -> int:
     """Candidates of the search that count toward the budget so far."""
-    from evonorm_search.controller import counts_toward_budget
+    from evonorm_search.search.controller import counts_toward_budget
 
     return sum(counts_toward_budget(c) for c in store.candidates(search_id))
 

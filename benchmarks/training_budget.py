@@ -26,7 +26,7 @@ import torch
 
 from evonorm_search.graph import LayerGraph
 from evonorm_search.known import KNOWN_LAYERS
-from evonorm_search.mutation import mutate, random_graph
+from evonorm_search.search.moves import mutate, random_graph
 from evonorm_search.task import DatasetSpec, EvalResult, EvalTask, TrainSettings
 from workers.datasets import load_dataset
 from workers.evaluate import evaluate

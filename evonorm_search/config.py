@@ -14,7 +14,7 @@ from typing import Any
 
 from evonorm_search.errors import EvonormError, GraphError, StoreError
 from evonorm_search.graph import MAX_INTERMEDIATE, LayerGraph
-from evonorm_search.mutation import check_mutations, in_space
+from evonorm_search.search.moves import check_mutations, in_space
 from evonorm_search.task import DatasetSpec, TrainSettings
 from primitives import SPACES
 
@@ -59,7 +59,7 @@ class SearchConfig:
     proxies: tuple[str, ...] = ("resnet", "mobilenetv2", "efficientnet")
     num_nodes: int = MAX_INTERMEDIATE
     tournament_fraction: float = 0.05
-    # Mutation operators drawn uniformly per child (evonorm_search.mutation.MUTATIONS);
+    # Mutation operators drawn uniformly per child (evonorm_search.search.moves.MUTATIONS);
     # ("node",) is the paper's.
     mutations: tuple[str, ...] = ("node",)
     tournament_min_size: int = 2
@@ -72,7 +72,7 @@ class SearchConfig:
     task: str = "classification"
     target: str | None = None
     target_name: str | None = None
-    # Noise-aware, multi-fidelity fitness (evonorm_search.fidelity): `hurdle` is the
+    # Noise-aware, multi-fidelity fitness (evonorm_search.search.fidelity): `hurdle` is the
     # quantile of the population's mean quality-check accuracies a new candidate must reach
     # to train on (None: every candidate that passes the protocols trains in full);
     # `reevaluate` is the number of seeds each member of the population's Pareto front is

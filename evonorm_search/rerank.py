@@ -34,7 +34,7 @@ from db.store import SearchStore
 from evonorm_search.config import SearchConfig, stored_config
 from evonorm_search.errors import EvonormError
 from evonorm_search.known import KNOWN_LAYERS, get_known, known_name
-from evonorm_search.selection import pareto_front
+from evonorm_search.search.selection import pareto_front
 from evonorm_search.task import DatasetSpec, EvalResult, EvalTask, TrainSettings
 
 RERANK_BASELINES: tuple[str, ...] = ("bn_relu", "evonorm_s0", "evonorm_b0")

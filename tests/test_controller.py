@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from db.store import SearchStore
-from evonorm_search import controller
+from evonorm_search.search import controller
 from evonorm_search.config import SearchConfig
-from evonorm_search.controller import SearchController, SearchExhausted, derive_seed
+from evonorm_search.search.controller import SearchController, SearchExhausted, derive_seed
 from evonorm_search.fingerprint import Fingerprint
 from evonorm_search.graph import LayerGraph
 from evonorm_search.known import KNOWN_LAYERS

@@ -26,7 +26,7 @@ from PIL import Image
 from db.rerank import RerankStore
 from db.store import SearchStore
 from evonorm_search.config import SearchConfig
-from evonorm_search.controller import SearchController
+from evonorm_search.search.controller import SearchController
 from evonorm_search.dashboard import create_app, make_server
 from evonorm_search.dashboard.app import PLOTLY_JS
 from evonorm_search.graph import LayerGraph

@@ -14,8 +14,8 @@ import pytest
 
 from db.store import SearchStore
 from evonorm_search.config import ConfigError, SearchConfig
-from evonorm_search.controller import SearchController, derive_seed
-from evonorm_search.fidelity import front_members, hurdle_for, to_reevaluate
+from evonorm_search.search.controller import SearchController, derive_seed
+from evonorm_search.search.fidelity import front_members, hurdle_for, to_reevaluate
 from evonorm_search.graph import LayerGraph
 from evonorm_search.task import EvalResult, EvalTask
 from workers.executors import InlineEvaluator

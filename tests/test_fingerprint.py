@@ -10,7 +10,7 @@ import pytest
 from evonorm_search.fingerprint import fingerprint
 from evonorm_search.graph import LayerGraph
 from evonorm_search.known import KNOWN_LAYERS
-from evonorm_search.mutation import random_graph
+from evonorm_search.search.moves import random_graph
 
 X, ZERO, V0, V1 = 0, 1, 2, 3
 

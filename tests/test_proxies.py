@@ -11,7 +11,7 @@ from torch import nn
 
 from evonorm_search.compile import CompiledLayer, layer_factory
 from evonorm_search.known import get_known
-from evonorm_search.mutation import random_graph
+from evonorm_search.search.moves import random_graph
 from workers.proxies import PROXIES, build_proxy
 
 

@@ -18,7 +18,7 @@ from db.rerank import RerankStore
 from db.store import SearchStore
 from evonorm_search.config import SearchConfig
 from evonorm_search.known import get_known
-from evonorm_search.mutation import mutate
+from evonorm_search.search.moves import mutate
 from evonorm_search.report import build_report
 from evonorm_search.report.data import funnel, progress_series
 from evonorm_search.task import EvalResult

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evonorm_search.selection import dominates, pareto_front, tournament, tournament_size
+from evonorm_search.search.selection import dominates, pareto_front, tournament, tournament_size
 
 scores = st.floats(min_value=0.0, max_value=1.0, allow_nan=False)
 

@@ -239,7 +239,7 @@ def front(name: str, db_path: Path, as_json: bool) -> None:
     Pass an ID to `evonorm show ID` or `evonorm export ID -o layer.py`.
     """
     from evonorm_search.api import candidate_graph
-    from evonorm_search.selection import pareto_front
+    from evonorm_search.search.selection import pareto_front
 
     with SearchStore.open(db_path, readonly=True) as store:
         search = store.get_search(name)

@@ -19,7 +19,7 @@ from evonorm_search.cli.common import training_default_help
 from evonorm_search.config import (
     STRATEGIES, ConfigError, SearchConfig, new_search_config, stored_config,
 )
-from evonorm_search.controller import Progress, SearchController
+from evonorm_search.search.controller import Progress, SearchController
 from primitives import SPACES
 
 _DEFAULTS = SearchConfig()
@@ -326,7 +326,7 @@ def search(name: str, db_path: str, workers: int | None, executor: str,
 def _budget_done(path: Path, name: str, config: SearchConfig) -> bool:
     """For a finished search, say so and print its front without starting any executor."""
     from db.store import SearchStore
-    from evonorm_search.controller import counts_toward_budget
+    from evonorm_search.search.controller import counts_toward_budget
 
     with SearchStore.open(path, readonly=True) as store:
         record = store.get_search(name)
@@ -347,7 +347,7 @@ def _budget_done(path: Path, name: str, config: SearchConfig) -> bool:
 
 def _reevaluations_left(store: Any, search_id: int, config: SearchConfig) -> bool:
     """Whether re-evaluations are unfinished or still due (a run killed before them)."""
-    from evonorm_search.fidelity import to_reevaluate
+    from evonorm_search.search.fidelity import to_reevaluate
 
     if config.reevaluate <= 1:
         return False
@@ -364,7 +364,7 @@ def _print_summary(store: Any, search_id: int, config: SearchConfig) -> None:
     known layer named after its formula."""
     from evonorm_search.known import formula_label
     from evonorm_search.graph import LayerGraph
-    from evonorm_search.selection import pareto_front
+    from evonorm_search.search.selection import pareto_front
 
     done = store.candidates(search_id, ["done"])
     if not done:
@@ -389,7 +389,7 @@ def _mean_with_error(candidate: Any, proxy: str) -> str:
 
 def _print_recovery(store: Any, search_id: int, config: SearchConfig) -> None:
     """For a planted search: whether, when and how its target was recovered."""
-    from evonorm_search.controller import counts_toward_budget
+    from evonorm_search.search.controller import counts_toward_budget
     from evonorm_search.graph import LayerGraph
     from evonorm_search.known import formula_label
     from evonorm_search.planted import RECOVERY_R2, first_recovery

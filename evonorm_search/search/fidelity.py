@@ -16,7 +16,7 @@ import math
 from collections.abc import Mapping, Sequence, Set
 from typing import Protocol
 
-from evonorm_search.selection import pareto_front
+from evonorm_search.search.selection import pareto_front
 
 
 class Member(Protocol):

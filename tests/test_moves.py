@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from evonorm_search.errors import GraphError
 from evonorm_search.graph import INITIAL_NODES, MAX_INTERMEDIATE, LayerGraph
 from evonorm_search.known import KNOWN_LAYERS
-from evonorm_search.mutation import is_valid, mutate, random_graph
+from evonorm_search.search.moves import is_valid, mutate, random_graph
 from primitives import get_op, op_names
 
 FIRST = len(INITIAL_NODES)
@@ -120,7 +120,7 @@ def test_bad_arguments() -> None:
 
 # ---- further operators (ours, off by default) -------------------------------------------
 
-from evonorm_search.mutation import MUTATIONS, check_mutations  # noqa: E402
+from evonorm_search.search.moves import MUTATIONS, check_mutations  # noqa: E402
 
 
 @given(seed=st.integers(0, 2**32), space=spaces, operator=st.sampled_from(sorted(MUTATIONS)),

@@ -1,24 +1,26 @@
-"""The search controller: asynchronous steady-state evolution, the only database writer.
+"""The search controller: the loop of an asynchronous steady-state search, the only
+database writer.
 
 Owns the candidate's life up to and after its evaluation (DESIGN.md "One candidate's
-life"): choose a parent by Pareto tournament over the aging population (the P most
-recent done members), mutate it, skip children whose structural hash the search has
-already seen, record fingerprint duplicates and probe NaN/inf rejections without
-training, store the rest as pending *before* submitting them, and record each result as
-soon as its future completes, which immediately frees a slot for the next child.
-With the noise-aware settings (`evonorm_search.fidelity`) a new child carries the hurdle
-of the population at its creation (stored with it), and each result is followed by
-scheduling re-evaluations of the population's Pareto front (stored as pending trials
-before they are submitted; they go before new children).
+life"): ask the strategy (`evonorm_search.search.strategies`) for a child, skip children
+whose structural hash the search has already seen (asking again), record fingerprint
+duplicates and probe NaN/inf rejections without training, store the rest as pending
+*before* submitting them, and record each result as soon as its future completes, which
+immediately frees a slot for the next child. Every record it stores or changes is told
+to the strategy. With the noise-aware settings (`evonorm_search.search.fidelity`) a new
+child carries the hurdle of the population at its creation (stored with it), and each
+result is followed by scheduling re-evaluations of the population's Pareto front (stored
+as pending trials before they are submitted; they go before new children).
 
-The controller is the only writer, so it mirrors in memory the three things proposals
-read from the database (the aging population, the structural hashes seen, the earliest
-done candidate per fingerprint): loaded from the store when a run starts, updated with
-each write, equal to what the store's queries would return, at no query cost.
+The controller is the only writer, so it mirrors in memory what the filters read from
+the database (the structural hashes seen, the earliest done candidate per fingerprint):
+loaded from the store when a run starts, updated with each write, equal to what the
+store's queries would return, at no query cost.
 
 Determinism and resume: the database is the only state. Candidate k's training seed and
 the generator that proposes it are derived from (search seed, k), and the proposal
-reads only the database (population, seen hashes, fingerprints) as it is at that moment.
+reads only the database (the records told to the strategy, seen hashes, fingerprints) as
+it is at that moment.
 Completed futures are always recorded before the next child is proposed, so with the
 inline executor (whose futures complete inside `submit`) every proposal sees exactly the
 same database in an uninterrupted run and in an interrupted-then-resumed one. On start,
@@ -31,7 +33,6 @@ deterministic, so neither is the search (as in the paper's asynchronous setting)
 
 from __future__ import annotations
 
-import bisect
 import hashlib
 import random
 import time
@@ -43,11 +44,10 @@ from typing import TYPE_CHECKING
 
 from evonorm_search.config import SearchConfig
 from evonorm_search.errors import EvonormError
-from evonorm_search.fidelity import hurdle_for, to_reevaluate
 from evonorm_search.fingerprint import Fingerprint, fingerprint
 from evonorm_search.graph import LayerGraph
-from evonorm_search.mutation import mutate, random_graph
-from evonorm_search.selection import tournament
+from evonorm_search.search.fidelity import hurdle_for, to_reevaluate
+from evonorm_search.search.strategies import Proposal, Strategy, make_strategy
 from evonorm_search.task import EvalResult, EvalTask
 
 if TYPE_CHECKING:
@@ -144,7 +144,6 @@ class _State:
     evaluated_this_run: int = 0
     # Mirrors of the store (see the module docstring).
     hashes: set[str] = field(default_factory=set)
-    population: list[CandidateRecord] = field(default_factory=list)
     first_done: dict[str, tuple[int, int]] = field(default_factory=dict)  # fp -> (number, id)
     # Re-evaluation: candidate id -> trials created; ids with an unfinished trial.
     trials: dict[int, int] = field(default_factory=dict)
@@ -178,11 +177,14 @@ class SearchController:
         progress: Callable[[Progress], None] | None = None,
         fingerprint_fn: Callable[[LayerGraph], Fingerprint] = fingerprint,
         stop_when: Callable[[CandidateRecord], bool] | None = None,
+        strategy: Callable[[SearchConfig], Strategy] = make_strategy,
     ) -> None:
         """`stop_when(record)`, called with the candidate after each recorded evaluation
         (any status; after a re-evaluation, with its new mean), ends the run early
         when it returns True: nothing new is submitted, evaluations in flight finish (a
-        planted-recovery benchmark stops at the first recovery this way)."""
+        planted-recovery benchmark stops at the first recovery this way). `strategy`
+        builds the strategy from the settings (a fresh one each run: it is told every
+        stored candidate)."""
         self.store = store
         self.search = search
         self.config = config
@@ -190,13 +192,13 @@ class SearchController:
         self._progress = progress
         self._fingerprint = fingerprint_fn
         self._state = _State()
-        self._graphs: dict[int, LayerGraph] = {}
+        self._make_strategy = strategy
+        self._strategy = strategy(config)
         self._attempts: dict[tuple[str, int], int] = {}
         self._next_number = 0
         self._started = time.monotonic()
         self._in_flight: dict[Future[EvalResult], _Job] = {}
         self._queue: deque[_Job] = deque()  # resubmissions and re-evaluations, in order
-        self._init_graphs = self._known_init_graphs()
         self._stop_when = stop_when
         self.stopped_early = False
 
@@ -236,8 +238,9 @@ class SearchController:
 
     @property
     def population(self) -> list[CandidateRecord]:
-        """The aging population proposals draw parents from (mirrors the store's query)."""
-        return list(self._state.population)
+        """The members the strategy draws parents from (the aging population: the store's
+        `population` query)."""
+        return self._strategy.population
 
     def snapshot(self, *, interrupted: bool = False) -> Progress:
         state = self._state
@@ -272,11 +275,11 @@ class SearchController:
 
     def _load_state(self) -> None:
         state = _State()
+        self._strategy = self._make_strategy(self.config)
         for record in self.store.candidates(self.search.id):
             self._tally(state, record)
             if counts_toward_budget(record):
                 state.submitted += 1
-        state.population = self.store.population(self.search.id, self.config.population)
         state.trials = self.store.trial_counts(self.search.id)
         state.reevaluations = sum(
             count for status, count in self.store.trial_outcomes(self.search.id).items()
@@ -285,8 +288,10 @@ class SearchController:
         self._next_number = self.store.next_number(self.search.id)
 
     def _tally(self, state: _State, record: CandidateRecord) -> None:
-        """Count a finished candidate (pending/running ones are counted live in snapshot)."""
+        """Count a finished candidate (pending/running ones are counted live in snapshot)
+        and tell the strategy about it."""
         state.hashes.add(record.structural_hash)
+        self._strategy.tell(record)
         if record.status in ("pending", "running"):
             return
         state.counts[record.status] += 1
@@ -314,12 +319,6 @@ class SearchController:
             return
         for proxy, accuracy in record.accuracies.items():
             state.best[proxy] = max(accuracy, state.best.get(proxy, accuracy))
-
-    def _join_population(self, record: CandidateRecord) -> None:
-        """Aging: a newly done member enters by number; beyond P the oldest leaves."""
-        population = self._state.population
-        bisect.insort(population, record, key=lambda member: member.number)
-        del population[: max(0, len(population) - self.config.population)]
 
     def _requeue(self) -> list[_Job]:
         """Pending candidates to resubmit, then pending re-evaluations; ones that already used
@@ -350,7 +349,7 @@ class SearchController:
     def _schedule_reevaluations(self) -> None:
         """Store and queue one more trial for each front member short of its seeds."""
         state, config = self._state, self.config
-        for member in to_reevaluate(state.population, config.proxies, config.reevaluate,
+        for member in to_reevaluate(self._strategy.population, config.proxies, config.reevaluate,
                                     state.trials, state.busy):
             number = state.trials.get(member.id, 1)
             trial = self.store.add_trial(
@@ -367,57 +366,17 @@ class SearchController:
         state.reevaluations += 1
         if candidate.status == "done":
             self._score(state, candidate)
-        for index, member in enumerate(state.population):
-            if member.id == candidate.id:
-                state.population[index] = candidate
+        self._strategy.tell(candidate)
 
     # ---- proposing children ----------------------------------------------------------
 
-    def _known_init_graphs(self) -> list[LayerGraph]:
-        from evonorm_search.known import get_known
-
-        return [get_known(name) for name in self.config.init_names()]
-
-    def _graph(self, record: CandidateRecord) -> LayerGraph:
-        graph = self._graphs.get(record.id)
-        if graph is None:
-            if len(self._graphs) > 4 * self.config.population:
-                self._graphs.clear()
-            graph = LayerGraph.from_json(record.graph_json)
-            self._graphs[record.id] = graph
-        return graph
-
-    def _scores(self, record: CandidateRecord) -> list[float]:
-        return [record.accuracies.get(proxy, 0.0) for proxy in self.config.proxies]
-
-    def _initial_graph(self, rng: random.Random) -> LayerGraph:
-        """The next known layer the search has not seen yet, else a random layer."""
-        for graph in self._init_graphs:
-            if graph.structural_hash() not in self._state.hashes:
-                return graph
-        return random_graph(rng, self.config.space, self.config.num_nodes)  # type: ignore[arg-type]
-
-    def _propose(self, rng: random.Random) -> tuple[LayerGraph, CandidateRecord | None, str]:
-        """A child whose structural hash the search has not seen, with its parent."""
-        config = self.config
-        population = self._state.population
+    def _propose(self, rng: random.Random) -> tuple[Proposal, str]:
+        """The strategy's next child whose structural hash the search has not seen."""
         for _ in range(MAX_PROPOSALS):
-            parent: CandidateRecord | None = None
-            if config.strategy == "random" or len(population) < config.population:
-                graph = self._initial_graph(rng)
-            else:
-                parent = tournament(
-                    population,
-                    rng,
-                    config.tournament_fraction,
-                    config.tournament_min_size,
-                    objectives=self._scores,
-                )
-                graph = mutate(self._graph(parent), rng, config.space,  # type: ignore[arg-type]
-                               config.mutations)
-            structural_hash = graph.structural_hash()
+            proposal = self._strategy.ask(rng, self._state.hashes)
+            structural_hash = proposal.graph.structural_hash()
             if structural_hash not in self._state.hashes:
-                return graph, parent, structural_hash
+                return proposal, structural_hash
             self._state.hash_skips += 1
         raise SearchExhausted(
             f"search {self.search.name!r}: {MAX_PROPOSALS} proposals in a row were layers "
@@ -433,16 +392,16 @@ class SearchController:
         for _ in range(MAX_UNTRAINED_IN_A_ROW):
             number = self._next_number
             rng = random.Random(derive_seed(self.config.seed, number, "propose"))
-            graph, parent, structural_hash = self._propose(rng)
-            probe = self._fingerprint(graph)
+            proposal, structural_hash = self._propose(rng)
+            probe = self._fingerprint(proposal.graph)
             fields = {
                 "number": number,
-                "parent_id": None if parent is None else parent.id,
-                "graph_json": graph.to_json(),
+                "parent_id": None if proposal.parent is None else proposal.parent.id,
+                "graph_json": proposal.graph.to_json(),
                 "structural_hash": structural_hash,
                 "fingerprint": probe.digest,
                 "seed": derive_seed(self.config.seed, number),
-                "hurdle": hurdle_for(self._state.population, self.config.hurdle,
+                "hurdle": hurdle_for(self._strategy.population, self.config.hurdle,
                                      self.config.proxies, self.config.population),
             }
             self._next_number += 1
@@ -460,6 +419,7 @@ class SearchController:
                     record = self.store.add_candidate(self.search.id, **fields)
                     self._state.submitted += 1
                     self._state.hashes.add(structural_hash)
+                    self._strategy.tell(record)
                     return record
                 record = self.store.add_candidate(
                     self.search.id, status="duplicate", duplicate_of=original[1], **fields
@@ -531,8 +491,6 @@ class SearchController:
                 except ValueError as error:  # e.g. a NaN accuracy: the result is unusable
                     finished = self.store.mark_failed(job.candidate.id, "result", str(error))
             self._tally(self._state, finished)
-            if finished.status == "done":
-                self._join_population(finished)
             self._after_result(finished)
 
     def _record_trial(self, trial: TrialRecord, result: EvalResult) -> CandidateRecord:
