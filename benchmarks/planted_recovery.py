@@ -11,7 +11,8 @@ Per target and strategy it prints: recovery rate with a 95% Wilson interval, med
 evaluations to recovery (over all seeds, an unrecovered run counting as more than the
 budget), how many recoveries were the target's own formula (identical) or another one
 computing the same function (equivalent), the median of each run's best min-over-regimes
-R^2, wall time and evaluations per second. The last line is
+R^2, wall time, evaluations per second, and the mean proposals per search that cost no
+evaluation (fingerprint cache hits / hash skips / neutral skips). The last line is
 `recovery: evolution X/N, random Y/N` over all targets.
 
 Example (the issue's protocol; hours on 2 cores, use --jobs 2):
@@ -56,6 +57,10 @@ class Run:
     formula: str | None
     best_min_r2: float
     seconds: float
+    # Proposals that cost no evaluation (up to the recovery or the budget).
+    cache_hits: int = 0  # fingerprint duplicates
+    hash_skips: int = 0
+    neutral_skips: int = 0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -132,6 +137,9 @@ def run_one(args: argparse.Namespace, target: str, strategy: str, seed: int) -> 
     scores = [min(c.accuracies.get(p, 0.0) for p in config.proxies)
               for c in candidates if c.status == "done"]
     return Run(
+        cache_hits=sum(c.status == "duplicate" for c in candidates),
+        hash_skips=sum(c.hash_skips for c in candidates),
+        neutral_skips=sum(c.neutral_skips for c in candidates),
         target=Path(target).stem, strategy=strategy, seed=seed, recovered=found is not None,
         evaluations=found.evaluations if found else sum(map(counts_toward_budget, candidates)),
         kind=found.kind if found else None, formula=found.formula if found else None,
@@ -163,7 +171,7 @@ def median_evaluations(runs: list[Run], budget: int) -> str:
 def table(runs: list[Run], budget: int) -> list[str]:
     header = (f"{'target':<12} {'strategy':<10} {'recovered':>9} {'95% CI':>13} "
               f"{'median evals':>12} {'ident/equiv':>11} {'best min R2':>11} "
-              f"{'wall s':>8} {'evals/s':>8}")
+              f"{'wall s':>8} {'evals/s':>8} {'free: dup/hash/neutral':>22}")
     lines = [header]
     keys = sorted({(r.target, r.strategy) for r in runs}, key=lambda k: (k[0], k[1]))
     for target, strategy in keys:
@@ -178,8 +186,17 @@ def table(runs: list[Run], budget: int) -> list[str]:
             f"{f'[{low:.2f}, {high:.2f}]':>13} {median_evaluations(group, budget):>12} "
             f"{f'{identical}/{hits - identical}':>11} "
             f"{statistics.median(r.best_min_r2 for r in group):>11.4f} {seconds:>8.1f} "
-            f"{evaluations / seconds if seconds else 0.0:>8.1f}")
+            f"{evaluations / seconds if seconds else 0.0:>8.1f} "
+            f"{_free(group):>22}")
     return lines
+
+
+def _free(runs: list[Run]) -> str:
+    """Mean proposals per search that cost no evaluation: fingerprint cache hits, hash
+    skips, neutral skips."""
+    means = [statistics.mean(getattr(r, key) for r in runs)
+             for key in ("cache_hits", "hash_skips", "neutral_skips")]
+    return "/".join(f"{value:.0f}" for value in means)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -199,7 +216,9 @@ def main(argv: list[str] | None = None) -> int:
             runs.append(run)
             print(f"{run.target} {run.strategy} seed {run.seed}: "
                   f"{'recovered' if run.recovered else 'not recovered'} after "
-                  f"{run.evaluations} evaluations, best min R2 {run.best_min_r2:.4f}, "
+                  f"{run.evaluations} evaluations (not evaluated: {run.cache_hits} cache hits, "
+                  f"{run.hash_skips} hash skips, {run.neutral_skips} neutral skips), "
+                  f"best min R2 {run.best_min_r2:.4f}, "
                   f"{run.seconds:.1f} s{f' ({run.kind}: {run.formula})' if run.recovered else ''}",
                   file=sys.stderr, flush=True)
     print(f"budget {args.budget}, population {args.population}, init {args.init}, "

@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     executor = "inline" if args.workers is None else f"ray, {args.workers} workers"
     print(f"planted search, target {args.target}, {executor}: {final.evaluated_this_run} "
           f"evaluated in this run ({final.submitted} in all, {stored} stored, "
-          f"{final.hash_skips} hash skips this run) in {wall:.1f} s: "
+          f"{final.hash_skips} hash skips, {final.neutral_skips} neutral skips in all) "
+          f"in {wall:.1f} s: "
           f"{final.evaluated_this_run / wall:.1f} evaluations/s")
     print(f"{'evaluated at start':>18} {'controller+store ms/candidate':>30} {'evals/s':>8}")
     for mark, (cpu, rate, count) in sorted(meter.results.items()):

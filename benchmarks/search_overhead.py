@@ -130,16 +130,18 @@ def filters(args: argparse.Namespace) -> None:
         wall = time.perf_counter() - start
         rows = store.candidates(search.id)
     children = [r for r in rows if r.parent_id is not None]
-    proposals = final.hash_skips + len(rows)
+    proposals = final.hash_skips + final.neutral_skips + len(rows)
     duplicates = sum(r.status == "duplicate" for r in rows)
     probe_rejects = sum(r.status == "rejected" and r.stage == "fingerprint" for r in rows)
     evaluated = len(rows) - duplicates - probe_rejects
     print(f"real digits search: budget {config.budget}, population {config.population}, "
           f"init {config.init}, "
           f"steps {args.steps}, proxies {args.proxies}, {args.executor} executor, {wall:.0f} s")
-    print(f"  proposals {proposals} = hash skips {final.hash_skips} + stored rows {len(rows)} "
+    print(f"  proposals {proposals} = hash skips {final.hash_skips} + neutral skips "
+          f"{final.neutral_skips} + stored rows {len(rows)} "
           f"({len(children)} of them mutated children)")
     for label, count in (("structural hash (skipped)", final.hash_skips),
+                         ("neutral: only dead nodes (skipped)", final.neutral_skips),
                          ("fingerprint duplicate", duplicates),
                          ("probe NaN/inf rejected", probe_rejects),
                          ("evaluated (trained)", evaluated)):

@@ -14,6 +14,9 @@ History:
       status "stopped" (missed the hurdle), and per candidate its quality-check accuracies
       (`early_json`), `hurdle`, `seed_count` and `standard_errors_json`. Each finished,
       trained candidate of an older database becomes trial 0 of itself (seed count 1).
+  v5: the search engine's per-candidate record (`add_engine_columns`): `move`, `island`,
+      `hash_skips`, `neutral_skips`. Candidates of an older database get NULL / 0 (how they
+      were proposed was not recorded).
 
 `db.engine` runs migrations with foreign-key enforcement off (SQLite's procedure for
 rebuilding a table: v4 rebuilds `candidates` to widen its status CHECK constraint) and
@@ -128,7 +131,25 @@ def _v3_to_v4(connection: Connection) -> None:
     """)
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1_to_v2, _v2_to_v3, _v3_to_v4]
+# The engine's columns, as added (later model changes need their own step).
+ENGINE_COLUMNS = (
+    "move VARCHAR",
+    "island INTEGER",
+    "hash_skips INTEGER DEFAULT 0 NOT NULL",
+    "neutral_skips INTEGER DEFAULT 0 NOT NULL",
+)
+
+
+def add_engine_columns(connection: Connection) -> None:
+    """How each candidate was proposed (issue 16): its move and island, and the proposals
+    refused before it (hash and neutral skips). Self-contained: it only adds columns at
+    the end of `candidates`, so it runs on top of any earlier step."""
+    for column in ENGINE_COLUMNS:
+        connection.exec_driver_sql(f"ALTER TABLE candidates ADD COLUMN {column}")
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [
+    _v1_to_v2, _v2_to_v3, _v3_to_v4, add_engine_columns]
 
 assert len(MIGRATIONS) == SCHEMA_VERSION - 1, "every schema version needs a migration from the previous one"
 

@@ -29,7 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 APPLICATION = "evonorm_search"  # the `meta` marker that tells our databases from foreign ones
 # "stopped" (v4): passed the protocols but missed the multi-fidelity hurdle, not trained on.
 STATUSES = ("pending", "running", "done", "stopped", "rejected", "duplicate", "failed")
@@ -118,6 +118,15 @@ class Candidate(Base):
     hurdle: Mapped[float | None] = mapped_column(Float)
     seed_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     standard_errors_json: Mapped[str] = mapped_column(Text, server_default=text("'{}'"))
+    # Added by the engine migration (`db.migrations.add_engine_columns`): how the candidate
+    # was proposed (the move that made it, e.g. "node", "wrap", "scan", "known", "random"; NULL before),
+    # the island it belongs to (NULL: the search has one population), and the proposals the
+    # search refused on the way to it: structures already seen (hash skips) and children
+    # that changed only nodes not reaching the output (neutral skips).
+    move: Mapped[str | None] = mapped_column(String)
+    island: Mapped[int | None] = mapped_column(Integer)
+    hash_skips: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    neutral_skips: Mapped[int] = mapped_column(Integer, server_default=text("0"))
 
 
 class Evaluation(Base):

@@ -50,6 +50,10 @@ class CandidateRecord:
     hurdle: float | None = None  # the hurdle it was submitted with (None: no hurdle)
     seed_count: int = 0  # trials behind `accuracies` (0 until done)
     standard_errors: dict[str, float] = field(default_factory=dict)  # per proxy, 2+ trials
+    move: str | None = None  # how it was proposed (None: not recorded)
+    island: int | None = None  # its island (None: one population)
+    hash_skips: int = 0  # proposals refused before it: structure already seen
+    neutral_skips: int = 0  # ... and children that changed only dead nodes
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,7 @@ class SearchSummary:
     rejected_by_stage: dict[str, int]
     best: dict[str, tuple[int, float]]  # proxy -> (candidate id, accuracy) over done candidates
     last_activity: datetime | None  # latest candidate creation, start or finish
+    skips: dict[str, int] = field(default_factory=dict)  # "hash", "neutral": refused proposals
 
 
 @dataclass(frozen=True)
@@ -145,6 +150,10 @@ def candidate_record(row: Row[Any], accuracies: dict[str, float]) -> CandidateRe
         hurdle=row.hurdle,
         seed_count=row.seed_count,
         standard_errors=_floats(row.standard_errors_json),
+        move=row.move,
+        island=row.island,
+        hash_skips=row.hash_skips,
+        neutral_skips=row.neutral_skips,
     )
 
 

@@ -219,8 +219,13 @@ class SearchStore(Database):
         stage: str | None = None,
         reason: str | None = None,
         hurdle: float | None = None,
+        move: str | None = None,
+        island: int | None = None,
+        hash_skips: int = 0,
+        neutral_skips: int = 0,
     ) -> CandidateRecord:
-        """Store a candidate. A "duplicate" copies the accuracies of `duplicate_of`."""
+        """Store a candidate. A "duplicate" copies the accuracies of `duplicate_of`.
+        `move`, `island` and the skip counts say how the search proposed it."""
         self.require_writable()
         if status not in STATUSES:
             raise ValueError(f"unknown candidate status {status!r}; expected one of {STATUSES}")
@@ -247,6 +252,10 @@ class SearchStore(Database):
             "seconds_json": "{}",
             "steps_json": "{}",
             "hurdle": hurdle,
+            "move": move,
+            "island": island,
+            "hash_skips": hash_skips,
+            "neutral_skips": neutral_skips,
         }
         try:
             with self.transaction() as connection:
@@ -606,12 +615,18 @@ class SearchStore(Database):
                 ).where(CANDIDATES.c.search_id == search_id)
             ).one()
             times = [t for t in last if t is not None]
+            hash_skips, neutral_skips = connection.execute(
+                select(func.coalesce(func.sum(CANDIDATES.c.hash_skips), 0),
+                       func.coalesce(func.sum(CANDIDATES.c.neutral_skips), 0))
+                .where(CANDIDATES.c.search_id == search_id)
+            ).one()
             return SearchSummary(
                 search=search_record(search),
                 counts=counts,
                 rejected_by_stage=rejected,
                 best=best,
                 last_activity=max(times) if times else None,
+                skips={"hash": hash_skips, "neutral": neutral_skips},
             )
 
 

@@ -120,9 +120,15 @@ class SearchConfig:
         self.init_names()
 
     def _validate_fidelity(self) -> None:
+        from evonorm_search.planted import SEED_NOISE
+
         if not 1 <= self.reevaluate <= MAX_REEVALUATE:
             raise ConfigError(f"reevaluate must be a number of seeds in 1..{MAX_REEVALUATE} "
                               f"(1: no re-evaluation), got {self.reevaluate}")
+        if self.reevaluate > 1 and not SEED_NOISE.get(self.task, True):
+            raise ConfigError(f"--reevaluate {self.reevaluate} re-scores front members with "
+                              f"further seeds, but {self.task} scores do not depend on the "
+                              "seed (a second evaluation repeats the first): drop --reevaluate")
         if self.hurdle is None:
             return
         if not 0.0 < self.hurdle < 1.0:
@@ -260,8 +266,9 @@ def new_search_config(overrides: dict[str, Any]) -> SearchConfig:
     from evonorm_search.planted import REGIME_NAMES
 
     dataset = overrides.get("dataset.name", DatasetSpec().name)
-    if overrides.get("task") == "planted" and "proxies" not in overrides:
-        overrides = {**overrides, "proxies": REGIME_NAMES}
+    if overrides.get("task") == "planted":
+        # Every regime, and one evaluation per candidate: planted scores have no seed noise.
+        overrides = {"proxies": REGIME_NAMES, "reevaluate": 1, **overrides}
     return SearchConfig(train=TrainSettings.for_dataset(dataset)).with_overrides(overrides)
 
 
@@ -276,7 +283,15 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def stored_config(config: dict[str, Any]) -> SearchConfig:
-    """The config of a stored search; StoreError when the stored JSON is not a valid one."""
+    """The config of a stored search; StoreError when the stored JSON is not a valid one.
+
+    A search of a task without seed noise stored with re-evaluation (planted searches
+    before issue 16) resumes without it: its re-evaluations only repeated the same scores.
+    """
+    from evonorm_search.planted import SEED_NOISE
+
+    if not SEED_NOISE.get(config.get("task", "classification"), True):
+        config = {**config, "reevaluate": 1}
     try:
         return SearchConfig.from_dict(config)
     except ConfigError as error:

@@ -52,7 +52,8 @@ def run_search(path: Path, config: SearchConfig, evaluator: object, name: str = 
 def essentials(candidates: list) -> list[tuple]:
     return [
         (c.number, c.graph_json, c.status, c.stage, c.seed, c.duplicate_of, c.parent_id,
-         c.fingerprint, sorted(c.accuracies.items()))
+         c.fingerprint, sorted(c.accuracies.items()), c.move, c.island, c.hash_skips,
+         c.neutral_skips)
         for c in candidates
     ]
 
@@ -383,3 +384,64 @@ PINNED_SEQUENCES = [
 def test_search_proposes_the_pinned_candidate_sequence(tmp_path: Path, changes: dict,
                                                        digest: str) -> None:
     assert sequence_digest(tmp_path / "s.db", make_config(**changes)) == digest
+
+
+class ScriptedStrategy:
+    """Proposes from a script: a fresh layer, then for each later candidate first a child
+    of the newest member that differs from it only in a dead node (neutral), then the
+    first layer again (a hash skip), then the newest member under a new root."""
+
+    def __init__(self, config: SearchConfig) -> None:
+        from evonorm_search.search.strategies import AgingPopulation
+
+        self._population = AgingPopulation(config.population)
+        self._members: list = []
+        self._step = 0
+
+    def tell(self, candidate: object) -> None:
+        self._population.tell(candidate)  # type: ignore[arg-type]
+        if candidate.status == "done" and candidate not in self._members:  # type: ignore[attr-defined]
+            self._members.append(candidate)
+
+    @property
+    def population(self) -> list:
+        return list(self._population.members)
+
+    def ask(self, rng: random.Random, seen: object) -> object:
+        from evonorm_search.graph import Node
+        from evonorm_search.search.strategies import Proposal
+
+        base = LayerGraph([Node("tanh", (2,)), Node("add", (0, 2)), Node("sigmoid", (5,))])
+        if not self._members:
+            return Proposal(base, move="known")
+        parent = self._members[-1]
+        graph = LayerGraph.from_json(parent.graph_json)
+        self._step += 1
+        if self._step % 3 == 1:  # node 4 is dead: change only it
+            return Proposal(graph.replace_node(4, Node("exp", (2,))), parent, "op")
+        if self._step % 3 == 2:
+            return Proposal(base, move="known")
+        output = graph.output
+        return Proposal(LayerGraph([*graph.nodes, Node("tanh", (output,))]), parent, "wrap")
+
+
+def test_neutral_children_and_seen_structures_are_skipped_and_counted(tmp_path: Path) -> None:
+    config = make_config(budget=4, population=2)
+    trained: list[str] = []
+
+    def counting(task: EvalTask) -> EvalResult:
+        trained.append(task.graph_json)
+        return EvalResult("done", accuracies={p: 0.5 for p in task.proxies})
+
+    with SearchStore.open(tmp_path / "s.db", create=True) as store:
+        record = store.create_search("s", config.to_dict(), config.seed)
+        final = SearchController(store, record, config, InlineEvaluator(counting),
+                                 strategy=ScriptedStrategy).run()
+        candidates = store.candidates(record.id)
+        summary = store.summary(record.id)
+    assert final.complete and len(trained) == 4
+    assert [(c.move, c.hash_skips, c.neutral_skips) for c in candidates] == [
+        ("known", 0, 0), ("wrap", 1, 1), ("wrap", 1, 1), ("wrap", 1, 1)]
+    assert (final.hash_skips, final.neutral_skips) == (3, 3)
+    assert summary.skips == {"hash": 3, "neutral": 3}
+    assert "hash skips 3, neutral skips 3" in final.line()

@@ -133,6 +133,9 @@ def test_tiny_planted_search_end_to_end(tmp_path: Path) -> None:
     assert code == 0 and "evonorm_s1" in out and "small_batch" in out
     code, out, _ = run_evonorm("status", "p", "--db", db)
     assert code == 0 and "pixels_1x1" in out
+    assert "proposals: evaluated 8, not evaluated: fingerprint cache hits 0" in out
+    with SearchStore.open(db) as store:  # deterministic scores: never re-evaluated
+        assert store.trial_outcomes(store.get_search("p").id) == {}  # no re-evaluation
     code, _, err = run_evonorm("export", str(best.id), "--db", db, "-o", str(tmp_path / "l.py"))
     assert code == 0, err
     code, _, err = run_evonorm("report", "p", "--db", db, "-o", str(tmp_path / "report"))
@@ -213,6 +216,8 @@ def _done_count(db: Path) -> int:
     (["--task", "planted", "--target", "evonorm_s0", "--steps", "5"], "--steps only apply"),
     (["--task", "planted", "--target", "evonorm_s0", "--proxies", "resnet"],
      "unknown planted regime(s) resnet"),
+    (["--task", "planted", "--target", "evonorm_s0", "--reevaluate", "3"],
+     "do not depend on the seed"),
 ])
 def test_bad_planted_input_exits_2_and_writes_nothing(tmp_path: Path, args: list[str],
                                                       expected: str) -> None:
@@ -232,6 +237,24 @@ def test_malformed_target_file_is_refused(tmp_path: Path) -> None:
                                    "--target", str(bad))
         assert code == 2 and "--target" in err and str(bad) in err, err
         assert not db.exists()
+
+
+def test_a_planted_search_stored_with_reevaluation_resumes_without_it(tmp_path: Path) -> None:
+    """Planted searches stored before issue 16 had --reevaluate 3 (the default then)."""
+    from evonorm_search.config import new_search_config
+
+    config = new_search_config({"task": "planted", "target": get_known("evonorm_s1").to_json(),
+                                "space": "S", "init": "random", "population": 3,
+                                "budget": 10, "num_nodes": 3})
+    db = tmp_path / "old.db"
+    with SearchStore.open(db, create=True) as store:
+        store.create_search("p", {**config.to_dict(), "reevaluate": 3}, config.seed)
+    code, _, err = run_evonorm("search", "--name", "p", "--db", str(db), "--executor", "inline")
+    assert code == 0, err
+    with SearchStore.open(db) as store:
+        search = store.get_search("p")
+        assert set(store.trial_counts(search.id).values()) == {1}
+        assert sum(c.status != "duplicate" for c in store.candidates(search.id)) >= 10
 
 
 def test_planted_settings_leave_other_searches_unchanged() -> None:

@@ -513,3 +513,28 @@ def test_failed_migration_leaves_the_database_at_its_version(tmp_path: Path) -> 
     connection = sqlite3.connect(old)
     assert connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("1",)
     connection.close()
+
+
+def test_engine_columns_migration_adds_how_each_candidate_was_proposed(tmp_path: Path) -> None:
+    """`add_engine_columns` on the layout just before it (today's minus its columns):
+    the result is today's layout, older candidates get NULL move/island and 0 skips."""
+    from db.migrations import ENGINE_COLUMNS, MIGRATIONS, add_engine_columns
+
+    fresh, old = tmp_path / "fresh.db", tmp_path / "old.db"
+    SearchStore.open(fresh, create=True).close()
+    with SearchStore.open(old, create=True) as store:
+        search = store.create_search("old", {}, seed=0)
+        add(store, search.id, 0)
+    step = MIGRATIONS.index(add_engine_columns) + 1  # the version it starts from
+    connection = sqlite3.connect(old)
+    for column in ENGINE_COLUMNS:
+        connection.execute(f"ALTER TABLE candidates DROP COLUMN {column.split()[0]}")
+    connection.commit()
+    connection.close()
+    set_schema_version(old, step)
+    with SearchStore.open(old) as store:
+        assert store.migrated_from == step
+        (candidate,) = store.candidates(store.get_search("old").id)
+        assert (candidate.move, candidate.island, candidate.hash_skips,
+                candidate.neutral_skips) == (None, None, 0, 0)
+    assert schema_of(old) == schema_of(fresh)

@@ -27,6 +27,7 @@ from evonorm_search.cli.layers import (
     table,
 )
 from evonorm_search.known import formula_label
+from evonorm_search.search.controller import FINGERPRINT_STAGE
 
 DB_OPTION = click.option(
     "--db",
@@ -91,6 +92,21 @@ def status_view(store: SearchStore, search: SearchRecord) -> StatusView:
     return StatusView(summary, records, reevaluations)
 
 
+def proposals_summary(summary: SearchSummary) -> dict[str, int]:
+    """What the search's proposals became: evaluated (what the budget counts: trained,
+    stopped, rejected by a protocol, failed, or in flight) and what cost no evaluation:
+    fingerprint cache hits (duplicates), probe rejections, hash skips, neutral skips."""
+    counts = summary.counts
+    probe = summary.rejected_by_stage.get(FINGERPRINT_STAGE, 0)
+    return {
+        "evaluated": sum(counts.values()) - counts["duplicate"] - probe,
+        "cache_hits": counts["duplicate"],
+        "probe_rejections": probe,
+        "hash_skips": summary.skips.get("hash", 0),
+        "neutral_skips": summary.skips.get("neutral", 0),
+    }
+
+
 def status_json(view: StatusView, now: datetime) -> dict[str, Any]:
     """What `describe_status` prints, as one JSON object."""
     summary = view.summary
@@ -110,6 +126,7 @@ def status_json(view: StatusView, now: datetime) -> dict[str, Any]:
             for proxy, (candidate_id, accuracy) in summary.best.items()
         },
         "reevaluations": dict(view.reevaluations),
+        "proposals": proposals_summary(summary),
         "last_activity": iso_time(last),
         "elapsed_seconds": None if last is None else (last - summary.search.created_at).total_seconds(),
         "idle_seconds": None if last is None else (now - last).total_seconds(),
@@ -148,6 +165,10 @@ def describe_status(view: StatusView, now: datetime) -> str:
         lines.append(f"  best per proxy: {best}")
     else:
         lines.append("  best per proxy: none yet (no done candidates)")
+    work = proposals_summary(summary)
+    lines.append(f"  proposals: evaluated {work['evaluated']}, not evaluated: fingerprint cache "
+                 f"hits {work['cache_hits']}, probe rejections {work['probe_rejections']}, "
+                 f"hash skips {work['hash_skips']}, neutral skips {work['neutral_skips']}")
     if any(view.reevaluations.values()):
         lines.append(
             f"  re-evaluations (further seeds): {sum(view.reevaluations.values())}  "

@@ -107,6 +107,10 @@ def candidate_json(record: CandidateRecord, search_name: str) -> dict[str, Any]:
         "standard_errors": dict(sorted(record.standard_errors.items())),
         "early_accuracies": dict(sorted(record.early_accuracies.items())),
         "hurdle": record.hurdle,
+        "move": record.move,
+        "island": record.island,
+        "hash_skips": record.hash_skips,
+        "neutral_skips": record.neutral_skips,
     }
 
 

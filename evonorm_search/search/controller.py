@@ -84,8 +84,11 @@ def counts_toward_budget(record: CandidateRecord) -> bool:
 class Progress:
     """A snapshot of a search for the progress display and the run's summary.
 
-    `submitted` counts toward the budget; `hash_skips` and `evaluated_this_run` are for
-    this run only (hash skips leave no row in the database).
+    `submitted` counts toward the budget; `evaluated_this_run` is for this run only.
+    Proposals refused before any compute, over all runs: `hash_skips` (a structure the
+    search has seen) and `neutral_skips` (a child whose expression equals its parent's:
+    the move changed only nodes that do not reach the output, or nothing); fingerprint
+    duplicates (cache hits) and probe rejections are `counts` / `rejected_by_stage`.
     """
 
     name: str
@@ -101,6 +104,7 @@ class Progress:
     interrupted: bool = False
     reevaluations: int = 0  # re-evaluation trials finished (all runs)
     reevaluations_pending: int = 0  # queued or in flight
+    neutral_skips: int = 0
 
     @property
     def complete(self) -> bool:
@@ -126,7 +130,8 @@ class Progress:
             f"[{self.name}] {self.submitted}/{self.budget} evaluated, {self.in_flight} in flight"
             f" | done {counts.get('done', 0)}{stopped}, rejected {counts.get('rejected', 0)}"
             f"{f' ({stages})' if stages else ''}, duplicate {counts.get('duplicate', 0)},"
-            f" failed {counts.get('failed', 0)}, hash skips {self.hash_skips}"
+            f" failed {counts.get('failed', 0)}, hash skips {self.hash_skips},"
+            f" neutral skips {self.neutral_skips}"
             f" | rejection rate {rate}{trials} | best {best}"
             f" | {self.throughput_per_minute:.1f} candidates/min"
         )
@@ -141,6 +146,7 @@ class _State:
     rejected_by_stage: Counter[str] = field(default_factory=Counter)
     best: dict[str, float] = field(default_factory=dict)
     hash_skips: int = 0
+    neutral_skips: int = 0
     evaluated_this_run: int = 0
     # Mirrors of the store (see the module docstring).
     hashes: set[str] = field(default_factory=set)
@@ -259,6 +265,7 @@ class SearchController:
             counts=counts,
             rejected_by_stage=dict(state.rejected_by_stage),
             hash_skips=state.hash_skips,
+            neutral_skips=state.neutral_skips,
             best={p: state.best[p] for p in self.config.proxies if p in state.best},
             evaluated_this_run=state.evaluated_this_run,
             elapsed=time.monotonic() - self._started,
@@ -278,6 +285,8 @@ class SearchController:
         self._strategy = self._make_strategy(self.config)
         for record in self.store.candidates(self.search.id):
             self._tally(state, record)
+            state.hash_skips += record.hash_skips
+            state.neutral_skips += record.neutral_skips
             if counts_toward_budget(record):
                 state.submitted += 1
         state.trials = self.store.trial_counts(self.search.id)
@@ -370,14 +379,20 @@ class SearchController:
 
     # ---- proposing children ----------------------------------------------------------
 
-    def _propose(self, rng: random.Random) -> tuple[Proposal, str]:
-        """The strategy's next child whose structural hash the search has not seen."""
+    def _propose(self, rng: random.Random) -> tuple[Proposal, str, dict[str, int]]:
+        """The strategy's next child whose structural hash the search has not seen, with
+        the proposals refused on the way (`hash_skips`, `neutral_skips`: the columns)."""
+        skips = {"hash_skips": 0, "neutral_skips": 0}
         for _ in range(MAX_PROPOSALS):
             proposal = self._strategy.ask(rng, self._state.hashes)
             structural_hash = proposal.graph.structural_hash()
             if structural_hash not in self._state.hashes:
-                return proposal, structural_hash
-            self._state.hash_skips += 1
+                return proposal, structural_hash, skips
+            # A child whose expression is its parent's changed only dead nodes (or nothing):
+            # it computes the same layer, so it is never evaluated; the strategy moves again.
+            parent = proposal.parent
+            neutral = parent is not None and parent.structural_hash == structural_hash
+            skips["neutral_skips" if neutral else "hash_skips"] += 1
         raise SearchExhausted(
             f"search {self.search.name!r}: {MAX_PROPOSALS} proposals in a row were layers "
             "already seen, so this space looks exhausted; raise --num-nodes or --population, "
@@ -392,7 +407,9 @@ class SearchController:
         for _ in range(MAX_UNTRAINED_IN_A_ROW):
             number = self._next_number
             rng = random.Random(derive_seed(self.config.seed, number, "propose"))
-            proposal, structural_hash = self._propose(rng)
+            proposal, structural_hash, skips = self._propose(rng)
+            self._state.hash_skips += skips["hash_skips"]
+            self._state.neutral_skips += skips["neutral_skips"]
             probe = self._fingerprint(proposal.graph)
             fields = {
                 "number": number,
@@ -403,6 +420,9 @@ class SearchController:
                 "seed": derive_seed(self.config.seed, number),
                 "hurdle": hurdle_for(self._strategy.population, self.config.hurdle,
                                      self.config.proxies, self.config.population),
+                "move": proposal.move,
+                "island": proposal.island,
+                **skips,
             }
             self._next_number += 1
             if not probe.finite:
@@ -418,8 +438,7 @@ class SearchController:
                 if original is None:
                     record = self.store.add_candidate(self.search.id, **fields)
                     self._state.submitted += 1
-                    self._state.hashes.add(structural_hash)
-                    self._strategy.tell(record)
+                    self._tally(self._state, record)
                     return record
                 record = self.store.add_candidate(
                     self.search.id, status="duplicate", duplicate_of=original[1], **fields

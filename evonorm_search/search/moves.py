@@ -15,7 +15,7 @@ from the `random.Random` passed in, so a seeded generator reproduces the same la
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from evonorm_search.errors import GraphError
 from evonorm_search.graph import INITIAL_NODES, MAX_INTERMEDIATE, LayerGraph, Node
@@ -169,8 +169,18 @@ def mutate(graph: LayerGraph, rng: random.Random, space: Space,
     uniformly from `operators` (names of `MUTATIONS`; default: the paper's).
 
     The child may equal its parent structurally (same op drawn, or a dead node changed):
-    the controller's structural-hash filter skips such children.
+    the controller skips such children (neutral skips).
     """
+    return apply_move(graph, rng, space, operators)[1]
+
+
+def apply_move(graph: LayerGraph, rng: random.Random, space: Space,
+               operators: tuple[str, ...] = PAPER_MUTATIONS,
+               weights: Sequence[float] | None = None) -> tuple[str, LayerGraph]:
+    """`mutate`, also naming the operator that made the child. `weights` (one per
+    operator) draws the operator in proportion to them instead of uniformly; a draw that
+    the operator cannot apply (e.g. no room to insert) or that leaves the space is
+    thrown away and both the operator and its change are drawn again."""
     _check_space(space)
     check_mutations(operators)
     if not is_valid(graph, space):
@@ -183,11 +193,14 @@ def mutate(graph: LayerGraph, rng: random.Random, space: Space,
         )
     ops = op_names(space)
     for _ in range(_MAX_DRAWS):
-        operator = MUTATIONS[operators[0] if len(operators) == 1 else rng.choice(operators)]
+        if weights is not None:
+            name = rng.choices(operators, weights)[0]
+        else:
+            name = operators[0] if len(operators) == 1 else rng.choice(operators)
         try:
-            child = operator(graph, rng, ops)
+            child = MUTATIONS[name](graph, rng, ops)
         except GraphError:
             continue
         if is_valid(child, space):
-            return child
+            return name, child
     raise RuntimeError(f"no valid mutation in {_MAX_DRAWS} draws of {graph.formula()}")

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from evonorm_search.graph import LayerGraph
-from evonorm_search.search.moves import mutate, random_graph
+from evonorm_search.search.moves import apply_move, random_graph
 from evonorm_search.search.selection import tournament
 
 if TYPE_CHECKING:
@@ -38,10 +38,14 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Proposal:
-    """A child to try: its graph and the parent it came from (None: a fresh layer)."""
+    """A child to try: its graph, the parent it came from (None: a fresh layer), how it
+    was made (`move`: a `moves.MUTATIONS` name, "known" or "random" for a fresh layer)
+    and the island it belongs to (None: one population). Stored with the candidate."""
 
     graph: LayerGraph
     parent: CandidateRecord | None = None
+    move: str | None = None
+    island: int | None = None
 
 
 class Strategy(Protocol):
@@ -102,11 +106,11 @@ class _Fresh:
         self._space = config.space
         self._num_nodes = config.num_nodes
 
-    def __call__(self, rng: random.Random, seen: Container[str]) -> LayerGraph:
+    def __call__(self, rng: random.Random, seen: Container[str]) -> Proposal:
         for graph in self._known:
             if graph.structural_hash() not in seen:
-                return graph
-        return random_graph(rng, self._space, self._num_nodes)
+                return Proposal(graph, move="known")
+        return Proposal(random_graph(rng, self._space, self._num_nodes), move="random")
 
 
 class RandomStrategy:
@@ -120,7 +124,7 @@ class RandomStrategy:
         self._population.tell(candidate)
 
     def ask(self, rng: random.Random, seen: Container[str]) -> Proposal:
-        return Proposal(self._fresh(rng, seen))
+        return self._fresh(rng, seen)
 
     @property
     def population(self) -> list[CandidateRecord]:
@@ -144,11 +148,11 @@ class EvolutionStrategy:
     def ask(self, rng: random.Random, seen: Container[str]) -> Proposal:
         config = self._config
         if not self._population.full:
-            return Proposal(self._fresh(rng, seen))
+            return self._fresh(rng, seen)
         parent = tournament(self._population.members, rng, config.tournament_fraction,
                             config.tournament_min_size, objectives=self._scores)
-        return Proposal(mutate(self._graph(parent), rng, config.space, config.mutations),
-                        parent)
+        move, child = apply_move(self._graph(parent), rng, config.space, config.mutations)
+        return Proposal(child, parent, move)
 
     @property
     def population(self) -> list[CandidateRecord]:
