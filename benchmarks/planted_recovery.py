@@ -38,7 +38,8 @@ from typing import Any
 
 from db.store import SearchStore
 from evonorm_search.config import SearchConfig, new_search_config
-from evonorm_search.search.controller import SearchController, counts_toward_budget
+from evonorm_search.search.budget import counts_toward_budget
+from evonorm_search.search.controller import SearchController
 from evonorm_search.graph import LayerGraph
 from evonorm_search.planted import first_recovery, recovered, resolve_target
 from workers.executors import make_evaluator

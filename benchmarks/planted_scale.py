@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     evaluation_cpu = [0.0]
     if args.resume:
         from evonorm_search.config import stored_config
-        from evonorm_search.search.controller import counts_toward_budget
+        from evonorm_search.search.budget import counts_toward_budget
 
         with SearchStore.open(path) as store:
             search = store.get_search("scale")

@@ -99,7 +99,7 @@ def overhead(max_stored: int, window: int, population: int) -> None:
 
 def _budget_for(store: SearchStore, search_id: int) -> int:
     """Candidates of the search that count toward the budget so far."""
-    from evonorm_search.search.controller import counts_toward_budget
+    from evonorm_search.search.budget import counts_toward_budget
 
     return sum(counts_toward_budget(c) for c in store.candidates(search_id))
 

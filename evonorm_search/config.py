@@ -14,6 +14,7 @@ from typing import Any
 
 from evonorm_search.errors import EvonormError, GraphError, StoreError
 from evonorm_search.graph import MAX_INTERMEDIATE, LayerGraph
+from evonorm_search.search.engines import DEFAULT_ENGINE, ENGINES
 from evonorm_search.search.moves import check_mutations, in_space
 from evonorm_search.task import DatasetSpec, TrainSettings
 from primitives import SPACES
@@ -33,7 +34,9 @@ MAX_INTEGER = 2**63 - 1
 MAX_REEVALUATE = 100  # seeds per front member: far above any useful count
 # What a setting meant before it existed: a search stored without it resumes as it ran,
 # whatever today's default is.
-LEGACY_SETTINGS: dict[str, Any] = {"hurdle": None, "reevaluate": 1}
+LEGACY_SETTINGS: dict[str, Any] = {"hurdle": None, "reevaluate": 1, "engine": "paper",
+                                    **ENGINES["paper"]}
+MAX_ADAPTIVE_MOVES = 1.0  # 1: a move's weight follows its credit fully
 
 
 @dataclass(frozen=True)
@@ -59,10 +62,22 @@ class SearchConfig:
     proxies: tuple[str, ...] = ("resnet", "mobilenetv2", "efficientnet")
     num_nodes: int = MAX_INTERMEDIATE
     tournament_fraction: float = 0.05
-    # Mutation operators drawn uniformly per child (evonorm_search.search.moves.MUTATIONS);
+    # Mutation operators, one drawn per child (evonorm_search.search.moves.MUTATIONS);
     # ("node",) is the paper's.
     mutations: tuple[str, ...] = ("node",)
     tournament_min_size: int = 2
+    # The engine (evonorm_search.search.engines: the preset the engine settings started
+    # from; the defaults below are "paper", the paper's engine; docs/method.md):
+    engine: str = DEFAULT_ENGINE
+    islands: int = 1  # populations sharing `population` (sizes differ by at most one)
+    migration_rate: float = 0.0  # share of an island's children bred from another's best
+    island_restart: int = 0  # restart an island after this many evaluations without progress
+    elites: int = 0  # each island's best members, kept as parents whatever their age
+    neutral_drift: bool = False  # among equal scores, the newest member is the elite
+    scan_after: int = 0  # local scan after this many evaluations without progress (0: off)
+    scan_elites: int = 3  # how many of the best distinct layers the scan edits
+    adaptive_moves: float = 0.0  # strength of move-weight adaptation (0: fixed, uniform)
+    size_penalty: float = 0.0  # score units per live node in selection (a tie-breaker)
     max_attempts: int = 3  # submissions of one candidate before infrastructure failure
     dataset: DatasetSpec = field(default_factory=DatasetSpec)
     train: TrainSettings = field(default_factory=TrainSettings)
@@ -117,7 +132,40 @@ class SearchConfig:
             raise ConfigError(f"seed must be >= 0 (and at most {MAX_INTEGER}), got {self.seed}")
         self._validate_task()
         self._validate_fidelity()
+        self._validate_engine()
         self.init_names()
+
+    def _validate_engine(self) -> None:
+        if self.engine not in ENGINES:
+            raise ConfigError(f"engine {self.engine!r} is unknown: use --engine "
+                              f"{' or --engine '.join(ENGINES)}")
+        if not 1 <= self.islands <= self.population // 2:
+            raise ConfigError(f"islands must be in 1..{self.population // 2} (each island "
+                              f"holds population // islands >= 2 members), got {self.islands}: "
+                              "lower --islands or raise --population")
+        if not 0.0 <= self.migration_rate <= 1.0:
+            raise ConfigError(f"migration_rate must be a share in [0, 1], got {self.migration_rate}")
+        if self.migration_rate > 0 and self.islands == 1:
+            raise ConfigError("--migration-rate moves parents between islands: it needs "
+                              "--islands 2 or more (or --migration-rate 0)")
+        for name in ("island_restart", "scan_after", "elites"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"{name} must be a whole number >= 0 (0: off), got {value!r} "
+                                  f"(--{name.replace('_', '-')})")
+        if self.elites > self.population // self.islands:
+            raise ConfigError(f"elites must be at most the island size "
+                              f"{self.population // self.islands}, got {self.elites}")
+        if self.scan_elites < 1:
+            raise ConfigError(f"scan_elites must be >= 1, got {self.scan_elites}")
+        if not isinstance(self.neutral_drift, bool):
+            raise ConfigError(f"neutral_drift must be true or false, got {self.neutral_drift!r}")
+        if not 0.0 <= self.adaptive_moves <= MAX_ADAPTIVE_MOVES:
+            raise ConfigError(f"adaptive_moves must be a strength in [0, {MAX_ADAPTIVE_MOVES}] "
+                              f"(0: fixed uniform move weights), got {self.adaptive_moves}")
+        if not 0.0 <= self.size_penalty < 1.0:
+            raise ConfigError(f"size_penalty must be in [0, 1) (score units per node; e.g. "
+                              f"1e-4 breaks near-ties toward fewer nodes), got {self.size_penalty}")
 
     def _validate_fidelity(self) -> None:
         from evonorm_search.planted import SEED_NOISE
@@ -261,15 +309,35 @@ class SearchConfig:
 
 def new_search_config(overrides: dict[str, Any]) -> SearchConfig:
     """A new search's settings: the defaults, with the training budget of the data set
-    named in `overrides` (see `TrainSettings.for_dataset`), then `overrides`. A planted
-    search compares layers on every planted regime unless `proxies` names some."""
+    named in `overrides` (see `TrainSettings.for_dataset`) and the engine preset it names
+    (`engine`, default per task: `DEFAULT_ENGINES`), then `overrides`. A planted search
+    compares layers on every planted regime unless `proxies` names some."""
     from evonorm_search.planted import REGIME_NAMES
 
+    engine = overrides.get("engine", DEFAULT_ENGINES.get(overrides.get("task", ""), DEFAULT_ENGINE))
+    if engine not in ENGINES:
+        raise ConfigError(f"engine {engine!r} is unknown: use --engine "
+                          f"{' or --engine '.join(ENGINES)}")
+    preset = dict(ENGINES[engine])
+    # A preset's islands and elites shrink to fit a small population (given values do not).
+    population = overrides.get("population", SearchConfig.population)
+    if isinstance(population, int) and "islands" not in overrides:
+        preset["islands"] = max(1, min(preset["islands"], population // 2))
+        if preset["islands"] == 1:
+            preset["migration_rate"] = 0.0
+    if isinstance(population, int) and "elites" not in overrides:
+        island_size = population // overrides.get("islands", preset["islands"])
+        preset["elites"] = min(preset["elites"], max(0, island_size))
+    overrides = {**preset, "engine": engine, **overrides}
     dataset = overrides.get("dataset.name", DatasetSpec().name)
     if overrides.get("task") == "planted":
         # Every regime, and one evaluation per candidate: planted scores have no seed noise.
         overrides = {"proxies": REGIME_NAMES, "reevaluate": 1, **overrides}
     return SearchConfig(train=TrainSettings.for_dataset(dataset)).with_overrides(overrides)
+
+
+# The engine a new search starts from when none is named, per task (the rest: "paper").
+DEFAULT_ENGINES: dict[str, str] = {}
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -300,3 +368,7 @@ def stored_config(config: dict[str, Any]) -> SearchConfig:
             "another version of evonorm; start a new search with another --name or --db"
         ) from error
 
+
+
+assert all(getattr(SearchConfig, name) == value
+           for name, value in ENGINES[DEFAULT_ENGINE].items()), "defaults are the default engine"

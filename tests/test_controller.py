@@ -445,3 +445,39 @@ def test_neutral_children_and_seen_structures_are_skipped_and_counted(tmp_path: 
     assert (final.hash_skips, final.neutral_skips) == (3, 3)
     assert summary.skips == {"hash": 3, "neutral": 3}
     assert "hash skips 3, neutral skips 3" in final.line()
+
+
+MEMETIC = {"engine": "memetic", "population": 8, "islands": 2, "migration_rate": 0.2,
+           "island_restart": 8, "elites": 2, "neutral_drift": True, "scan_after": 6,
+           "scan_elites": 2, "adaptive_moves": 0.5, "size_penalty": 1e-4,
+           "mutations": ("node", "op", "input", "insert", "delete", "wrap", "swap",
+                         "subgraph", "graft"),
+           "tournament_fraction": 0.5, "num_nodes": 4, "init": "random", "budget": 40,
+           "reevaluate": 2}
+
+
+def test_resume_with_islands_scan_and_every_move_equals_uninterrupted(tmp_path: Path) -> None:
+    """Interrupted anywhere and resumed, a search with islands, elites, migration,
+    restarts, the local scan, adaptive moves and re-evaluation records exactly what an
+    uninterrupted one does, candidate for candidate."""
+    config = make_config(**MEMETIC)
+    _, reference, _ = run_search(tmp_path / "a.db", config, InlineEvaluator(fake_evaluate))
+    moves = {c.move for c in reference}
+    assert {"scan", "random"} <= moves and len(moves & set(MEMETIC["mutations"])) >= 3
+    assert {c.island for c in reference} == {0, 1}
+    for stop_at in (9, 37):
+        calls = 0
+
+        def interrupted(task: EvalTask) -> EvalResult:
+            nonlocal calls
+            calls += 1
+            if calls == stop_at:
+                raise KeyboardInterrupt
+            return fake_evaluate(task)
+
+        path = tmp_path / f"b{stop_at}.db"
+        first, _, _ = run_search(path, config, InlineEvaluator(interrupted))
+        assert first.interrupted
+        final, resumed, integrity = run_search(path, config, InlineEvaluator(fake_evaluate))
+        assert final.complete and integrity == "ok"
+        assert essentials(resumed) == essentials(reference)

@@ -11,11 +11,11 @@ from hypothesis import strategies as st
 from evonorm_search.errors import GraphError
 from evonorm_search.graph import INITIAL_NODES, MAX_INTERMEDIATE, LayerGraph
 from evonorm_search.known import KNOWN_LAYERS
-from evonorm_search.search.moves import is_valid, mutate, random_graph
-from primitives import get_op, op_names
+from evonorm_search.search.moves import apply_move, is_valid, mutate, random_graph
+from primitives import SPACES, get_op, op_names
 
 FIRST = len(INITIAL_NODES)
-spaces = st.sampled_from(["B", "S"])
+spaces = st.sampled_from(sorted(SPACES))
 
 
 def assert_valid(graph: LayerGraph, space: str) -> None:
@@ -125,13 +125,17 @@ from evonorm_search.search.moves import MUTATIONS, check_mutations  # noqa: E402
 
 @given(seed=st.integers(0, 2**32), space=spaces, operator=st.sampled_from(sorted(MUTATIONS)),
        steps=st.integers(1, 15))
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=200, deadline=None)
 def test_every_operator_keeps_layers_valid(seed: int, space: str, operator: str,
                                            steps: int) -> None:
+    """Each move, applied again and again (with a random donor for a recombination),
+    keeps layers valid, in the space and within the node limit."""
     rng = random.Random(seed)
     graph = random_graph(rng, space, rng.randint(1, MAX_INTERMEDIATE))  # type: ignore[arg-type]
     for _ in range(steps):
-        graph = mutate(graph, rng, space, (operator, "node"))  # type: ignore[arg-type]
+        donor = random_graph(rng, space, rng.randint(1, MAX_INTERMEDIATE))  # type: ignore[arg-type]
+        name, graph = apply_move(graph, rng, space, (operator, "node"), donor=donor)  # type: ignore[arg-type]
+        assert name in (operator, "node")
         assert_valid(graph, space)
 
 
@@ -201,3 +205,56 @@ def test_unknown_operators_are_refused() -> None:
         check_mutations(("grow",))
     with pytest.raises(ValueError):
         mutate(KNOWN_LAYERS["bn_relu"], random.Random(0), "B", ())
+
+
+def test_root_wrap_puts_a_new_op_on_top_of_the_output() -> None:
+    relu = LayerGraph([("max", (0, 1))])  # max(x, 0)
+    rng = random.Random(0)
+    children = {apply_move(relu, rng, "S", ("wrap",))[1] for _ in range(3000)}
+    assert all(c.nodes[:1] == relu.nodes and c.output in (relu.output + 1, relu.output + 2)
+               and relu.output in c.node(c.output).inputs for c in children)
+    # EvoNorm-S1's final division by a statistic of x, in one move:
+    assert "max(x, 0) / std_group(x)" in {c.formula() for c in children}
+    full = random_graph(rng, "S", MAX_INTERMEDIATE)
+    wrapped = MUTATIONS["wrap"](full, rng, op_names("S"))  # dead nodes make room
+    assert len(wrapped.nodes) <= MAX_INTERMEDIATE and wrapped.structural_hash() != full.structural_hash()
+
+
+def test_swap_reverses_a_non_commutative_operand_pair() -> None:
+    s0 = KNOWN_LAYERS["evonorm_s0"]
+    swapped = MUTATIONS["swap"](s0, random.Random(0), op_names("S"))
+    assert swapped.formula() == "std_group(x) / (x * sigmoid(v1 * x))"
+    with pytest.raises(GraphError, match="no live non-commutative"):
+        MUTATIONS["swap"](LayerGraph([("sigmoid", (0,)), ("mul", (0, 4))]), random.Random(0),
+                          op_names("S"))
+
+
+def test_subgraph_replaces_a_node_with_a_chain() -> None:
+    """The ReLU of max(x, 0) / std_group(x) is replaced by chains of 1-3 new nodes, each
+    reading the one before; the rest of the layer stays."""
+    relu = LayerGraph([("max", (0, 1)), ("std_group", (0,)), ("div", (4, 5))])
+    rng = random.Random(0)
+    grown, formulas = set(), set()
+    for _ in range(3000):
+        _, child = apply_move(relu, rng, "S", ("subgraph",))
+        assert_valid(child, "S")
+        formulas.add(child.formula())
+        extra = len(child.nodes) - len(relu.nodes)
+        assert 0 <= extra <= 2
+        tail = (("std_group", (0,)), ("div", (FIRST + extra, FIRST + extra + 1)))
+        if extra and child.nodes[extra + 1:] == tail:  # the ReLU (node 4) was replaced
+            chain = child.nodes[: extra + 1]
+            assert all(FIRST + k - 1 in node.inputs for k, node in enumerate(chain) if k)
+            grown.add(extra)
+    assert "sigmoid(x) / std_group(x)" in formulas and grown == {1, 2}
+
+
+def test_graft_copies_a_donor_subexpression_into_the_parent() -> None:
+    parent = LayerGraph([("max", (0, 1)), ("std_group", (0,)), ("div", (4, 5))])
+    donor = KNOWN_LAYERS["evonorm_s0"]  # x * sigmoid(v1 * x) / std_group(x)
+    rng = random.Random(0)
+    children = [MUTATIONS["graft"](parent, rng, op_names("S"), donor) for _ in range(300)]
+    formulas = {child.formula() for child in children}
+    assert "x * sigmoid(v1 * x) / std_group(x)" in formulas  # the donor's numerator grafted
+    with pytest.raises(GraphError, match="donor"):
+        MUTATIONS["graft"](parent, rng, op_names("S"))

@@ -169,8 +169,11 @@ def test_target_from_a_json_file_and_a_random_start(tmp_path: Path) -> None:
 
 
 def test_planted_search_resumes_after_sigkill_as_if_uninterrupted(tmp_path: Path) -> None:
+    """With the memetic engine (3 islands, elites, every move, adaptive weights) and a
+    local scan and island restarts early enough to happen in 60 candidates."""
     common = [*PLANTED, "--space", "S", "--target", "evonorm_s0", "--init", "random",
-              "--population", "6", "--budget", "60"]
+              "--population", "6", "--budget", "60", "--engine", "memetic",
+              "--scan-after", "12", "--island-restart", "10"]
     reference = tmp_path / "ref.db"
     code, _, err = run_evonorm("search", "--name", "p", "--db", str(reference), *common)
     assert code == 0, err
@@ -190,9 +193,12 @@ def test_planted_search_resumes_after_sigkill_as_if_uninterrupted(tmp_path: Path
     assert code == 0, err
 
     def essentials(db: Path) -> list[tuple]:
-        return [(r.number, r.structural_hash, r.status, r.accuracies) for r in rows(db, "p")]
+        return [(r.number, r.structural_hash, r.status, r.accuracies, r.move, r.island,
+                 r.hash_skips, r.neutral_skips) for r in rows(db, "p")]
 
     assert essentials(killed) == essentials(reference)
+    moves = {row[4] for row in essentials(reference)}
+    assert "scan" in moves and {row[5] for row in essentials(reference)} == {0, 1, 2}
 
 
 def _done_count(db: Path) -> int:

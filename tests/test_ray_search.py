@@ -27,7 +27,8 @@ from ray.cluster_utils import Cluster
 
 from db.store import CandidateRecord, SearchStore
 from evonorm_search.config import SearchConfig
-from evonorm_search.search.controller import SearchController, counts_toward_budget
+from evonorm_search.search.budget import counts_toward_budget
+from evonorm_search.search.controller import SearchController
 from evonorm_search.graph import LayerGraph
 from evonorm_search.task import EvalResult, EvalTask
 from workers.ray_executor import RayEvaluator

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+
+import pytest
 from datetime import UTC, datetime
 
 from db.records import CandidateRecord
@@ -106,3 +108,182 @@ def test_random_strategy_never_has_a_parent_and_known_layers_come_first() -> Non
     assert first.graph == get_known("evonorm_s0") and first.parent is None
     second = strategy.ask(random.Random(0), {get_known("evonorm_s0").structural_hash()})
     assert second.graph == get_known("gn_relu")
+
+
+# ---- the engine's structures ------------------------------------------------------------
+
+from evonorm_search.graph import Node  # noqa: E402
+from evonorm_search.known import get_known  # noqa: E402
+from evonorm_search.search.moves import MUTATIONS, adaptive_weights  # noqa: E402
+from evonorm_search.search.strategies import RESTART, SCAN  # noqa: E402
+
+ALL_MOVES = tuple(MUTATIONS)
+
+
+def memetic(**changes: object) -> SearchConfig:
+    settings: dict[str, object] = dict(
+        population=8, islands=2, migration_rate=0.2, island_restart=6, elites=2,
+        neutral_drift=True, scan_after=5, scan_elites=2, adaptive_moves=0.5,
+        size_penalty=1e-4, mutations=ALL_MOVES, tournament_fraction=0.5, num_nodes=4)
+    settings.update(changes)
+    return config(**settings)
+
+
+def engine_history(count: int, seed: int = 0, islands: int = 2) -> list[CandidateRecord]:
+    """Records as a search with islands stores them: round-robin islands, children of
+    earlier done members by a move, some rejected, duplicated or left pending."""
+    rng = random.Random(seed)
+    rows: list[CandidateRecord] = []
+    for number in range(count):
+        done = [r for r in rows if r.status == "done"]
+        parent = rng.choice(done) if done and number >= 8 else None
+        status = rng.choice(["done"] * 6 + ["rejected", "duplicate"])
+        move = rng.choice(ALL_MOVES) if parent else "random"
+        rows.append(record(number, random_graph(rng, "S", 4), status,
+                           (rng.random(), rng.random()), island=number % islands,
+                           parent_id=parent.id if parent else None, move=move,
+                           duplicate_of=1 if status == "duplicate" else None))
+    return rows
+
+
+@pytest.mark.parametrize("scan_after, kinds", [(5, {SCAN}), (1000, set(ALL_MOVES))])
+def test_with_every_engine_feature_the_state_is_a_function_of_the_records(
+        scan_after: int, kinds: set[str]) -> None:
+    """What keeps resume exact: the same records told in any order (and re-told with
+    a re-evaluated score) give the same proposals."""
+    rows = engine_history(60)
+    strategies = []
+    for seed in range(3):
+        strategy = EvolutionStrategy(memetic(scan_after=scan_after))
+        shuffled = rows[:]
+        random.Random(seed).shuffle(shuffled)
+        for row in shuffled:
+            strategy.tell(row)
+        strategies.append(strategy)
+    expected = proposals(strategies[0], 15)
+    assert all(proposals(s, 15) == expected for s in strategies[1:])
+    moves = {strategies[0].ask(random.Random(n), set()).move for n in range(60)}
+    assert moves <= kinds and len(moves) >= min(4, len(kinds))
+    # A re-evaluation lowers a member's scores: the same as telling the final records.
+    changed = rows[:]
+    target = next(i for i, r in enumerate(rows) if r.status == "done" and r.number > 30)
+    changed[target] = record(rows[target].number, LayerGraph.from_json(rows[target].graph_json),
+                             scores=(0.0, 0.0), island=rows[target].island,
+                             parent_id=rows[target].parent_id, move=rows[target].move)
+    updated, fresh = strategies[0], EvolutionStrategy(memetic(scan_after=scan_after))
+    updated.tell(changed[target])
+    for row in changed:
+        fresh.tell(row)
+    assert proposals(updated, 15) == proposals(fresh, 15)
+    assert [m.id for m in updated.population] == [m.id for m in fresh.population]
+
+
+def test_islands_share_the_executor_and_keep_their_own_populations() -> None:
+    strategy = EvolutionStrategy(memetic(population=9, islands=3, migration_rate=0.0,
+                                         scan_after=0, island_restart=0))
+    assert [strategy.ask(random.Random(0), set()).island for _ in range(2)] == [0, 0]
+    for row in engine_history(30, islands=3):
+        strategy.tell(row)
+    # Every island got 10 rows: the next child goes to island 0; one in flight there
+    # sends the next to island 1.
+    assert strategy.ask(random.Random(0), set()).island == 0
+    strategy.tell(record(30, random_graph(random.Random(1), "S", 3), "pending", island=0))
+    proposal = strategy.ask(random.Random(0), set())
+    assert proposal.island == 1 and proposal.parent is not None
+    assert proposal.parent.island == 1  # no migration: parents from its own island
+    assert {m.island for m in strategy.population} == {0, 1, 2}
+
+
+def test_elites_outlive_aging_and_ties_prefer_small_then_new_layers() -> None:
+    small = LayerGraph([("std_group", (0,)), ("div", (0, 4))])
+    large = LayerGraph([("std_group", (0,)), ("abs", (0,)), ("div", (5, 4))])
+    rows = [record(0, small, scores=(0.9, 0.9)), record(1, large, scores=(0.9, 0.9))]
+    rows += [record(n, random_graph(random.Random(n), "S", 3), scores=(0.1, 0.1))
+             for n in range(2, 12)]
+    for drift, first in ((True, 0), (False, 0)):
+        strategy = EvolutionStrategy(memetic(islands=1, migration_rate=0.0, population=4,
+                                             elites=1, scan_after=0, neutral_drift=drift))
+        for row in rows:
+            strategy.tell(row)
+        # The aging population holds 8..11; the elite (the smaller of two equal layers)
+        # is a parent all the same.
+        numbers = [m.number for m in strategy.population]
+        assert numbers == [first, 8, 9, 10, 11]
+    twin = LayerGraph([("abs", (1,)), ("std_group", (0,)), ("div", (0, 5))])  # same size
+    # An equal (within 1e-6), equally small child: with neutral drift it is the elite
+    # (already among the aging members), without it the older layer stays the elite.
+    for drift, numbers in ((True, [9, 10, 11, 12]), (False, [0, 9, 10, 11, 12])):
+        strategy = EvolutionStrategy(memetic(islands=1, migration_rate=0.0, population=4,
+                                             elites=1, scan_after=0, neutral_drift=drift))
+        for row in [*rows, record(12, twin, scores=(0.9 + 4e-7, 0.9))]:
+            strategy.tell(row)
+        assert [m.number for m in strategy.population] == numbers
+
+
+def test_a_stalled_search_scans_single_edits_of_its_best_layers() -> None:
+    s1, s0 = get_known("evonorm_s1"), get_known("evonorm_s0")
+    rows = [record(0, s1, scores=(0.99, 0.99))]
+    rows += [record(n, random_graph(random.Random(n), "S", 3), scores=(0.2, 0.2))
+             for n in range(1, 12)]
+    strategy = EvolutionStrategy(memetic(islands=1, migration_rate=0.0, scan_after=10,
+                                         scan_elites=1))
+    for row in rows[:10]:
+        strategy.tell(row)
+    assert strategy.ask(random.Random(0), set()).move != SCAN  # 9 evaluations since the best
+    strategy.tell(rows[10])
+    seen: set[str] = set()
+    found = []
+    for _ in range(3000):  # the whole neighbourhood, each edit once
+        proposal = strategy.ask(random.Random(0), seen)
+        if proposal.move != SCAN:
+            break
+        assert proposal.parent is not None and proposal.parent.number == 0
+        assert proposal.graph.structural_hash() not in seen
+        seen.add(proposal.graph.structural_hash())
+        found.append(proposal.graph.structural_hash())
+    assert s0.structural_hash() in found  # one insert away from EvoNorm-S1
+    assert len(found) > 500
+    # An improvement ends the stall: evolution resumes.
+    strategy.tell(record(12, s0, scores=(1.0, 1.0)))
+    assert strategy.ask(random.Random(0), set()).move != SCAN
+
+
+def test_a_lagging_stalled_island_restarts_from_fresh_layers() -> None:
+    strategy = EvolutionStrategy(memetic(population=4, islands=2, elites=0, scan_after=0,
+                                         migration_rate=0.0, island_restart=3))
+    graphs = [random_graph(random.Random(n), "S", 3) for n in range(12)]
+    scores = [0.9, 0.5, 0.9, 0.5] + [0.1] * 8  # island 1 lags, then nothing improves
+    for number in range(12):
+        strategy.tell(record(number, graphs[number], scores=(scores[number],) * 2,
+                             island=number % 2))
+    proposal = strategy.ask(random.Random(0), set())
+    assert proposal.island == 0 and proposal.move in ALL_MOVES  # holds the best: no restart
+    strategy.tell(record(12, graphs[0], "pending", island=0))
+    proposal = strategy.ask(random.Random(0), set())
+    assert (proposal.island, proposal.move, proposal.parent) == (1, RESTART, None)
+    strategy.tell(record(13, proposal.graph, "done", (0.3, 0.3), island=1, move=RESTART))
+    strategy.tell(record(14, graphs[1], "pending", island=0))
+    refill = strategy.ask(random.Random(0), set())
+    assert (refill.island, refill.move) == (1, "random")  # its population starts over
+    assert [m.number for m in strategy.population if m.island == 1] == [13]
+
+
+def test_a_graft_joins_its_island_only_if_not_worse_than_its_parent() -> None:
+    strategy = EvolutionStrategy(memetic(islands=1, migration_rate=0.0, elites=0,
+                                         scan_after=0, population=3))
+    graphs = [random_graph(random.Random(n), "S", 3) for n in range(5)]
+    strategy.tell(record(0, graphs[0], scores=(0.5, 0.5)))
+    strategy.tell(record(1, graphs[1], scores=(0.4, 0.4), parent_id=1, move="graft"))
+    strategy.tell(record(2, graphs[2], scores=(0.6, 0.6), parent_id=1, move="graft"))
+    strategy.tell(record(3, graphs[3], scores=(0.1, 0.1), parent_id=1, move="node"))
+    assert [m.number for m in strategy.population] == [0, 2, 3]
+
+
+def test_adaptive_weights_follow_credit_and_stay_near_the_base_without_it() -> None:
+    names = ("node", "wrap", "op")
+    even = adaptive_weights(names, {}, 0.5)
+    assert even == [1.0, 1.0, 1.0]
+    weights = adaptive_weights(names, {"node": (200, 2), "wrap": (200, 40), "op": (5, 0)}, 0.5)
+    assert weights[1] > 1.3 > 1.0 > 0.5 > weights[0] and 0.7 < weights[2] < 1.0
+    full = adaptive_weights(names, {"node": (200, 2), "wrap": (200, 40), "op": (5, 0)}, 1.0)
+    assert full[1] / full[0] == pytest.approx((weights[1] / weights[0]) ** 2)

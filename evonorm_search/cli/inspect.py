@@ -27,7 +27,7 @@ from evonorm_search.cli.layers import (
     table,
 )
 from evonorm_search.known import formula_label
-from evonorm_search.search.controller import FINGERPRINT_STAGE
+from evonorm_search.search.budget import FINGERPRINT_STAGE
 
 DB_OPTION = click.option(
     "--db",

@@ -20,6 +20,7 @@ from evonorm_search.config import (
     STRATEGIES, ConfigError, SearchConfig, new_search_config, stored_config,
 )
 from evonorm_search.search.controller import Progress, SearchController
+from evonorm_search.search.engines import ENGINES
 from primitives import SPACES
 
 _DEFAULTS = SearchConfig()
@@ -49,6 +50,16 @@ _SETTINGS = {
     "num_nodes": "num_nodes",
     "mutations": "mutations",
     "tournament_fraction": "tournament_fraction",
+    "engine": "engine",
+    "islands": "islands",
+    "migration_rate": "migration_rate",
+    "island_restart": "island_restart",
+    "elites": "elites",
+    "neutral_drift": "neutral_drift",
+    "scan_after": "scan_after",
+    "scan_elites": "scan_elites",
+    "adaptive_moves": "adaptive_moves",
+    "size_penalty": "size_penalty",
     "proxies": "proxies",
     "steps": "train.steps",
     "batch_size": "train.batch_size",
@@ -220,13 +231,51 @@ def _resolve(store_path: Path, name: str, overrides: dict[str, Any]) -> tuple[Se
                              f"names (then random). [default: {_DEFAULTS.init}]")
 @click.option("--num-nodes", type=int,
               help=f"Intermediate nodes of random layers (1-10). [default: {_DEFAULTS.num_nodes}]")
+@click.option("--engine", type=click.Choice(list(ENGINES)),
+              help="How children are proposed: paper (the paper's engine exactly) or memetic "
+                   "(islands, elites, all moves with adaptive weights, a local scan when the "
+                   "best stalls; see docs/method.md). Sets the engine options below; those "
+                   "given beside it override its values. [default: paper; memetic for "
+                   "--task planted]")
 @click.option("--mutations",
-              help="Comma-separated mutation operators, one drawn per child: node (the "
-                   "paper's: new op and inputs), op, input, insert, delete (see "
+              help="Comma-separated moves, one drawn per child: node (the paper's: new op "
+                   "and inputs), op, input, insert, delete, wrap (a new op on the output), "
+                   "swap (the operands of a non-commutative op, e.g. a / b), subgraph (a node replaced by a random "
+                   "chain), graft (a donor's subexpression; kept only if not worse) (see "
                    f"docs/method.md). [default: {','.join(_DEFAULTS.mutations)}]")
 @click.option("--tournament-fraction", type=float,
               help="Share of the population sampled per parent tournament. "
                    f"[default: {_DEFAULTS.tournament_fraction}]")
+@click.option("--islands", type=int,
+              help="Populations sharing --population, each with its own aging and elites; "
+                   "with Ray each island keeps an equal share of the workers busy. "
+                   f"[default: {_DEFAULTS.islands}]")
+@click.option("--migration-rate", type=float,
+              help="Share of an island's children bred from the search's best layers "
+                   f"(0-1; needs --islands 2+). [default: {_DEFAULTS.migration_rate}]")
+@click.option("--island-restart", type=int, metavar="EVALUATIONS",
+              help="Restart an island from fresh layers after this many of its evaluations "
+                   "without progress, unless it holds the search's best (0: never). "
+                   f"[default: {_DEFAULTS.island_restart}]")
+@click.option("--elites", type=int,
+              help="Best members of each island kept as parents whatever their age (a hall "
+                   f"of fame; 0: pure aging). [default: {_DEFAULTS.elites}]")
+@click.option("--neutral-drift/--no-neutral-drift", default=None,
+              help="Among elites with equal scores (within 1e-6) the newest wins, so a "
+                   f"lineage drifts over equal layers. [default: {_DEFAULTS.neutral_drift}]")
+@click.option("--scan-after", type=int, metavar="EVALUATIONS",
+              help="When the best score has not improved for this many evaluations, try "
+                   "every single edit of the best layers, first improvement wins (0: off). "
+                   f"[default: {_DEFAULTS.scan_after}]")
+@click.option("--scan-elites", type=int,
+              help=f"How many of the best distinct layers the scan edits. [default: {_DEFAULTS.scan_elites}]")
+@click.option("--adaptive-moves", type=float,
+              help="Strength (0-1) of adapting move weights to the moves whose children "
+                   "improve on their parents (0: uniform). "
+                   f"[default: {_DEFAULTS.adaptive_moves}]")
+@click.option("--size-penalty", type=float,
+              help="Score units each live node costs in selection: breaks near-ties toward "
+                   f"the smaller layer (e.g. 1e-4). [default: {_DEFAULTS.size_penalty}]")
 @click.option("--proxies", help="Comma-separated proxy architectures: registry names, or "
                                 "your own builder as MODULE:FUNCTION (see docs/own_proxy.md). "
                                 f"[default: {','.join(_DEFAULTS.proxies)}]")
@@ -326,7 +375,7 @@ def search(name: str, db_path: str, workers: int | None, executor: str,
 def _budget_done(path: Path, name: str, config: SearchConfig) -> bool:
     """For a finished search, say so and print its front without starting any executor."""
     from db.store import SearchStore
-    from evonorm_search.search.controller import counts_toward_budget
+    from evonorm_search.search.budget import counts_toward_budget
 
     with SearchStore.open(path, readonly=True) as store:
         record = store.get_search(name)
@@ -389,7 +438,7 @@ def _mean_with_error(candidate: Any, proxy: str) -> str:
 
 def _print_recovery(store: Any, search_id: int, config: SearchConfig) -> None:
     """For a planted search: whether, when and how its target was recovered."""
-    from evonorm_search.search.controller import counts_toward_budget
+    from evonorm_search.search.budget import counts_toward_budget
     from evonorm_search.graph import LayerGraph
     from evonorm_search.known import formula_label
     from evonorm_search.planted import RECOVERY_R2, first_recovery

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from db.rerank import RerankStore
 from evonorm_search.config import stored_config
-from evonorm_search.search.controller import counts_toward_budget
+from evonorm_search.search.budget import counts_toward_budget
 from evonorm_search.errors import EvonormError, GraphError, StoreError
 from evonorm_search.planted import score_name
 from evonorm_search.graph import LayerGraph

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from db.rerank import RerankStore
 from evonorm_search.config import SearchConfig, stored_config
-from evonorm_search.search.controller import FINGERPRINT_STAGE, counts_toward_budget
+from evonorm_search.search.budget import FINGERPRINT_STAGE, counts_toward_budget
 from evonorm_search.known import known_name
 from evonorm_search.rerank import (
     RankingRow,

@@ -46,6 +46,7 @@ from evonorm_search.config import SearchConfig
 from evonorm_search.errors import EvonormError
 from evonorm_search.fingerprint import Fingerprint, fingerprint
 from evonorm_search.graph import LayerGraph
+from evonorm_search.search.budget import FINGERPRINT_STAGE, counts_toward_budget
 from evonorm_search.search.fidelity import hurdle_for, to_reevaluate
 from evonorm_search.search.strategies import Proposal, Strategy, make_strategy
 from evonorm_search.task import EvalResult, EvalTask
@@ -59,7 +60,6 @@ MAX_PROPOSALS = 1000
 # Consecutive untrained candidates (duplicates, probe rejections) before giving up.
 MAX_UNTRAINED_IN_A_ROW = 1000
 REFRESH_SECONDS = 5.0
-FINGERPRINT_STAGE = "fingerprint"
 INFRASTRUCTURE_STAGE = "infrastructure"
 
 
@@ -71,13 +71,6 @@ def derive_seed(search_seed: int, number: int, purpose: str = "candidate") -> in
     """A seed in [0, 2**63) for candidate `number`, independent across numbers and purposes."""
     digest = hashlib.sha256(f"evonorm:{purpose}:{search_seed}:{number}".encode()).digest()
     return int.from_bytes(digest[:8], "big") >> 1
-
-
-def counts_toward_budget(record: CandidateRecord) -> bool:
-    """Whether the candidate was submitted for evaluation (see `SearchConfig.budget`)."""
-    if record.status == "duplicate":
-        return False
-    return not (record.status == "rejected" and record.stage == FINGERPRINT_STAGE)
 
 
 @dataclass(frozen=True)

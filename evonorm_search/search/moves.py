@@ -1,15 +1,18 @@
-"""Random layers and mutation, exactly as PAPER.md section 3, in the B or S space.
+"""Random layers and moves (mutation operators), each a small function over `LayerGraph`.
 
 A random layer draws its intermediate nodes one after another, each with a uniformly
 drawn primitive of the space whose inputs are drawn uniformly from the nodes before it.
-The paper's mutation ("node") picks one intermediate node uniformly, gives it a uniformly
-drawn primitive and redraws its inputs uniformly from the nodes before it; its successors
-are untouched. Further operators (ours, off by default; see `MUTATIONS`) change only the
-op or only one input of a node, or splice a node into an edge or delete one, so that a
-layer can grow or shrink.
+The paper's mutation ("node", PAPER.md section 3) picks one intermediate node uniformly,
+gives it a uniformly drawn primitive and redraws its inputs uniformly from the nodes
+before it; its successors are untouched. Further operators (ours, off by default; see
+`MUTATIONS` and docs/method.md) change only the op or only one input of a node, splice a
+node into an edge or delete one, put a new op on top of the output (root-wrap), swap the
+operands of a non-commutative op, replace a node by a small random chain, or graft a
+donor layer's subexpression into the parent (recombination).
 Draws that the graph validator refuses (e.g. an output that does not depend on the
-input `x`) are thrown away and drawn again. All randomness comes
-from the `random.Random` passed in, so a seeded generator reproduces the same layers.
+input `x`, or more than `MAX_INTERMEDIATE` nodes) are thrown away and drawn again. All
+randomness comes from the `random.Random` passed in, so a seeded generator reproduces
+the same layers; no op or space is named here (they come from `primitives`).
 """
 
 from __future__ import annotations
@@ -144,14 +147,124 @@ def _delete_node(graph: LayerGraph, rng: random.Random, ops: tuple[str, ...]) ->
     return LayerGraph(kept)
 
 
-# Mutation operators by name. "node" is the paper's; the others are ours (docs/method.md).
-MUTATIONS: dict[str, Callable[[LayerGraph, random.Random, tuple[str, ...]], LayerGraph]] = {
+def _with_room(graph: LayerGraph, extra: int) -> LayerGraph:
+    """`graph`, or its pruned form when `extra` more nodes do not fit otherwise (dead
+    nodes are given up to make room); GraphError when even that is too big."""
+    if len(graph.nodes) + extra <= MAX_INTERMEDIATE:
+        return graph
+    pruned = graph.pruned()
+    if len(pruned.nodes) + extra > MAX_INTERMEDIATE:
+        raise GraphError("no room for more nodes")
+    return pruned
+
+
+def _root_wrap(graph: LayerGraph, rng: random.Random, ops: tuple[str, ...]) -> LayerGraph:
+    """A new output node: a drawn op applied to the old output. A binary op's other
+    operand (on a random side) is a uniformly drawn earlier node or, half of the time, a
+    new node applying a drawn unary op to one: so EvoNorm-S0's final division by
+    `std_group(x)` is one move."""
+    op = rng.choice(ops)
+    if get_op(op).arity == 1:
+        graph = _with_room(graph, 1)
+        return LayerGraph([*graph.nodes, Node(op, (graph.output,))])
+    fresh_operand = rng.random() < 0.5
+    graph = _with_room(graph, 2 if fresh_operand else 1)
+    output, extra = graph.output, []
+    operand = rng.randrange(output + 1)
+    if fresh_operand:
+        unary = [name for name in ops if get_op(name).arity == 1]
+        extra = [Node(rng.choice(unary), (operand,))]
+        operand = output + 1
+    inputs = (output, operand) if rng.random() < 0.5 else (operand, output)
+    return LayerGraph([*graph.nodes, *extra, Node(op, inputs)])
+
+
+def _swap_operands(graph: LayerGraph, rng: random.Random, ops: tuple[str, ...]) -> LayerGraph:
+    """The two operands of a live non-commutative binary node change places (a / b
+    becomes b / a)."""
+    swappable = [i for i in sorted(graph.live_nodes()) if i >= len(INITIAL_NODES)
+                 and get_op(graph.node(i).op).arity == 2
+                 and not get_op(graph.node(i).op).commutative
+                 and len(set(graph.node(i).inputs)) == 2]
+    if not swappable:
+        raise GraphError("no live non-commutative binary node to swap")
+    index = rng.choice(swappable)
+    node = graph.node(index)
+    return graph.replace_node(index, Node(node.op, node.inputs[::-1]))
+
+
+def _replace_subexpression(graph: LayerGraph, rng: random.Random,
+                           ops: tuple[str, ...]) -> LayerGraph:
+    """A live node is replaced by a random chain of 1-3 new nodes: each new node reads
+    the one before it (the first reads earlier nodes) and, if binary, a uniformly drawn
+    earlier node; the last takes the old node's place (e.g. max(x, 0) -> x * sigmoid(x)
+    in one move)."""
+    first = len(INITIAL_NODES)
+    live = [i for i in sorted(graph.live_nodes()) if i >= first]
+    index = rng.choice(live)
+    length = rng.randint(1, 3)
+    graph_nodes = list(graph.nodes)
+    if len(graph_nodes) + length - 1 > MAX_INTERMEDIATE:
+        raise GraphError("no room for the new nodes")
+    chain: list[Node] = []
+    for step in range(length):
+        position = index + step  # absolute index of this new node
+        op = rng.choice(ops)
+        inputs = [rng.randrange(position) for _ in range(get_op(op).arity)]
+        if step:
+            inputs[0] = position - 1
+            if len(inputs) == 2 and rng.random() < 0.5:
+                inputs.reverse()
+        chain.append(Node(op, tuple(inputs)))
+    shift = length - 1
+    moved = [_shifted(node, index + 1, shift) for node in graph_nodes[index - first + 1:]]
+    moved = [Node(n.op, tuple(index + shift if i == index else i for i in n.inputs))
+             for n in moved]
+    return LayerGraph([*graph_nodes[: index - first], *chain, *moved])
+
+
+def _graft(graph: LayerGraph, rng: random.Random, ops: tuple[str, ...],
+           donor: LayerGraph | None = None) -> LayerGraph:
+    """Recombination: a live node of `donor` is copied with every node it depends on, in
+    front of the parent's nodes, and one input of a live parent node is rewired to the
+    copy (GP-GOMEA's "copy a donor's node group"). The strategy keeps the child only if
+    it is not worse than its parent."""
+    if donor is None:
+        raise GraphError("graft needs a donor layer")
+    first = len(INITIAL_NODES)
+    root = rng.choice([i for i in sorted(donor.live_nodes()) if i >= first])
+    needed = {root}
+    for index in range(root, first - 1, -1):
+        if index in needed:
+            needed.update(j for j in donor.node(index).inputs if j >= first)
+    copied = sorted(needed)
+    graph = _with_room(graph, len(copied))
+    new_index = {old: first + k for k, old in enumerate(copied)}
+    block = [Node(donor.node(old).op,
+                  tuple(new_index.get(j, j) for j in donor.node(old).inputs)) for old in copied]
+    shifted = [_shifted(node, first, len(copied)) for node in graph.nodes]
+    position = rng.choice([i for i in sorted(graph.live_nodes()) if i >= first]) - first
+    node = shifted[position]
+    inputs = list(node.inputs)
+    inputs[rng.randrange(len(inputs))] = new_index[root]
+    shifted[position] = Node(node.op, tuple(inputs))
+    return LayerGraph([*block, *shifted])
+
+
+# Moves by name. "node" is the paper's; the others are ours (docs/method.md). Each takes
+# (parent, rng, the space's ops); a recombination (in `RECOMBINATIONS`) also a donor.
+MUTATIONS: dict[str, Callable[..., LayerGraph]] = {
     "node": _replace_node,
     "op": _change_op,
     "input": _rewire_input,
     "insert": _insert_node,
     "delete": _delete_node,
+    "wrap": _root_wrap,
+    "swap": _swap_operands,
+    "subgraph": _replace_subexpression,
+    "graft": _graft,
 }
+RECOMBINATIONS = frozenset({"graft"})
 PAPER_MUTATIONS: tuple[str, ...] = ("node",)
 
 
@@ -176,11 +289,13 @@ def mutate(graph: LayerGraph, rng: random.Random, space: Space,
 
 def apply_move(graph: LayerGraph, rng: random.Random, space: Space,
                operators: tuple[str, ...] = PAPER_MUTATIONS,
-               weights: Sequence[float] | None = None) -> tuple[str, LayerGraph]:
+               weights: Sequence[float] | None = None,
+               donor: LayerGraph | None = None) -> tuple[str, LayerGraph]:
     """`mutate`, also naming the operator that made the child. `weights` (one per
-    operator) draws the operator in proportion to them instead of uniformly; a draw that
-    the operator cannot apply (e.g. no room to insert) or that leaves the space is
-    thrown away and both the operator and its change are drawn again."""
+    operator) draws the operator in proportion to them instead of uniformly; `donor` is
+    the second parent of a recombination (without one, recombinations are not drawn).
+    A draw that the operator cannot apply (e.g. no room to insert) or that leaves the
+    space is thrown away and both the operator and its change are drawn again."""
     _check_space(space)
     check_mutations(operators)
     if not is_valid(graph, space):
@@ -198,9 +313,35 @@ def apply_move(graph: LayerGraph, rng: random.Random, space: Space,
         else:
             name = operators[0] if len(operators) == 1 else rng.choice(operators)
         try:
-            child = MUTATIONS[name](graph, rng, ops)
+            if name in RECOMBINATIONS:
+                child = MUTATIONS[name](graph, rng, ops, donor)
+            else:
+                child = MUTATIONS[name](graph, rng, ops)
         except GraphError:
             continue
         if is_valid(child, space):
             return name, child
     raise RuntimeError(f"no valid mutation in {_MAX_DRAWS} draws of {graph.formula()}")
+
+
+# Pseudo-children at the overall success rate that every move's credit starts from, so a
+# move with few children keeps a weight near its base weight.
+CREDIT_PRIOR = 20.0
+
+
+def adaptive_weights(operators: Sequence[str], outcomes: dict[str, tuple[int, int]],
+                     strength: float) -> list[float]:
+    """Move weights from credit (as SymbolicRegression.jl v2 adapts its mutation weights):
+    `outcomes[move]` = (children, children that improved on their parent). A move's
+    weight is (its success rate / the overall rate) ** `strength`, its rate smoothed by
+    `CREDIT_PRIOR` pseudo-children at the overall rate; with the base weights uniform,
+    `strength` 0.5 pulls a move halfway (in log space) from its credit back toward them."""
+    children = sum(n for n, _ in outcomes.values())
+    improved = sum(k for _, k in outcomes.values())
+    overall = (improved + 1.0) / (children + 2.0)
+    weights = []
+    for name in operators:
+        n, k = outcomes.get(name, (0, 0))
+        rate = (k + CREDIT_PRIOR * overall) / (n + CREDIT_PRIOR)
+        weights.append((rate / overall) ** strength)
+    return weights

@@ -1,12 +1,14 @@
-"""Parent selection: Pareto fronts and the multi-objective tournament (PAPER.md section 3).
+"""Parent selection: Pareto fronts and the multi-objective tournament (PAPER.md section 3),
+and the rankings behind elites, the hall of fame and stall detection.
 
-Pure functions over score vectors; they know nothing of graphs, the store or training.
-Aging (the population is the P most recent finished members) is the store's
-`population` query, so it is not repeated here.
+Pure functions over score vectors and small containers of member ids; they know nothing
+of graphs, the store or training. The populations that use them (aging, islands) are
+`evonorm_search.search.strategies`.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 import random
 from collections.abc import Callable, Sequence
@@ -76,3 +78,60 @@ def tournament(
     sample = rng.sample(range(len(population)), size)
     front = pareto_front([score(population[i]) for i in sample])
     return population[sample[rng.choice(front)]]
+
+
+class Ranking:
+    """Members ranked by a sort key (smallest first: the best), with the key of each
+    kept so that a member can be re-ranked; `top(k)` reads the k best in O(k)."""
+
+    def __init__(self) -> None:
+        self._keys: dict[int, tuple] = {}
+        self._order: list[tuple] = []  # (key, id), sorted
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def add(self, member_id: int, key: tuple) -> None:
+        self.discard(member_id)
+        self._keys[member_id] = key
+        bisect.insort(self._order, (key, member_id))
+
+    def discard(self, member_id: int) -> None:
+        key = self._keys.pop(member_id, None)
+        if key is not None:
+            del self._order[bisect.bisect_left(self._order, (key, member_id))]
+
+    def top(self, count: int) -> list[int]:
+        """The ids of the `count` best members, best first."""
+        return [member_id for _, member_id in self._order[:count]]
+
+
+class StallClock:
+    """Evaluations since the best score was first reached (the stall a local scan or an
+    island restart waits for). Scores are whole numbers (quantized: equal within the
+    quantum is no progress); the clock is a function of the members and evaluations it
+    was given, in any order."""
+
+    def __init__(self) -> None:
+        self._evaluated: list[int] = []  # candidate numbers, sorted
+        self._best: int | None = None  # the best quantized score
+        self._first = -1  # the earliest candidate number that reached it
+
+    def evaluated(self, number: int) -> None:
+        bisect.insort(self._evaluated, number)
+
+    def scored(self, number: int, score: int) -> None:
+        if self._best is None or score > self._best:
+            self._best, self._first = score, number
+        elif score == self._best:
+            self._first = min(self._first, number)
+
+    @property
+    def best(self) -> int | None:
+        return self._best
+
+    def stalled_for(self) -> int:
+        """Evaluations numbered after the candidate that first reached the best score."""
+        if self._best is None:
+            return 0
+        return len(self._evaluated) - bisect.bisect_right(self._evaluated, self._first)

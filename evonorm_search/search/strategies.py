@@ -22,14 +22,19 @@ exactly.
 from __future__ import annotations
 
 import bisect
+import math
 import random
 from collections.abc import Container, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
-from evonorm_search.graph import LayerGraph
-from evonorm_search.search.moves import apply_move, random_graph
-from evonorm_search.search.selection import tournament
+from evonorm_search.graph import INITIAL_NODES, LayerGraph
+from evonorm_search.search.budget import counts_toward_budget
+from evonorm_search.search.moves import (
+    MUTATIONS, RECOMBINATIONS, adaptive_weights, apply_move, random_graph,
+)
+from evonorm_search.search.scan import LocalScan
+from evonorm_search.search.selection import Ranking, StallClock, tournament
 
 if TYPE_CHECKING:
     from db.records import CandidateRecord
@@ -131,41 +136,237 @@ class RandomStrategy:
         return list(self._population.members)
 
 
+# Moves that are not mutation operators (stored in `candidates.move`).
+RESTART = "restart"  # the first fresh layer of a restarted island
+SCAN = "scan"  # a single edit of an elite, proposed by the local scan
+# Scores equal to this many decimals are equal: no progress for a stall clock, a tie for
+# the elites (which neutral drift and size then break).
+FITNESS_QUANTUM = 1e-6
+# The latest finished children whose outcomes credit their moves (adaptive weights).
+CREDIT_WINDOW = 1000
+UNFINISHED = ("pending", "running")
+
+
+def quantized(fitness: float) -> int:
+    return round(fitness / FITNESS_QUANTUM)
+
+
+class Island:
+    """One population of a search with islands: its aging members since its latest
+    restart (`start`, a candidate number), its elites by rank, its stall clock, and its
+    rows (all, and those in flight) for sharing the executor between islands."""
+
+    def __init__(self, index: int, size: int) -> None:
+        self.index, self.size = index, size
+        self.rows = 0
+        self.unfinished: set[int] = set()
+        self.start = 0
+        self.reset()
+
+    def reset(self) -> None:
+        self.population = AgingPopulation(self.size)
+        self.elites = Ranking()
+        self.clock = StallClock()
+
+
 class EvolutionStrategy:
-    """Regularized evolution (PAPER.md section 3): until the aging population is full,
-    fresh layers; then a parent by multi-objective tournament and one move drawn from
-    `config.mutations`."""
+    """Regularized evolution (PAPER.md section 3) with the engine settings of
+    `SearchConfig` (docs/method.md); with the "paper" engine, the paper's exactly.
+
+    Per child: the island with the fewest candidates in flight (then the fewest rows)
+    gets it (one island per share of the executor's slots); if the search's best has
+    stalled for `scan_after` evaluations, the local scan proposes an unseen single edit
+    of the best distinct layers (the hall of fame); if the island lags behind the best
+    and has stalled for `island_restart` of its evaluations, it restarts from a fresh
+    layer; until it is full, it gets fresh layers; otherwise a parent is drawn by
+    multi-objective tournament over its aging members plus its `elites` best (or, with
+    probability `migration_rate`, from the hall of fame's best: migration), and one move
+    is applied (weights adapted to the moves' credit with `adaptive_moves`; a graft's
+    donor is a second tournament winner).
+
+    Scalar fitness (elites, hall of fame, stall clocks, credit): the mean score over the
+    proxies minus `size_penalty` per live node, equal within `FITNESS_QUANTUM`; ties rank
+    the smaller layer first, then the newer (`neutral_drift`: a child equal to its parent
+    takes its place) or the older. A graft's child joins its island only if it is not
+    worse than its parent (GP-GOMEA's acceptance).
+
+    State: every record told, by id; the structures above are built from them in number
+    order, incrementally for new records and again from scratch when a re-evaluation
+    changes a done member's scores, so they are a function of the records' latest values.
+    """
 
     def __init__(self, config: SearchConfig) -> None:
         self._config = config
         self._fresh = _Fresh(config)
-        self._population = AgingPopulation(config.population)
+        self._scan = LocalScan(config.space) if config.scan_after else None
+        self._records: dict[int, CandidateRecord] = {}
         self._graphs: dict[int, LayerGraph] = {}
+        self._reset()
+
+    def _reset(self) -> None:
+        # The islands share the population: sizes differ by at most one.
+        count, size = self._config.islands, self._config.population
+        self._islands = [Island(i, size // count + (i < size % count)) for i in range(count)]
+        self._fitness: dict[int, float] = {}  # done id -> scalar fitness
+        self._hall = Ranking()  # every done member: the hall of fame is its top
+        self._clock = StallClock()  # the search's
+        self._children: list[tuple[int, int]] = []  # finished children of moves (credit)
+        self._dirty = False
+
+    # ---- told --------------------------------------------------------------------
 
     def tell(self, candidate: CandidateRecord) -> None:
-        self._population.tell(candidate)
+        previous = self._records.get(candidate.id)
+        self._records[candidate.id] = candidate
+        if previous is not None and previous.status == "done":
+            self._dirty = True  # a re-evaluation changed its scores: rebuild before asking
+        elif not self._dirty:
+            self._absorb(candidate, previous)
+
+    def _rebuild(self) -> None:
+        self._reset()
+        for record in sorted(self._records.values(), key=lambda r: r.number):
+            self._absorb(record, None)
+
+    def _absorb(self, record: CandidateRecord, previous: CandidateRecord | None) -> None:
+        island = self._islands[(record.island or 0) % len(self._islands)]
+        if record.status in UNFINISHED:
+            island.unfinished.add(record.id)
+        else:
+            island.unfinished.discard(record.id)
+        if previous is None:
+            island.rows += 1
+            if record.move == RESTART and record.number > island.start:
+                island.start = record.number
+                island.reset()
+            if counts_toward_budget(record):
+                self._clock.evaluated(record.number)
+                if record.number >= island.start:
+                    island.clock.evaluated(record.number)
+        finished_now = record.status not in UNFINISHED and (
+            previous is None or previous.status in UNFINISHED)
+        if finished_now and record.move in MUTATIONS and record.parent_id is not None:
+            bisect.insort(self._children, (record.number, record.id))
+        if record.status != "done":
+            return
+        fitness = self._fitness[record.id] = self._scalar(record)
+        score = quantized(fitness)
+        key = (-score, self._size(record),
+               -record.number if self._config.neutral_drift else record.number)
+        self._hall.add(record.id, key)
+        self._clock.scored(record.number, score)
+        if record.number >= island.start and self._kept(record, score):
+            island.population.tell(record)
+            island.elites.add(record.id, key)
+            island.clock.scored(record.number, score)
+
+    def _kept(self, record: CandidateRecord, score: int) -> bool:
+        """A recombination's child joins its island only if not worse than its parent."""
+        if record.move not in RECOMBINATIONS or record.parent_id not in self._fitness:
+            return True
+        return score >= quantized(self._fitness[record.parent_id])
+
+    # ---- asked -------------------------------------------------------------------
 
     def ask(self, rng: random.Random, seen: Container[str]) -> Proposal:
+        if self._dirty:
+            self._rebuild()
         config = self._config
-        if not self._population.full:
-            return self._fresh(rng, seen)
-        parent = tournament(self._population.members, rng, config.tournament_fraction,
-                            config.tournament_min_size, objectives=self._scores)
-        move, child = apply_move(self._graph(parent), rng, config.space, config.mutations)
-        return Proposal(child, parent, move)
+        island = min(self._islands, key=lambda i: (len(i.unfinished), i.rows, i.index))
+        label = island.index if len(self._islands) > 1 else None
+        if self._scan is not None and self._clock.stalled_for() >= config.scan_after:
+            elites = [self._records[i] for i in self._hall.top(config.scan_elites)]
+            found = self._scan.next([self._graph(e) for e in elites], seen)
+            if found is not None:
+                rank, child = found
+                return Proposal(child, elites[rank], SCAN, label)
+        if self._restart_due(island):
+            return replace(self._fresh(rng, seen), move=RESTART, island=label)
+        if not island.population.full:
+            return replace(self._fresh(rng, seen), island=label)
+        pool = self._pool(island)
+        parent = None
+        if config.migration_rate and rng.random() < config.migration_rate:
+            parent = self._records[rng.choice(self._hall.top(config.islands))]
+        if parent is None:
+            parent = self._tournament(pool, rng)
+        donor = None
+        if RECOMBINATIONS.intersection(config.mutations):
+            donor = self._graph(self._tournament(pool, rng))
+        weights = self._move_weights() if config.adaptive_moves else None
+        move, child = apply_move(self._graph(parent), rng, config.space, config.mutations,
+                                 weights, donor)
+        return Proposal(child, parent, move, label)
+
+    def _restart_due(self, island: Island) -> bool:
+        """A full island that has not improved for `island_restart` of its evaluations
+        and does not hold the search's best score."""
+        limit = self._config.island_restart
+        return bool(limit) and island.population.full and island.clock.best is not None \
+            and island.clock.best < (self._clock.best or 0) \
+            and island.clock.stalled_for() >= limit
+
+    def _pool(self, island: Island) -> list[CandidateRecord]:
+        """Parents come from the island's aging members and its elites (by number)."""
+        members = island.population.members
+        if not self._config.elites:
+            return members
+        ids = {member.id for member in members}
+        elites = [self._records[i] for i in island.elites.top(self._config.elites) if i not in ids]
+        return sorted([*members, *elites], key=lambda member: member.number) if elites else members
+
+    def _tournament(self, pool: list[CandidateRecord], rng: random.Random) -> CandidateRecord:
+        config = self._config
+        return tournament(pool, rng, config.tournament_fraction, config.tournament_min_size,
+                          objectives=self._objectives)
+
+    def _move_weights(self) -> list[float]:
+        """Weights of `config.mutations` from the credit of the latest finished children:
+        a child improved when its fitness beats its parent's."""
+        outcomes: dict[str, tuple[int, int]] = {}
+        for _, child_id in self._children[-CREDIT_WINDOW:]:
+            child = self._records[child_id]
+            parent = self._fitness.get(child.parent_id)  # type: ignore[arg-type]
+            improved = (child.status == "done" and parent is not None
+                        and quantized(self._fitness[child.id]) > quantized(parent))
+            children, improvements = outcomes.get(child.move, (0, 0))  # type: ignore[arg-type]
+            outcomes[child.move] = (children + 1, improvements + improved)  # type: ignore[index]
+        return adaptive_weights(self._config.mutations, outcomes, self._config.adaptive_moves)
 
     @property
     def population(self) -> list[CandidateRecord]:
-        return list(self._population.members)
+        if self._dirty:
+            self._rebuild()
+        if len(self._islands) == 1:
+            return self._pool(self._islands[0]) if self._config.elites else \
+                list(self._islands[0].population.members)
+        members = {m.id: m for island in self._islands for m in self._pool(island)}
+        return sorted(members.values(), key=lambda member: member.number)
 
-    def _scores(self, record: CandidateRecord) -> Sequence[float]:
-        return [record.accuracies.get(proxy, 0.0) for proxy in self._config.proxies]
+    # ---- scores and graphs ---------------------------------------------------------
+
+    def _objectives(self, record: CandidateRecord) -> Sequence[float]:
+        scores = [record.accuracies.get(proxy, 0.0) for proxy in self._config.proxies]
+        if not self._config.size_penalty:
+            return scores
+        penalty = self._config.size_penalty * self._size(record)
+        return [score - penalty for score in scores]
+
+    def _scalar(self, record: CandidateRecord) -> float:
+        """The mean score over the proxies, less `size_penalty` per live node."""
+        proxies = self._config.proxies
+        mean = math.fsum(record.accuracies.get(p, 0.0) for p in proxies) / len(proxies)
+        return mean - self._config.size_penalty * self._size(record)
+
+    def _size(self, record: CandidateRecord) -> int:
+        """Live intermediate nodes."""
+        return len(self._graph(record).live_nodes()) - len(INITIAL_NODES)
 
     def _graph(self, record: CandidateRecord) -> LayerGraph:
         """The member's graph, parsed once (the cache is bounded: members age out)."""
         graph = self._graphs.get(record.id)
         if graph is None:
-            if len(self._graphs) > 4 * self._config.population:
+            if len(self._graphs) > 4 * self._config.population + 64:
                 self._graphs.clear()
             graph = LayerGraph.from_json(record.graph_json)
             self._graphs[record.id] = graph

@@ -1,0 +1,43 @@
+"""Engine presets: named sets of the settings that decide how a search proposes children.
+
+`--engine NAME` starts a new search from one of these (options given beside it override
+single values); the resolved values are stored with the search, so a resumed search
+runs with what it started with whatever the presets become. The settings themselves are
+`SearchConfig` fields, documented there and in docs/method.md.
+
+- `paper`: the paper's engine exactly (PAPER.md section 3): one aging population,
+  tournament over 5% of it, the Pareto front's member drawn uniformly, one node redrawn
+  per child, 10-node random layers. The default of classification searches.
+- `memetic`: ours (issue 16): islands with migration and restarts, elites (hall of
+  fame) with neutral drift, all moves with adaptive weights, a size penalty, and a local
+  scan of the elites' single edits when the best stalls (evolution + local search: a
+  memetic algorithm). Chosen on the planted task (docs/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+ENGINE_SETTINGS: tuple[str, ...] = (
+    "mutations", "num_nodes", "tournament_fraction", "islands", "migration_rate",
+    "island_restart", "elites", "neutral_drift", "scan_after", "scan_elites",
+    "adaptive_moves", "size_penalty",
+)
+
+ENGINES: dict[str, dict[str, Any]] = {
+    "paper": {
+        "mutations": ("node",), "num_nodes": 10, "tournament_fraction": 0.05, "islands": 1,
+        "migration_rate": 0.0, "island_restart": 0, "elites": 0, "neutral_drift": False,
+        "scan_after": 0, "scan_elites": 3, "adaptive_moves": 0.0, "size_penalty": 0.0,
+    },
+    "memetic": {
+        "mutations": ("node", "op", "input", "insert", "delete", "wrap", "swap", "subgraph",
+                      "graft"),
+        "num_nodes": 4, "tournament_fraction": 0.25, "islands": 4, "migration_rate": 0.05,
+        "island_restart": 2000, "elites": 2, "neutral_drift": True, "scan_after": 300,
+        "scan_elites": 3, "adaptive_moves": 0.5, "size_penalty": 1e-4,
+    },
+}
+DEFAULT_ENGINE = "paper"
+
+assert all(set(values) == set(ENGINE_SETTINGS) for values in ENGINES.values())

@@ -1,0 +1,158 @@
+"""The single-edit neighbourhood of a layer, and the local scan that walks it.
+
+When evolution stalls one edit away from a better layer, each improving edit has a
+probability of about 1/1,000 per child (docs/RESULTS.md, planted recovery); walking the
+edits in turn makes finding it a certainty within the neighbourhood's size. The
+neighbourhood of a layer is every layer one edit away from its live part: a new op on a
+node (same inputs; a binary op gets each earlier node as its second operand), one input
+rewired to another earlier node, a node spliced into an edge, a node deleted (its
+consumers reading one of its inputs), and a new op on top of the output (root-wrap).
+Edits that leave the space or make an invalid graph are left out; the rest are
+deduplicated by structure. Dead nodes are dropped first: an edit there would change
+nothing, and the room they take is what inserts need.
+
+`LocalScan` proposes, for the best layers in rank order, the neighbours the search has
+not stored yet, each layer's neighbours in a fixed shuffled order (seeded by its
+structure, so the order is a function of the layer: resume proposes the same ones).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Container, Iterator
+
+from evonorm_search.errors import GraphError
+from evonorm_search.graph import INITIAL_NODES, MAX_INTERMEDIATE, LayerGraph, Node
+from evonorm_search.search.moves import is_valid
+from primitives import get_op, op_names
+
+FIRST = len(INITIAL_NODES)
+# Neighbourhoods kept (one per scanned layer); beyond this the oldest are dropped and, if
+# scanned again, rebuilt (the cursor then skips what the search has stored since).
+CACHED_NEIGHBOURHOODS = 64
+
+
+def _operand_pairs(operand: int, others: range, commutative: bool) -> Iterator[tuple[int, int]]:
+    for other in others:
+        yield operand, other
+        if not commutative and other != operand:
+            yield other, operand
+
+
+def _edits(graph: LayerGraph, ops: tuple[str, ...]) -> Iterator[list[Node]]:
+    """The node lists one edit away from `graph` (some may be invalid graphs)."""
+    nodes = list(graph.nodes)
+    count = len(nodes)
+    for position, node in enumerate(nodes):
+        index = FIRST + position
+        arity = len(node.inputs)
+        for op in ops:  # a new op on this node
+            if op == node.op:
+                continue
+            spec = get_op(op)
+            if spec.arity == arity:
+                yield [*nodes[:position], Node(op, node.inputs), *nodes[position + 1:]]
+            elif spec.arity == 1:
+                for kept in dict.fromkeys(node.inputs):
+                    yield [*nodes[:position], Node(op, (kept,)), *nodes[position + 1:]]
+            else:
+                for pair in _operand_pairs(node.inputs[0], range(index), spec.commutative):
+                    yield [*nodes[:position], Node(op, pair), *nodes[position + 1:]]
+        for slot in range(arity):  # one input rewired
+            for source in range(index):
+                if source != node.inputs[slot]:
+                    inputs = list(node.inputs)
+                    inputs[slot] = source
+                    yield [*nodes[:position], Node(node.op, tuple(inputs)), *nodes[position + 1:]]
+        if position < count - 1:  # deleted: what read it reads one of its inputs
+            for heir in dict.fromkeys(node.inputs):
+                kept = []
+                for later in nodes[position + 1:]:
+                    inputs = tuple(heir if i == index else i - (i > index) for i in later.inputs)
+                    kept.append(Node(later.op, inputs))
+                yield [*nodes[:position], *kept]
+    if count >= MAX_INTERMEDIATE:
+        return
+    for position, node in enumerate(nodes):  # a new node spliced into an edge
+        index = FIRST + position
+        shifted = [Node(n.op, tuple(i + (i >= index) for i in n.inputs)) for n in nodes[position:]]
+        for slot, source in enumerate(node.inputs):
+            for op in ops:
+                spec = get_op(op)
+                pairs = ([(source,)] if spec.arity == 1
+                         else _operand_pairs(source, range(index), spec.commutative))
+                for inputs in pairs:
+                    consumer = list(shifted[0].inputs)
+                    consumer[slot] = index
+                    yield [*nodes[:position], Node(op, tuple(inputs)),
+                           Node(node.op, tuple(consumer)), *shifted[1:]]
+    output = FIRST + count - 1
+    unary = [op for op in ops if get_op(op).arity == 1]
+    for op in ops:  # root-wrap: a new op on top of the output
+        spec = get_op(op)
+        if spec.arity == 1:
+            yield [*nodes, Node(op, (output,))]
+            continue
+        for inputs in _operand_pairs(output, range(output + 1), spec.commutative):
+            yield [*nodes, Node(op, inputs)]
+        if count + 2 > MAX_INTERMEDIATE:
+            continue
+        for source in range(output + 1):  # ... whose other operand is a new unary node
+            for inner in unary:
+                for inputs in _operand_pairs(output, range(output + 1, output + 2),
+                                             spec.commutative):
+                    yield [*nodes, Node(inner, (source,)), Node(op, inputs)]
+
+
+def neighbourhood(graph: LayerGraph, space: str) -> list[LayerGraph]:
+    """Every valid layer of `space` one edit away from `graph`'s live part, one per
+    structure, `graph` itself excluded; in generation order."""
+    pruned = graph.pruned()
+    seen = {pruned.structural_hash()}
+    found = []
+    for nodes in _edits(pruned, op_names(space)):
+        try:
+            child = LayerGraph(nodes)
+        except GraphError:
+            continue
+        structural_hash = child.structural_hash()
+        if structural_hash in seen or not is_valid(child, space):
+            continue
+        seen.add(structural_hash)
+        found.append(child)
+    return found
+
+
+class LocalScan:
+    """Proposes unseen single edits of given layers, layer by layer, first one first.
+
+    `next(layers, seen)` returns (the index in `layers` of the layer edited, the child) or
+    None when every neighbour of every layer is in `seen`. A cursor per layer only moves
+    past neighbours in `seen`, which only grows, so the answer is a function of `layers`
+    and `seen`, whatever was asked before.
+    """
+
+    def __init__(self, space: str) -> None:
+        self._space = space
+        self._walks: dict[str, tuple[list[tuple[str, LayerGraph]], list[int]]] = {}
+
+    def next(self, layers: list[LayerGraph], seen: Container[str]) -> tuple[int, LayerGraph] | None:
+        for rank, layer in enumerate(layers):
+            neighbours, cursor = self._walk(layer)
+            while cursor[0] < len(neighbours) and neighbours[cursor[0]][0] in seen:
+                cursor[0] += 1
+            if cursor[0] < len(neighbours):
+                return rank, neighbours[cursor[0]][1]
+        return None
+
+    def _walk(self, layer: LayerGraph) -> tuple[list[tuple[str, LayerGraph]], list[int]]:
+        key = layer.structural_hash()
+        walk = self._walks.get(key)
+        if walk is None:
+            if len(self._walks) >= CACHED_NEIGHBOURHOODS:
+                del self._walks[next(iter(self._walks))]
+            neighbours = [(child.structural_hash(), child)
+                          for child in neighbourhood(layer, self._space)]
+            random.Random(key).shuffle(neighbours)
+            walk = self._walks[key] = (neighbours, [0])
+        return walk
