@@ -10,6 +10,7 @@ in that process (inline executor). Goal: flat, under 10 ms.
 
     python benchmarks/planted_scale.py --budget 20000                 # inline
     python benchmarks/planted_scale.py --budget 20000 --workers 2     # Ray, 2 workers
+    python benchmarks/planted_scale.py --budget 20000 --engine memetic  # islands, scan on
     python benchmarks/planted_scale.py --db big.db --resume --budget 500  # one more window
 The window after a resume includes loading the search's state (once per run).
 """
@@ -38,7 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--budget", type=int, default=20000)
     parser.add_argument("--target", default="evonorm_b0")
     parser.add_argument("--population", type=int, default=100)
-    parser.add_argument("--mutations", default="node")
+    parser.add_argument("--engine", default="paper", help="engine preset (paper, memetic)")
+    parser.add_argument("--mutations", default=None, help="default: the engine's")
     parser.add_argument("--workers", type=int, default=None, help="Ray workers (default: inline)")
     parser.add_argument("--marks", default="0,5000,10000,20000",
                         help="evaluated-candidate counts where a measuring window starts")
@@ -78,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     config = new_search_config({
         "task": "planted", "target": target.to_json(), "target_name": args.target,
         "space": target.space, "budget": args.budget, "population": args.population,
-        "init": "random", "mutations": tuple(args.mutations.split(",")),
+        "init": "random", "engine": args.engine,
+        **({"mutations": tuple(args.mutations.split(","))} if args.mutations else {}),
     })
     evaluation_cpu = [0.0]
     if args.resume:
@@ -113,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         stored = len(store.candidates(search.id))
     wall = time.perf_counter() - started
     executor = "inline" if args.workers is None else f"ray, {args.workers} workers"
-    print(f"planted search, target {args.target}, {executor}: {final.evaluated_this_run} "
+    print(f"planted search, target {args.target}, engine {config.engine}, {executor}: "
+          f"{final.evaluated_this_run} "
           f"evaluated in this run ({final.submitted} in all, {stored} stored, "
           f"{final.hash_skips} hash skips, {final.neutral_skips} neutral skips in all) "
           f"in {wall:.1f} s: "

@@ -9,7 +9,7 @@ Part 2 (`filters`): a real search on the embedded digits data (real evaluation w
 settings given) and the share of proposed layers skipped by the structural hash,
 recorded as fingerprint duplicates, or rejected by the probe (NaN/inf).
 
-    python benchmarks/search_overhead.py overhead [--max-stored 10000]
+    python benchmarks/search_overhead.py overhead [--max-stored 10000] [--engine memetic]
     python benchmarks/search_overhead.py filters [--budget 60 --executor ray]
 """
 
@@ -27,7 +27,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from db.store import SearchStore
-from evonorm_search.config import SearchConfig
+from evonorm_search.config import SearchConfig, new_search_config
 from evonorm_search.search.controller import SearchController
 from evonorm_search.fingerprint import Fingerprint, fingerprint
 from evonorm_search.graph import LayerGraph
@@ -60,7 +60,7 @@ class TimedInline(InlineEvaluator):
             self.seconds += time.perf_counter() - start
 
 
-def overhead(max_stored: int, window: int, population: int) -> None:
+def overhead(max_stored: int, window: int, population: int, engine: str) -> None:
     marks = [m for m in (0, 1000, 2500, 5000, 10_000, 20_000) if m <= max_stored]
     fp_seconds = 0.0
 
@@ -73,10 +73,12 @@ def overhead(max_stored: int, window: int, population: int) -> None:
             fp_seconds += time.perf_counter() - start
 
     with tempfile.TemporaryDirectory() as tmp, SearchStore.open(Path(tmp) / "b.db", create=True) as store:
-        config = SearchConfig(proxies=PROXIES, population=population, budget=1, seed=1)
+        config = new_search_config({"proxies": PROXIES, "population": population, "budget": 1,
+                                    "seed": 1, "engine": engine})
         search = store.create_search("bench", config.to_dict(), config.seed)
-        print(f"overhead per candidate (population {population}, trivial evaluation, "
-              f"window {window} candidates)")
+        print(f"overhead per candidate (engine {engine}, population {population}, trivial "
+              f"evaluation, window {window} candidates; each window starts a controller, "
+              "which loads the search)")
         print(f"{'stored':>8} {'ms/candidate':>13} {'of which fingerprint':>21} {'rows/window':>12}")
         for mark in marks:
             # Grow the store to `mark` rows (timed only in the window that follows).
@@ -173,6 +175,7 @@ def main() -> None:
     one.add_argument("--max-stored", type=int, default=10_000)
     one.add_argument("--window", type=int, default=300)
     one.add_argument("--population", type=int, default=100)
+    one.add_argument("--engine", default="paper", help="engine preset (paper, memetic)")
     two = sub.add_parser("filters")
     two.add_argument("--budget", type=int, default=60)
     two.add_argument("--population", type=int, default=10)
@@ -184,7 +187,7 @@ def main() -> None:
     two.add_argument("--init", default="known", help="random rarely passes rejection on digits")
     args = parser.parse_args()
     if args.part == "overhead":
-        overhead(args.max_stored, args.window, args.population)
+        overhead(args.max_stored, args.window, args.population, args.engine)
     else:
         filters(args)
 

@@ -325,9 +325,10 @@ def new_search_config(overrides: dict[str, Any]) -> SearchConfig:
         preset["islands"] = max(1, min(preset["islands"], population // 2))
         if preset["islands"] == 1:
             preset["migration_rate"] = 0.0
-    if isinstance(population, int) and "elites" not in overrides:
-        island_size = population // overrides.get("islands", preset["islands"])
-        preset["elites"] = min(preset["elites"], max(0, island_size))
+    islands = overrides.get("islands", preset["islands"])
+    if isinstance(population, int) and isinstance(islands, int) and islands >= 1 \
+            and "elites" not in overrides:
+        preset["elites"] = min(preset["elites"], max(0, population // islands))
     overrides = {**preset, "engine": engine, **overrides}
     dataset = overrides.get("dataset.name", DatasetSpec().name)
     if overrides.get("task") == "planted":

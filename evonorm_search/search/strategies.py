@@ -199,8 +199,14 @@ class EvolutionStrategy:
         self._config = config
         self._fresh = _Fresh(config)
         self._scan = LocalScan(config.space) if config.scan_after else None
+        # Whether anything reads scalar fitness (elites, hall of fame, stall clocks,
+        # credit, a graft's acceptance); the paper's engine reads only the aging members.
+        self._ranked = bool(config.elites or config.scan_after or config.island_restart
+                            or config.migration_rate or config.adaptive_moves
+                            or RECOMBINATIONS.intersection(config.mutations))
         self._records: dict[int, CandidateRecord] = {}
         self._graphs: dict[int, LayerGraph] = {}
+        self._sizes: dict[int, int] = {}  # id -> live nodes (computed once)
         self._reset()
 
     def _reset(self) -> None:
@@ -219,9 +225,18 @@ class EvolutionStrategy:
         previous = self._records.get(candidate.id)
         self._records[candidate.id] = candidate
         if previous is not None and previous.status == "done":
-            self._dirty = True  # a re-evaluation changed its scores: rebuild before asking
+            # A re-evaluation changed its scores: the aging members take the new record
+            # in place; ranked structures are rebuilt before the next question (O(stored),
+            # once per re-evaluation: negligible beside the training it follows).
+            if self._ranked:
+                self._dirty = True
+            else:
+                self._island(candidate).population.tell(candidate)
         elif not self._dirty:
             self._absorb(candidate, previous)
+
+    def _island(self, record: CandidateRecord) -> Island:
+        return self._islands[(record.island or 0) % len(self._islands)]
 
     def _rebuild(self) -> None:
         self._reset()
@@ -229,7 +244,7 @@ class EvolutionStrategy:
             self._absorb(record, None)
 
     def _absorb(self, record: CandidateRecord, previous: CandidateRecord | None) -> None:
-        island = self._islands[(record.island or 0) % len(self._islands)]
+        island = self._island(record)
         if record.status in UNFINISHED:
             island.unfinished.add(record.id)
         else:
@@ -248,6 +263,10 @@ class EvolutionStrategy:
         if finished_now and record.move in MUTATIONS and record.parent_id is not None:
             bisect.insort(self._children, (record.number, record.id))
         if record.status != "done":
+            return
+        if not self._ranked:
+            if record.number >= island.start:
+                island.population.tell(record)
             return
         fitness = self._fitness[record.id] = self._scalar(record)
         score = quantized(fitness)
@@ -360,7 +379,10 @@ class EvolutionStrategy:
 
     def _size(self, record: CandidateRecord) -> int:
         """Live intermediate nodes."""
-        return len(self._graph(record).live_nodes()) - len(INITIAL_NODES)
+        size = self._sizes.get(record.id)
+        if size is None:
+            size = self._sizes[record.id] = len(self._graph(record).live_nodes()) - len(INITIAL_NODES)
+        return size
 
     def _graph(self, record: CandidateRecord) -> LayerGraph:
         """The member's graph, parsed once (the cache is bounded: members age out)."""
