@@ -131,6 +131,8 @@ def test_tiny_planted_search_end_to_end(tmp_path: Path) -> None:
     assert f"id {best.id:>5}" in out  # the front lists the target itself
     code, out, _ = run_evonorm("front", "p", "--db", db)
     assert code == 0 and "evonorm_s1" in out and "small_batch" in out
+    code, out, _ = run_evonorm("show", str(best.id), "--db", db)
+    assert code == 0 and "made by: known" in out  # how the search proposed it
     code, out, _ = run_evonorm("status", "p", "--db", db)
     assert code == 0 and "pixels_1x1" in out
     assert "proposals: evaluated 8, not evaluated: fingerprint cache hits 0" in out

@@ -175,6 +175,10 @@ def _evaluation(record: CandidateRecord, trials: list[TrialRecord]) -> list[str]
     """The lines `show ID` prints below the layer: seed count, early (quality-check)
     accuracies, hurdle, and one table row per trial (training with one seed)."""
     lines = [f"seeds:   {record.seed_count} counted in the mean accuracy"]
+    if record.move is not None:
+        parent = "" if record.parent_id is None else f" of candidate {record.parent_id}"
+        island = "" if record.island is None else f", island {record.island}"
+        lines.append(f"made by: {record.move}{parent}{island}")
     if record.stage is not None or record.reason is not None:
         lines.append(f"stage:   {record.stage or '-'}{': ' + record.reason if record.reason else ''}")
     if record.early_accuracies:
