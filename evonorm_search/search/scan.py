@@ -29,7 +29,7 @@ from primitives import get_op, op_names
 FIRST = len(INITIAL_NODES)
 # Neighbourhoods kept (one per scanned layer); beyond this the oldest are dropped and, if
 # scanned again, rebuilt (the cursor then skips what the search has stored since).
-CACHED_NEIGHBOURHOODS = 64
+CACHED_NEIGHBOURHOODS = 16
 
 
 def _operand_pairs(operand: int, others: range, commutative: bool) -> Iterator[tuple[int, int]]:
