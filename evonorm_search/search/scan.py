@@ -4,9 +4,11 @@ When evolution stalls one edit away from a better layer, each improving edit has
 probability of about 1/1,000 per child (docs/RESULTS.md, planted recovery); walking the
 edits in turn makes finding it a certainty within the neighbourhood's size. The
 neighbourhood of a layer is every layer one edit away from its live part: a new op on a
-node (same inputs; a binary op gets each earlier node as its second operand), one input
-rewired to another earlier node, a node spliced into an edge, a node deleted (its
-consumers reading one of its inputs), and a new op on top of the output (root-wrap).
+node (same inputs; a binary op gets each earlier node as its second operand), the
+operands of a non-commutative op swapped, one input rewired to another earlier node, a
+node spliced into an edge, a node deleted (its consumers reading one of its inputs), and
+a new op on top of the output (root-wrap; a binary one with an earlier node, or a new
+unary node of one, as its other operand, as the `wrap` move does).
 Edits that leave the space or make an invalid graph are left out; the rest are
 deduplicated by structure. Dead nodes are dropped first: an edit there would change
 nothing, and the room they take is what inserts need.
@@ -58,6 +60,9 @@ def _edits(graph: LayerGraph, ops: tuple[str, ...]) -> Iterator[list[Node]]:
             else:
                 for pair in _operand_pairs(node.inputs[0], range(index), spec.commutative):
                     yield [*nodes[:position], Node(op, pair), *nodes[position + 1:]]
+        spec = get_op(node.op)
+        if arity == 2 and not spec.commutative and node.inputs[0] != node.inputs[1]:
+            yield [*nodes[:position], Node(node.op, node.inputs[::-1]), *nodes[position + 1:]]
         for slot in range(arity):  # one input rewired
             for source in range(index):
                 if source != node.inputs[slot]:

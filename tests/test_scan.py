@@ -1,0 +1,66 @@
+"""The single-edit neighbourhood and the local scan that walks it."""
+
+from __future__ import annotations
+
+from evonorm_search.graph import LayerGraph
+from evonorm_search.known import KNOWN_LAYERS, get_known
+from evonorm_search.search.moves import is_valid
+from evonorm_search.search.scan import LocalScan, neighbourhood
+from primitives import SPACES
+
+X, ZERO, V0, V1 = 0, 1, 2, 3
+
+
+def test_neighbours_are_valid_distinct_and_one_edit_away_in_every_space() -> None:
+    for space in SPACES:
+        layer = next(g for g in KNOWN_LAYERS.values() if is_valid(g, space))
+        found = neighbourhood(layer, space)
+        hashes = [g.structural_hash() for g in found]
+        assert len(set(hashes)) == len(hashes) > 100
+        assert layer.structural_hash() not in hashes
+        assert all(is_valid(g, space) for g in found)
+        # One edit: the node count changes by at most two (a root-wrap with a new operand).
+        size = len(layer.pruned().nodes)
+        assert all(abs(len(g.nodes) - size) <= 2 for g in found)
+
+
+def test_each_kind_of_edit_is_in_the_neighbourhood() -> None:
+    relu = LayerGraph([("max", (X, ZERO)), ("std_group", (X,)), ("div", (4, 5))])
+    found = {g.structural_hash() for g in neighbourhood(relu, "S")}
+
+    def has(*nodes: tuple) -> bool:
+        return LayerGraph(nodes).structural_hash() in found
+
+    assert has(("max", (X, V0)), ("std_group", (X,)), ("div", (4, 5)))  # input
+    assert has(("abs", (X,)), ("std_group", (X,)), ("div", (4, 5)))  # op (arity change)
+    assert has(("max", (X, ZERO)), ("rms_group", (X,)), ("div", (4, 5)))  # op
+    assert has(("max", (X, ZERO)), ("std_group", (X,)), ("div", (5, 4)))  # swap
+    assert has(("std_group", (X,)), ("div", (X, 4)))  # delete: div reads max's input x
+    assert has(("max", (X, ZERO)), ("sigmoid", (4,)), ("std_group", (X,)),
+               ("div", (5, 6)))  # insert
+    assert has(("max", (X, ZERO)), ("std_group", (X,)), ("div", (4, 5)),
+               ("tanh", (6,)))  # root-wrap
+    assert has(("max", (X, ZERO)), ("std_group", (X,)), ("div", (4, 5)), ("abs", (V1,)),
+               ("mul", (6, 7)))  # root-wrap with a new unary operand
+    # Dead nodes are dropped first (edits there would change nothing).
+    padded = LayerGraph([("tanh", (V0,)), ("max", (X, ZERO)), ("std_group", (X,)), ("div", (5, 6))])
+    assert {g.structural_hash() for g in neighbourhood(padded, "S")} == found
+
+
+def test_the_scan_walks_each_layer_once_in_a_fixed_order() -> None:
+    s1, s0 = get_known("evonorm_s1"), get_known("evonorm_s0")
+    seen: set[str] = set()
+    first_pass = []
+    scan = LocalScan("S")
+    while (found := scan.next([s1, s0], seen)) is not None:
+        rank, child = found
+        first_pass.append((rank, child.structural_hash()))
+        seen.add(child.structural_hash())
+    assert [rank for rank, _ in first_pass] == sorted(rank for rank, _ in first_pass)
+    assert len(first_pass) == len(seen)  # nothing proposed twice
+    # A fresh scan (a resumed search) proposes the same order from what is stored.
+    again = LocalScan("S")
+    stored = {h for _, h in first_pass[:300]}
+    assert again.next([s1, s0], stored) == (first_pass[300][0],
+                                             next(g for g in neighbourhood(s1, "S") + neighbourhood(s0, "S")
+                                                  if g.structural_hash() == first_pass[300][1]))
