@@ -44,6 +44,19 @@ def history(count: int, seed: int = 0, space: str = "S") -> list[CandidateRecord
     return rows
 
 
+def causal_shuffle(rows: list[CandidateRecord], seed: int) -> list[CandidateRecord]:
+    """`rows` in a random order in which every parent comes before its children (as in any
+    search: a child is proposed from a finished parent)."""
+    rng, pending, told, order = random.Random(seed), rows[:], set(), []
+    while pending:
+        ready = [r for r in pending if r.parent_id is None or r.parent_id in told]
+        row = rng.choice(ready)
+        pending.remove(row)
+        told.add(row.id)
+        order.append(row)
+    return order
+
+
 def config(**changes: object) -> SearchConfig:
     return SearchConfig(proxies=PROXIES, population=6, init="random", space="S",
                         reevaluate=1).with_overrides(changes)
@@ -149,15 +162,13 @@ def engine_history(count: int, seed: int = 0, islands: int = 2) -> list[Candidat
 @pytest.mark.parametrize("scan_after, kinds", [(5, {SCAN}), (1000, set(ALL_MOVES))])
 def test_with_every_engine_feature_the_state_is_a_function_of_the_records(
         scan_after: int, kinds: set[str]) -> None:
-    """What keeps resume exact: the same records told in any order (and re-told with
-    a re-evaluated score) give the same proposals."""
+    """What keeps resume exact: the same records told in any order that tells parents
+    first (and re-told with a re-evaluated score) give the same proposals."""
     rows = engine_history(60)
     strategies = []
     for seed in range(3):
         strategy = EvolutionStrategy(memetic(scan_after=scan_after))
-        shuffled = rows[:]
-        random.Random(seed).shuffle(shuffled)
-        for row in shuffled:
+        for row in causal_shuffle(rows, seed):
             strategy.tell(row)
         strategies.append(strategy)
     expected = proposals(strategies[0], 15)
@@ -287,3 +298,24 @@ def test_adaptive_weights_follow_credit_and_stay_near_the_base_without_it() -> N
     assert weights[1] > 1.3 > 1.0 > 0.5 > weights[0] and 0.7 < weights[2] < 1.0
     full = adaptive_weights(names, {"node": (200, 2), "wrap": (200, 40), "op": (5, 0)}, 1.0)
     assert full[1] / full[0] == pytest.approx((weights[1] / weights[0]) ** 2)
+
+
+def test_move_credit_counts_the_latest_children_in_any_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    from evonorm_search.search import strategies
+
+    monkeypatch.setattr(strategies, "CREDIT_WINDOW", 12)
+    rows = engine_history(80, seed=3)
+    done = {r.id: r for r in rows if r.status == "done"}
+    children = [r for r in rows if r.move in ALL_MOVES and r.parent_id in done][-12:]
+    expected: dict[str, tuple[int, int]] = {}
+    for child in children:
+        improved = child.status == "done" and (
+            sum(child.accuracies.values()) > sum(done[child.parent_id].accuracies.values()))
+        n, k = expected.get(child.move, (0, 0))  # type: ignore[arg-type]
+        expected[child.move] = (n + 1, k + improved)  # type: ignore[index]
+    for seed in range(3):
+        strategy = EvolutionStrategy(memetic(size_penalty=0.0))
+        for row in causal_shuffle(rows, seed):
+            strategy.tell(row)
+        counted = {m: (n, k) for m, (n, k) in strategy._credit.items() if n}
+        assert counted == expected

@@ -8,7 +8,9 @@ stores and evaluates what it proposes, and asks again when a proposal's structur
 been seen.
 
 Determinism contract (what keeps resume exact): a strategy's state is a function of the
-*set* of records it was told, in their latest version, not of the order they came in;
+*set* of records it was told, in their latest version, not of the order they came in
+(any order that tells a parent before its children, as every search does: a child is
+proposed from a finished parent, and a resumed search tells its records by number);
 `ask` draws randomness only from the `rng` it is given (the controller derives it from
 the search seed and the candidate number). A resumed controller tells a fresh strategy
 every stored candidate, so it proposes what the uninterrupted one would have.
@@ -216,7 +218,10 @@ class EvolutionStrategy:
         self._fitness: dict[int, float] = {}  # done id -> scalar fitness
         self._hall = Ranking()  # every done member: the hall of fame is its top
         self._clock = StallClock()  # the search's
-        self._children: list[tuple[int, int]] = []  # finished children of moves (credit)
+        # Finished children of moves, by number, with whether each improved on its parent;
+        # `_credit` counts (children, improved) per move over the latest CREDIT_WINDOW.
+        self._children: list[tuple[int, str, bool]] = []
+        self._credit: dict[str, list[int]] = {}
         self._dirty = False
 
     # ---- told --------------------------------------------------------------------
@@ -258,18 +263,21 @@ class EvolutionStrategy:
                 self._clock.evaluated(record.number)
                 if record.number >= island.start:
                     island.clock.evaluated(record.number)
-        finished_now = record.status not in UNFINISHED and (
-            previous is None or previous.status in UNFINISHED)
-        if finished_now and record.move in MUTATIONS and record.parent_id is not None:
-            bisect.insort(self._children, (record.number, record.id))
-        if record.status != "done":
-            return
-        if not self._ranked:
+        if record.status == "done" and not self._ranked:
             if record.number >= island.start:
                 island.population.tell(record)
             return
-        fitness = self._fitness[record.id] = self._scalar(record)
-        score = quantized(fitness)
+        score = None
+        if record.status == "done":
+            self._fitness[record.id] = self._scalar(record)
+            score = quantized(self._fitness[record.id])
+        finished_now = record.status not in UNFINISHED and (
+            previous is None or previous.status in UNFINISHED)
+        if finished_now and record.move in MUTATIONS and record.parent_id in self._fitness:
+            parent = quantized(self._fitness[record.parent_id])
+            self._credit_child(record.number, record.move, score is not None and score > parent)
+        if score is None:
+            return
         key = (-score, self._size(record),
                -record.number if self._config.neutral_drift else record.number)
         self._hall.add(record.id, key)
@@ -278,6 +286,23 @@ class EvolutionStrategy:
             island.population.tell(record)
             island.elites.add(record.id, key)
             island.clock.scored(record.number, score)
+
+    def _credit_child(self, number: int, move: str, improved: bool) -> None:
+        """Insert a finished child by number and keep the window's counts in step: an
+        insertion inside the latest CREDIT_WINDOW pushes the oldest one out of it."""
+        children = self._children
+        index = bisect.bisect(children, (number,))
+        children.insert(index, (number, move, improved))
+        if index < len(children) - CREDIT_WINDOW:
+            return  # older than the window
+        counts = self._credit.setdefault(move, [0, 0])
+        counts[0] += 1
+        counts[1] += improved
+        if len(children) > CREDIT_WINDOW:
+            _, old_move, old_improved = children[-CREDIT_WINDOW - 1]
+            old = self._credit[old_move]
+            old[0] -= 1
+            old[1] -= old_improved
 
     def _kept(self, record: CandidateRecord, score: int) -> bool:
         """A recombination's child joins its island only if not worse than its parent."""
@@ -342,14 +367,7 @@ class EvolutionStrategy:
     def _move_weights(self) -> list[float]:
         """Weights of `config.mutations` from the credit of the latest finished children:
         a child improved when its fitness beats its parent's."""
-        outcomes: dict[str, tuple[int, int]] = {}
-        for _, child_id in self._children[-CREDIT_WINDOW:]:
-            child = self._records[child_id]
-            parent = self._fitness.get(child.parent_id)  # type: ignore[arg-type]
-            improved = (child.status == "done" and parent is not None
-                        and quantized(self._fitness[child.id]) > quantized(parent))
-            children, improvements = outcomes.get(child.move, (0, 0))  # type: ignore[arg-type]
-            outcomes[child.move] = (children + 1, improvements + improved)  # type: ignore[index]
+        outcomes = {move: (n, k) for move, (n, k) in self._credit.items()}
         return adaptive_weights(self._config.mutations, outcomes, self._config.adaptive_moves)
 
     @property
