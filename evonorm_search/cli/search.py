@@ -235,8 +235,7 @@ def _resolve(store_path: Path, name: str, overrides: dict[str, Any]) -> tuple[Se
               help="How children are proposed: paper (the paper's engine exactly) or memetic "
                    "(islands, elites, all moves with adaptive weights, a local scan when the "
                    "best stalls; see docs/method.md). Sets the engine options below; those "
-                   "given beside it override its values. [default: paper; memetic for "
-                   "--task planted]")
+                   "given beside it override its values. [default: paper]")
 @click.option("--mutations",
               help="Comma-separated moves, one drawn per child: node (the paper's: new op "
                    "and inputs), op, input, insert, delete, wrap (a new op on the output), "
