@@ -46,7 +46,7 @@ def test_known_layers_hold_only_what_they_use(name: str, tmp_path: Path) -> None
     }.get(name, set())
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(graphs())
 def test_every_parameter_gets_a_gradient(graph: LayerGraph) -> None:
     """What DDP with find_unused_parameters=False needs: no parameter left without a
