@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from importlib import metadata
@@ -111,8 +111,7 @@ def read_meta(path: Path) -> dict[str, str]:
         meta = {str(key): str(value) for key, value in connection.execute("SELECT key, value FROM meta")}
         if meta.get("application") != APPLICATION:
             raise foreign
-        problems = [line for row in connection.execute("PRAGMA quick_check(3)")
-                    for line in str(row[0]).splitlines() if not line.startswith("***")]
+        problems = damage_found(connection)
     except sqlite3.OperationalError as error:
         if "unable to open" in str(error):
             raise StoreError(
@@ -126,6 +125,12 @@ def read_meta(path: Path) -> dict[str, str]:
     if problems != ["ok"]:
         raise DatabaseDamaged(damaged_message(path, "quick_check: " + "; ".join(problems)))
     return meta
+
+
+def damage_found(connection: sqlite3.Connection) -> list[str]:
+    """SQLite's `PRAGMA quick_check` (at most 3 problems): ["ok"] for a sound file."""
+    return [line for row in connection.execute("PRAGMA quick_check(3)")
+            for line in str(row[0]).splitlines() if not line.startswith("***")]
 
 
 def _unreadable(path: Path, error: sqlite3.Error, foreign: StoreError) -> StoreError:
@@ -266,6 +271,9 @@ class Database:
         self.backup: Path | None = None
         # The file a writer opened (device, inode): checked before each transaction.
         self._identity = None if readonly else _identity(path)
+        # Run inside each write transaction when set (db.leases: this process still holds
+        # its search's lease); raising aborts the transaction before it writes anything.
+        self._fence: Callable[[Connection], None] | None = None
 
     @classmethod
     def open(cls, path: str | Path, *, create: bool = False, readonly: bool = False) -> Self:
@@ -413,12 +421,19 @@ class Database:
     # ---- for the stores in db/ -------------------------------------------------------
 
     @contextmanager
-    def transaction(self) -> Iterator[Connection]:
-        """One transaction: commits when the block succeeds, rolls back otherwise."""
+    def transaction(self, *, fenced: bool = True) -> Iterator[Connection]:
+        """One transaction: commits when the block succeeds, rolls back otherwise. With a
+        fence set (`set_fence`) it runs first, unless `fenced` is False."""
         if self._identity is not None and _identity(self.path) != self._identity:
             raise DatabaseWriteError(moved_message(self.path, "its path no longer names it"))
         with self._engine.begin() as connection:
+            if fenced and self._fence is not None:
+                self._fence(connection)
             yield connection
+
+    def set_fence(self, fence: Callable[[Connection], None] | None) -> None:
+        """A check each later write transaction runs first (None: none)."""
+        self._fence = fence
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:

@@ -47,8 +47,9 @@ class SearchRunning(StoreError):
 def damaged_message(path: Path | str, detail: str) -> str:
     return (
         f"{path} is damaged ({detail}); nothing was written to it. Keep the file and try a "
-        f"recovery into a new one: sqlite3 {path} \".recover\" | sqlite3 {path}.recovered, "
-        f"then check the copy with `evonorm status --db {path}.recovered` (or restore a backup)"
+        f"recovery into a new one: sqlite3 {path} \".recover\" | sqlite3 {path}.recovered "
+        f"(with \".dump\" instead where .recover fails), then check the copy with "
+        f"`evonorm status --db {path}.recovered`, or restore a backup"
     )
 
 

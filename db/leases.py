@@ -9,7 +9,10 @@ holder is gone is taken over at once: on the same host when that process no long
 exists (a SIGKILLed search resumes without waiting), from another host (a database on a
 shared disk) when its heartbeat is older than `EXPIRY_SECONDS`. The holder renews the
 heartbeat every `HEARTBEAT_SECONDS` (`renew`, from a thread of the CLI) and deletes the row
-when it ends (`release`).
+when it ends (`release`). `fence` makes every later write transaction of the holder's
+database check, inside the transaction, that the lease is still its own: a holder whose
+lease was taken over (from another host, after its heartbeat looked dead) gets
+`SearchRunning` on its next write instead of writing over the new holder's work.
 
 Nothing here knows what a search does; `LeaseStore` wraps an open `db.engine.Database`
 like `db.rerank.RerankStore` does.
@@ -25,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 
 from db.engine import Database, utc_now
 from db.errors import SearchRunning
@@ -103,6 +106,14 @@ def running_message(lease: LeaseRecord, now: datetime) -> str:
     return text
 
 
+def taken_over_message(lease: LeaseRecord, holder: LeaseRecord | None) -> str:
+    now = f" by {describe(holder)}" if holder is not None else ""
+    return (f"search {lease.search_name} was taken over{now} while this run went on (its "
+            f"lease, held since {lease.started_at:%Y-%m-%d %H:%M:%S} UTC, looked abandoned: no "
+            "heartbeat for too long); this run stopped without writing more. See "
+            f"`evonorm status {lease.search_name}` for the process that runs it now")
+
+
 def _record(row: object) -> LeaseRecord:
     return LeaseRecord(
         search_name=row.search_name, token=row.token, pid=row.pid, host=row.host,  # type: ignore[attr-defined]
@@ -140,7 +151,7 @@ class LeaseStore:
         now = utc_now()
         values = {"search_name": search_name, "token": uuid.uuid4().hex, "pid": pid,
                   "host": host, "process": process, "started_at": now, "heartbeat_at": now}
-        with self._db.transaction() as connection:  # BEGIN IMMEDIATE: one acquirer at a time
+        with self._db.transaction(fenced=False) as connection:  # BEGIN IMMEDIATE: one at a time
             row = connection.execute(
                 select(LEASES).where(LEASES.c.search_name == search_name)).one_or_none()
             previous = None if row is None else _record(row)
@@ -151,10 +162,25 @@ class LeaseStore:
             connection.execute(insert(LEASES).values(values))
         return LeaseRecord(**values), previous
 
+    def fence(self, lease: LeaseRecord | None) -> None:
+        """From now on each write transaction of the database first checks that `lease` is
+        still held (SearchRunning otherwise, nothing written); None removes the check."""
+        if lease is None:
+            self._db.set_fence(None)
+            return
+
+        def still_held(connection: Connection) -> None:
+            row = connection.execute(
+                select(LEASES).where(LEASES.c.search_name == lease.search_name)).one_or_none()
+            if row is None or row.token != lease.token:
+                raise SearchRunning(taken_over_message(lease, None if row is None else _record(row)))
+
+        self._db.set_fence(still_held)
+
     def renew(self, lease: LeaseRecord) -> bool:
         """Record a heartbeat; False when the lease is no longer ours (taken over)."""
         self._db.require_writable()
-        with self._db.transaction() as connection:
+        with self._db.transaction(fenced=False) as connection:
             changed = connection.execute(
                 update(LEASES)
                 .where(LEASES.c.search_name == lease.search_name, LEASES.c.token == lease.token)
@@ -165,7 +191,7 @@ class LeaseStore:
     def release(self, lease: LeaseRecord) -> None:
         """Give the lease up (a lease taken over meanwhile is left to its new holder)."""
         self._db.require_writable()
-        with self._db.transaction() as connection:
+        with self._db.transaction(fenced=False) as connection:
             connection.execute(
                 delete(LEASES)
                 .where(LEASES.c.search_name == lease.search_name, LEASES.c.token == lease.token)

@@ -14,8 +14,9 @@ from pathlib import Path
 
 from evonorm_search.errors import EvonormError, OutputWriteError
 
-# The machine's faults, as opposed to a path the user can simply change.
-DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS)
+# The machine's faults (a full disk or quota, a failing disk, a read-only file system, a
+# file-size limit), as opposed to a path the user can simply change.
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG)
 
 
 def write_text_file(target: Path, text: str, *, what: str, fix: str) -> None:

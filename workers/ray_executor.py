@@ -371,8 +371,9 @@ class RayEvaluator:
     def _finish(self, outer: Future[EvalResult], task: EvalTask, inner: Future[Any]) -> None:
         """Runs on Ray's callback thread when the task's object is ready (or lost)."""
         error = inner.exception()
-        if error is not None and self._is_cluster_loss(error):
-            self._declare_lost(f"{type(error).__name__}: {_first_line(error)}")
+        loss = None if error is None else self._cluster_loss_behind(error)
+        if loss is not None:
+            self._declare_lost(loss)
             return
         with self._lock:
             if self._pending.pop(outer, None) is None:
@@ -416,20 +417,26 @@ class RayEvaluator:
             refusals = refusals + 1 if answer == "refused" else 0
             silent_since = silent_since if silent_since is not None else time.monotonic()
             if refusals >= WATCH_REFUSALS:
-                self._declare_lost(f"its GCS at {self._gcs} refuses connections (the head node's "
-                                   "Ray processes, e.g. `ray start --head`, are gone)")
+                self._declare_lost(self._gcs_refuses())
                 return
             if time.monotonic() - silent_since >= WATCH_SILENCE:
                 self._declare_lost(f"its GCS at {self._gcs} has not answered for "
                                    f"{WATCH_SILENCE:.0f} s (the head machine or the network is down)")
                 return
 
-    def _is_cluster_loss(self, error: BaseException) -> bool:
-        """This machine's raylet died, or a node died and it was the head (the GCS with it)."""
+    def _gcs_refuses(self) -> str:
+        return (f"its GCS at {self._gcs} refuses connections (the Ray processes of the head "
+                "node are gone)")
+
+    def _cluster_loss_behind(self, error: BaseException) -> str | None:
+        """Why a failed evaluation means the cluster is lost: this machine's raylet died, or
+        a node died and the GCS went with it (the head); None for a lost worker or node."""
         if isinstance(error, ray.exceptions.LocalRayletDiedError):
-            return True
-        return (isinstance(error, ray.exceptions.NodeDiedError | ray.exceptions.RaySystemError)
-                and _probe(self._gcs) == "refused")
+            return "the Ray processes of this machine (its raylet) died"
+        if (isinstance(error, ray.exceptions.NodeDiedError | ray.exceptions.RaySystemError)
+                and _probe(self._gcs) == "refused"):
+            return self._gcs_refuses()
+        return None
 
     def _declare_lost(self, reason: str) -> None:
         """Fail every future in flight with ClusterLost; later calls raise it too."""

@@ -10,7 +10,6 @@ resume); 130 interrupted (Ctrl-C).
 
 from __future__ import annotations
 
-import errno
 import sqlite3
 import sys
 
@@ -25,6 +24,7 @@ from evonorm_search.errors import (
     OutputWriteError,
     SearchRunning,
 )
+from evonorm_search.output import DISK_ERRNOS
 from evonorm_search.task import DATASET_TRAINING, DatasetSpec, TrainSettings
 
 USER_ERROR_EXIT_CODE = 2
@@ -38,8 +38,6 @@ _EXIT_CODES: tuple[tuple[type[Exception], int], ...] = (
     (OutputWriteError, IO_ERROR_EXIT_CODE),
     (ExecutorLost, EXECUTOR_LOST_EXIT_CODE),
 )
-# OSErrors that are the machine's doing, not the program's: reported, not a traceback.
-_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS)
 
 
 def exit_status(error: Exception) -> int:
@@ -67,7 +65,7 @@ def run_command_group(group: click.Group) -> None:
             raise  # a bug: keep the traceback
         _fail(translated)
     except OSError as error:
-        if error.errno not in _DISK_ERRNOS:
+        if error.errno not in DISK_ERRNOS:  # the machine's doing: a message, no traceback
             raise
         where = f" {error.filename}" if error.filename else ""
         _fail(OutputWriteError(

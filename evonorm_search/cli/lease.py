@@ -4,13 +4,13 @@ One controller per search (docs/faults.md): `hold_lease` takes the search's leas
 (`db.leases`) before the controller touches the search, renews it from a daemon thread
 every `HEARTBEAT_SECONDS`, and gives it up when the block ends. The controller itself
 knows nothing of it. Should another process take the lease over while this one runs
-(possible only from another host after `EXPIRY_SECONDS` without a heartbeat), the
-heartbeat interrupts the main thread like Ctrl-C, and the run stops without writing more.
+(possible only from another host after `EXPIRY_SECONDS` without a heartbeat), the lease's
+fence makes this run's next write fail with SearchRunning (exit status 3): it stops
+without writing over the new holder's work.
 """
 
 from __future__ import annotations
 
-import _thread
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,22 +20,13 @@ import click
 
 from db.leases import HEARTBEAT_SECONDS, LeaseRecord, LeaseStore, describe
 from db.store import SearchStore
-from evonorm_search.errors import SearchRunning, StoreError
+from evonorm_search.errors import StoreError
 
 
 @dataclass
 class HeldLease:
     record: LeaseRecord
-    lost: bool = False  # another process took the lease over
-
-    def lost_error(self) -> SearchRunning:
-        name = self.record.search_name
-        return SearchRunning(
-            f"search {name} was taken over by another process while this run went on (its "
-            f"lease, held since {self.record.started_at:%Y-%m-%d %H:%M:%S} UTC, had no "
-            "heartbeat for too long); this run stopped without writing more. See "
-            f"`evonorm status {name}` for the process that runs it now"
-        )
+    lost: bool = False  # another process took the lease over (seen by the heartbeat)
 
 
 @contextmanager
@@ -48,6 +39,7 @@ def hold_lease(store: SearchStore, name: str) -> Iterator[HeldLease]:
         click.echo(f"taking over search {name!r} from a run that is gone ({describe(previous)})",
                    err=True)
     held = HeldLease(record)
+    leases.fence(record)
     stop = threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(leases, held, stop),
                             name="evonorm-lease-heartbeat", daemon=True)
@@ -57,6 +49,7 @@ def hold_lease(store: SearchStore, name: str) -> Iterator[HeldLease]:
     finally:
         stop.set()
         beat.join()
+        leases.fence(None)
         if not held.lost:
             try:
                 leases.release(record)
@@ -70,9 +63,8 @@ def _heartbeat(leases: LeaseStore, held: HeldLease, stop: threading.Event) -> No
             renewed = leases.renew(held.record)
         except StoreError:  # a full disk, a moved file: the controller's next write says so
             continue
-        if not renewed:
+        if not renewed:  # the next write of the run fails (the fence): nothing to do here
             held.lost = True
-            _thread.interrupt_main()  # the controller stops as on Ctrl-C
             return
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import click
 
 from evonorm_search.cli.common import INTERRUPTED_EXIT_CODE, training_default_help
-from evonorm_search.cli.lease import HeldLease, hold_lease
+from evonorm_search.cli.lease import hold_lease
 from evonorm_search.config import (
     STRATEGIES, ConfigError, SearchConfig, new_search_config, stored_config,
 )
@@ -275,7 +275,9 @@ def search(name: str, db_path: str, workers: int | None, executor: str,
     ./evonorm.db as "default". Resuming needs only --name (and --db): the stored settings
     are used; a different value for any setting but --budget or --threads is refused (a
     larger --budget extends the search for that run). Progress goes to stderr; Ctrl-C
-    stops cleanly (exit 130) and the search can be resumed later.
+    stops cleanly (exit 130) and the search can be resumed later. One process runs a
+    search at a time: a second one is refused (exit 3). A full disk (exit 74) or a lost
+    Ray cluster (exit 75) stops the run; run the same command to resume (docs/faults.md).
 
     With --task planted --target LAYER the search trains nothing: each candidate is
     scored by R^2 against the planted LAYER on three input regimes (the "proxies"), and
@@ -309,13 +311,13 @@ def search(name: str, db_path: str, workers: int | None, executor: str,
     resume = f"evonorm search --name {name} --db {path}" + (f" --address {address}" if address else "")
     with store:
         try:
-            with hold_lease(store, name) as held:
+            with hold_lease(store, name):
                 record = store.find_search(name) if resuming else None
                 if record is None:
                     record = store.create_search(name, config.to_dict(), config.seed)
                 click.echo(f"{'resuming' if resuming else 'starting'} search {name!r} in {path} "
                            f"({executor} executor)", err=True)
-                final = _run_controller(store, record, config, evaluator, held, resume)
+                final = _run_controller(store, record, config, evaluator, resume)
         finally:
             evaluator.shutdown()
         if final.interrupted:
@@ -329,10 +331,11 @@ def search(name: str, db_path: str, workers: int | None, executor: str,
 
 
 def _run_controller(store: Any, record: Any, config: SearchConfig, evaluator: Any,
-                    held: HeldLease, resume: str) -> Progress:
+                    resume: str) -> Progress:
     """Run the search to its budget, printing progress; on a stop before it (Ctrl-C, the
     executor lost, a failed write) hand the evaluations in flight back to pending, their
-    attempt not counted, and explain how to resume."""
+    attempt not counted, and explain how to resume. (A lease taken over by another process
+    stops it with SearchRunning from its next write, handing nothing back.)"""
     printer = _ProgressPrinter()
     try:
         try:
@@ -350,12 +353,8 @@ def _run_controller(store: Any, record: Any, config: SearchConfig, evaluator: An
         _release(store, record.id)  # best effort: the disk may refuse this write too
         raise
     except KeyboardInterrupt:  # outside the controller's loop (it handles its own)
-        if held.lost:
-            raise held.lost_error() from None
         _release(store, record.id)
         raise
-    if held.lost:  # the heartbeat interrupted the loop: another process runs the search now
-        raise held.lost_error()
     if final.line() != printer.last_line:
         click.echo(final.line(), err=True)
     if final.interrupted:
