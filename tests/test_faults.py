@@ -44,7 +44,7 @@ from db.models import SCHEMA_VERSION
 from db.store import SearchStore
 from evonorm_search.errors import ExecutorLost
 from tests.cli_runner import run_evonorm
-from tests.test_store import make_v1_database, schema_of
+from tests.test_store import make_v1_database, read_only, schema_of
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -283,25 +283,6 @@ def damaged(case: Case) -> Observed:
     subprocess.run(["sqlite3", str(recovered)], input=dump.stdout, check=True)
     observed.db = recovered
     return observed
-
-
-@contextmanager
-def read_only(path: Path) -> Iterator[None]:
-    """`path` read-only for this process, root included (chattr +i, enforced for root)."""
-    if os.geteuid() != 0:
-        path.chmod(0o444)
-        try:
-            yield
-        finally:
-            path.chmod(0o644)
-        return
-    done = subprocess.run(["chattr", "+i", str(path)], capture_output=True, check=False)
-    if done.returncode != 0:
-        pytest.skip(f"running as root and chattr +i is unavailable here: {done.stderr!r}")
-    try:
-        yield
-    finally:
-        subprocess.run(["chattr", "-i", str(path)], check=True)
 
 
 def read_only_file(case: Case) -> Observed:

@@ -184,6 +184,7 @@ def test_losing_the_second_node_loses_nothing_and_status_shows_the_retry(
     assert [r.number for r in rows if r.attempts == 2], rows  # the lost one ran again
     code, status, _ = run_evonorm("status", "n", "--db", str(db))
     assert code == 0 and "retried (an evaluation lost" in status, status
+    print(f"\nsecond node killed -> exit 0; status: {status.splitlines()[-2].strip()}")
 
 
 def test_losing_the_head_stops_the_search_with_a_resumable_error(
@@ -214,6 +215,7 @@ def test_losing_the_head_stops_the_search_with_a_resumable_error(
     assert f"candidate number{'s' if len(in_flight) > 1 else ''} " in last
     assert "resume with: evonorm search --name n --db" in last
     assert stopped_in < 30, stopped_in  # Ray alone would wait 60 s for the GCS
+    print(f"\nhead killed -> exit {search.returncode} after {stopped_in:.1f} s: {last}")
     after = {n: (s, a) for n, s, a in _rows(db)}
     assert "failed" not in {s for s, _ in after.values()}
     for number, status, attempts in before:

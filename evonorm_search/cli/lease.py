@@ -20,7 +20,7 @@ import click
 
 from db.leases import HEARTBEAT_SECONDS, LeaseRecord, LeaseStore, describe
 from db.store import SearchStore
-from evonorm_search.errors import StoreError
+from evonorm_search.errors import DatabaseDamaged, StoreError
 
 
 @dataclass
@@ -44,13 +44,17 @@ def hold_lease(store: SearchStore, name: str) -> Iterator[HeldLease]:
     beat = threading.Thread(target=_heartbeat, args=(leases, held, stop),
                             name="evonorm-lease-heartbeat", daemon=True)
     beat.start()
+    damaged = False
     try:
         yield held
+    except DatabaseDamaged:
+        damaged = True  # found mid-run: write nothing more to it (a later run takes over)
+        raise
     finally:
         stop.set()
         beat.join()
         leases.fence(None)
-        if not held.lost:
+        if not held.lost and not damaged:
             try:
                 leases.release(record)
             except StoreError:  # e.g. the disk is full: a dead holder's lease is taken over
