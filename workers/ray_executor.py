@@ -304,7 +304,7 @@ class RayEvaluator:
         outer.set_running_or_notify_cancel()
         with self._lock:
             self._pending[outer] = ref
-        ref.future().add_done_callback(lambda inner: self._finish(outer, task, inner))
+        ref.future().add_done_callback(lambda inner: self._finish(outer, inner))
         return outer
 
     def shutdown(self) -> None:
@@ -368,7 +368,7 @@ class RayEvaluator:
             self._data_refs[spec] = ref
         return ref
 
-    def _finish(self, outer: Future[EvalResult], task: EvalTask, inner: Future[Any]) -> None:
+    def _finish(self, outer: Future[EvalResult], inner: Future[Any]) -> None:
         """Runs on Ray's callback thread when the task's object is ready (or lost)."""
         error = inner.exception()
         loss = None if error is None else self._cluster_loss_behind(error)
@@ -390,11 +390,11 @@ class RayEvaluator:
         if error is None:
             outer.set_result(EvalResult.from_dict(reply["result"]))
         else:
-            outer.set_exception(self._lost_error(task, error))
+            outer.set_exception(self._lost_error(error))
 
-    def _lost_error(self, task: EvalTask, error: BaseException) -> EvaluationLost:
-        # The controller stores this as the candidate's reason: no need to name it here
-        # (task.candidate_id is a row id, which users do not know the candidate by).
+    def _lost_error(self, error: BaseException) -> EvaluationLost:
+        # The caller stores this as the candidate's reason, which names it already (a row
+        # id here would be no help: users know candidates by their number).
         if isinstance(error, ray.exceptions.RayTaskError):
             last = str(error).strip().splitlines()[-1] if str(error).strip() else ""
             return EvaluationLost(f"the evaluation function raised: {last}")

@@ -84,6 +84,11 @@ def run_command_group(group: click.Group) -> None:
         sys.exit(status)
 
 
+def numbers_text(numbers: tuple[int, ...] | list[int], most: int = 20) -> str:
+    """`3, 5, 8` (the first `most`, then ` ...`): candidate numbers in a message."""
+    return ", ".join(map(str, numbers[:most])) + (" ..." if len(numbers) > most else "")
+
+
 def _fail(error: Exception) -> None:
     click.echo(f"error: {error}", err=True)
     sys.exit(exit_status(error))

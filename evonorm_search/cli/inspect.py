@@ -18,6 +18,7 @@ import click
 from db.leases import LeaseRecord, LeaseStore, describe, holder_alive
 from db.models import SCHEMA_VERSION, STATUSES, TRIAL_STATUSES
 from db.store import DEFAULT_DB_PATH, CandidateRecord, SearchRecord, SearchStore, SearchSummary
+from evonorm_search.cli.common import numbers_text
 from evonorm_search.cli.layers import (
     accuracy_text,
     candidate_json,
@@ -111,9 +112,9 @@ def _lease_text(lease: LeaseRecord | None, now: datetime) -> str | None:
 
 
 def _retried_text(numbers: tuple[int, ...]) -> str:
-    shown = ", ".join(map(str, numbers[:20])) + (" ..." if len(numbers) > 20 else "")
+    plural = "s" if len(numbers) > 1 else ""
     return (f"  retried (an evaluation lost to a dead worker, node or run, submitted again): "
-            f"{len(numbers)} candidate{'s' if len(numbers) > 1 else ''}, number{'s' if len(numbers) > 1 else ''} {shown}")
+            f"{len(numbers)} candidate{plural}, number{plural} {numbers_text(numbers)}")
 
 
 def status_json(view: StatusView, now: datetime) -> dict[str, Any]:

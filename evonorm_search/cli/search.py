@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from evonorm_search.cli.common import INTERRUPTED_EXIT_CODE, training_default_help
+from evonorm_search.cli.common import INTERRUPTED_EXIT_CODE, numbers_text, training_default_help
 from evonorm_search.cli.lease import hold_lease
 from evonorm_search.config import (
     STRATEGIES, ConfigError, SearchConfig, new_search_config, stored_config,
@@ -374,9 +374,8 @@ def _release(store: Any, search_id: int) -> list[int]:
 def _in_flight_text(numbers: list[int]) -> str:
     if not numbers:
         return "no evaluation was in flight"
-    shown = ", ".join(str(n) for n in numbers[:20]) + (" ..." if len(numbers) > 20 else "")
     return (f"the evaluations in flight (candidate number{'s' if len(numbers) > 1 else ''} "
-            f"{shown}) are pending again")
+            f"{numbers_text(numbers)}) are pending again")
 
 
 def _budget_done(path: Path, name: str, config: SearchConfig) -> bool:
