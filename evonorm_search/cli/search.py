@@ -25,6 +25,7 @@ from evonorm_search.config import (
 )
 from evonorm_search.controller import Progress, SearchController
 from evonorm_search.errors import DatabaseWriteError, ExecutorLost, StoreError
+from primitives import SPACES
 
 _DEFAULTS = SearchConfig()
 _TRAIN = _DEFAULTS.train
@@ -203,8 +204,9 @@ def _resolve(store_path: Path, name: str, overrides: dict[str, Any]) -> tuple[Se
 @click.option("--strategy", type=click.Choice(list(STRATEGIES)),
               help="evolution: mutate parents from Pareto tournaments; random: every child a "
                    f"fresh random layer (the baseline). [default: {_DEFAULTS.strategy}]")
-@click.option("--space", type=click.Choice(["B", "S"]),
-              help=f"B: all 24 primitives; S: no batch statistics. [default: {_DEFAULTS.space}]")
+@click.option("--space", type=click.Choice(list(SPACES)),
+              help="; ".join(f"{s.name}: {s.doc}" for s in SPACES.values())
+                   + f". [default: {_DEFAULTS.space}]")
 @click.option("--budget", type=int,
               help="Candidates to evaluate (submitted for training; duplicates and hash or "
                    f"NaN rejects do not count). May grow on resume. [default: {_DEFAULTS.budget}]")
