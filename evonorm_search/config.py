@@ -14,8 +14,9 @@ from typing import Any
 
 from evonorm_search.errors import EvonormError, GraphError, StoreError
 from evonorm_search.graph import MAX_INTERMEDIATE, LayerGraph
-from evonorm_search.mutation import check_mutations
+from evonorm_search.mutation import check_mutations, in_space
 from evonorm_search.task import DatasetSpec, TrainSettings
+from primitives import SPACES
 
 # Settings a resume may change without conflicting with the stored search: the budget is
 # a target; thread counts and downloading change speed or data access, not what is searched.
@@ -84,8 +85,9 @@ class SearchConfig:
 
     def validate(self) -> None:
         """Raise ConfigError naming the bad setting and its allowed values."""
-        if self.space not in ("B", "S"):
-            raise ConfigError(f"space {self.space!r} is unknown: use --space B or --space S")
+        if self.space not in SPACES:
+            raise ConfigError(f"space {self.space!r} is unknown: use --space "
+                              f"{' or --space '.join(SPACES)}")
         if self.strategy not in STRATEGIES:
             raise ConfigError(
                 f"strategy {self.strategy!r} is unknown: use one of {', '.join(STRATEGIES)}"
@@ -153,9 +155,10 @@ class SearchConfig:
             target = LayerGraph.from_json(self.target)
         except GraphError as error:
             raise ConfigError(f"invalid planted target: {error}") from None
-        if self.space == "S" and target.uses_batch_stats:
-            raise ConfigError(f"the target {self.target_name or target.formula()} reads batch "
-                              "statistics, which the S space excludes: use --space B")
+        if not in_space(target, self.space):
+            raise ConfigError(f"the target {self.target_name or target.formula()} uses ops the "
+                              f"{self.space} space excludes ({SPACES[self.space].doc}): use "
+                              f"--space {target.space}")
 
     def init_names(self) -> list[str]:
         """Known layers to start from, in order; [] for a random start."""
@@ -176,15 +179,14 @@ class SearchConfig:
                     f"unknown layer {name!r} in --init: use random, known, or names from "
                     f"{', '.join(sorted(KNOWN_LAYERS))}"
                 )
-        if self.space == "S":
-            batch = [name for name in names if KNOWN_LAYERS[name].uses_batch_stats]
-            if self.init != "known" and batch:
-                raise ConfigError(
-                    f"--init layers {', '.join(batch)} use batch statistics, which the S "
-                    "space excludes: drop them or use --space B"
-                )
-            names = [name for name in names if name not in batch]
-        return names
+        outside = [name for name in names if not in_space(KNOWN_LAYERS[name], self.space)]
+        if self.init != "known" and outside:
+            raise ConfigError(
+                f"--init layers {', '.join(outside)} use ops the {self.space} space excludes "
+                f"({SPACES[self.space].doc}): drop them or use --space "
+                f"{KNOWN_LAYERS[outside[0]].space}"
+            )
+        return [name for name in names if name not in outside]
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

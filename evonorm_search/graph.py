@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Iterable, Literal, NamedTuple
+from typing import Any, Iterable, NamedTuple
 
 import networkx as nx
 
 from evonorm_search.errors import GraphError
-from primitives import OPS, UnknownOpError, get_op
+from primitives import OPS, SPACES, UnknownOpError, get_op
 
 INITIAL_NODES: tuple[str, ...] = ("x", "zero", "v0", "v1")
 NUM_INITIAL = len(INITIAL_NODES)
@@ -114,9 +114,13 @@ class LayerGraph:
         )
 
     @property
-    def space(self) -> Literal["B", "S"]:
-        """"B" if the layer (its live part) needs batch statistics, else "S"."""
-        return "B" if self.uses_batch_stats else "S"
+    def space(self) -> str:
+        """The most specific search space (fewest statistic axis sets, then
+        `primitives.SPACES` order) holding every live op: "S" unless the layer needs batch
+        statistics ("B")."""
+        ops = [OPS[self.node(i).op] for i in self._live if i >= NUM_INITIAL]
+        holding = [space for space in SPACES.values() if all(space.allows(op) for op in ops)]
+        return min(holding, key=lambda space: len(space.axes)).name
 
     def structural_hash(self) -> str:
         """sha256 hex of the output's expression DAG: ignores node numbering, dead nodes

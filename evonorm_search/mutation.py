@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from typing import Literal
 
 from evonorm_search.errors import GraphError
 from evonorm_search.graph import INITIAL_NODES, MAX_INTERMEDIATE, LayerGraph, Node
-from primitives import get_op, op_names
+from primitives import SPACES, get_op, get_space, op_names
 
-Space = Literal["B", "S"]
+Space = str  # a name of `primitives.SPACES`
 
 # A valid draw always exists (any op fed with `x`), so hitting this cap means a bug.
 _MAX_DRAWS = 10_000
@@ -30,14 +29,22 @@ _MAX_DRAWS = 10_000
 
 def is_valid(graph: LayerGraph, space: Space) -> bool:
     """Whether a layer the validator accepted (so its output depends on `x`) belongs to
-    `space`: in S, no node (live or dead, so no later mutation revives one) reads batch
-    statistics."""
-    return space == "B" or not any(get_op(node.op).reads_batch_stats for node in graph.nodes)
+    `space`: every node (live or dead, so no later mutation revives one outside it) is an
+    op of the space (e.g. in S, none reads batch statistics)."""
+    allowed = get_space(space)
+    return all(allowed.allows(get_op(node.op)) for node in graph.nodes)
+
+
+def in_space(graph: LayerGraph, space: Space) -> bool:
+    """Whether every live op of `graph` belongs to `space` (what a known layer or a planted
+    target needs to be searched there; dead nodes do not matter for its function)."""
+    allowed = get_space(space)
+    return all(allowed.allows(get_op(graph.node(i).op))
+               for i in graph.live_nodes() if i >= len(INITIAL_NODES))
 
 
 def _check_space(space: str) -> None:
-    if space not in ("B", "S"):
-        raise ValueError(f"unknown search space {space!r}: use 'B' or 'S'")
+    get_space(space)
 
 
 def _draw_node(rng: random.Random, ops: tuple[str, ...], index: int) -> Node:
@@ -166,10 +173,13 @@ def mutate(graph: LayerGraph, rng: random.Random, space: Space,
     """
     _check_space(space)
     check_mutations(operators)
-    if space == "S" and any(get_op(node.op).reads_batch_stats for node in graph.nodes):
+    if not is_valid(graph, space):
+        outside = sorted({node.op for node in graph.nodes
+                          if not get_space(space).allows(get_op(node.op))})
         raise GraphError(
-            f"layer {graph.formula()} reads batch statistics, so it is not in the S space: "
-            "search it in the B space"
+            f"layer {graph.formula()} uses {', '.join(outside)}, which the {space} space "
+            f"excludes ({get_space(space).doc}): search it in a space that has them "
+            f"({', '.join(name for name in SPACES if is_valid(graph, name))})"
         )
     ops = op_names(space)
     for _ in range(_MAX_DRAWS):

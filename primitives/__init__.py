@@ -2,6 +2,20 @@
 and 12 statistics in one registry. Knows nothing about graphs."""
 
 from primitives import elementwise, statistics  # noqa: F401  (registers the ops)
-from primitives.registry import AXIS_SETS, OPS, Op, UnknownOpError, get_op, op_names, register
+from primitives.registry import (
+    AXIS_SETS,
+    OPS,
+    SPACES,
+    Op,
+    SearchSpace,
+    UnknownOpError,
+    get_op,
+    get_space,
+    op_names,
+    register,
+)
 
-__all__ = ["AXIS_SETS", "OPS", "Op", "UnknownOpError", "get_op", "op_names", "register"]
+__all__ = [
+    "AXIS_SETS", "OPS", "SPACES", "Op", "SearchSpace", "UnknownOpError", "get_op", "get_space",
+    "op_names", "register",
+]

@@ -102,10 +102,38 @@ def get_op(name: str) -> Op:
         ) from None
 
 
-def op_names(space: Literal["B", "S"] = "B") -> tuple[str, ...]:
-    """Op names of a search space: B has all ops, S leaves out batch statistics."""
-    if space not in ("B", "S"):
-        raise ValueError(f"unknown search space {space!r}; use 'B' or 'S'")
-    return tuple(
-        name for name, op in OPS.items() if space == "B" or not op.reads_batch_stats
-    )
+@dataclass(frozen=True)
+class SearchSpace:
+    """A search space: the statistics' axis sets its layers may use (element-wise ops are
+    in every space) and a one-line description for help texts and errors."""
+
+    name: str
+    axes: frozenset[AxisSet]
+    doc: str
+
+    def allows(self, op: Op) -> bool:
+        return op.axes is None or op.axes in self.axes
+
+
+# Search spaces by name, in order from the most general. B is the paper's full space; S
+# leaves out batch statistics (layers usable at batch size 1).
+SPACES: dict[str, SearchSpace] = {
+    "B": SearchSpace("B", frozenset(AXIS_SETS), "all 24 primitives"),
+    "S": SearchSpace("S", frozenset(AXIS_SETS) - {"batch"}, "no batch statistics"),
+}
+
+
+def get_space(name: str) -> SearchSpace:
+    """The search space called `name`; ValueError naming the known ones otherwise."""
+    try:
+        return SPACES[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"unknown search space {name!r}; use one of: {', '.join(SPACES)}"
+        ) from None
+
+
+def op_names(space: str = "B") -> tuple[str, ...]:
+    """Op names of a search space, in registry order."""
+    allowed = get_space(space)
+    return tuple(name for name, op in OPS.items() if allowed.allows(op))

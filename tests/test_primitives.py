@@ -51,7 +51,7 @@ def test_registry_has_the_24_primitives_of_the_paper() -> None:
 def test_op_names_by_space() -> None:
     assert set(op_names("B")) == set(OPS)
     assert set(op_names("S")) == set(OPS) - {"mean_batch", "rms_batch", "std_batch"}
-    with pytest.raises(ValueError, match="'B' or 'S'"):
+    with pytest.raises(ValueError, match="unknown search space 'X'; use one of: B, S"):
         op_names("X")  # type: ignore[arg-type]
 
 
