@@ -84,9 +84,15 @@ class Result:
     detail: str = ""
 
 
+# Search spaces of layers for (N, C, H, W) inputs, the shapes every cell feeds.
+IMAGE_SPACES = ("B", "S")
+
+
 def known_subjects() -> list[Subject]:
-    """Every known layer (the registry, so a layer added there is checked too)."""
-    return [Subject(name, graph) for name, graph in KNOWN_LAYERS.items()]
+    """Every known layer for (N, C, H, W) inputs (the registry, so a layer added there is
+    checked too)."""
+    return [Subject(name, graph) for name, graph in KNOWN_LAYERS.items()
+            if graph.space in IMAGE_SPACES]
 
 
 def random_subjects(count: int, seed: int = 0) -> list[Subject]:
@@ -97,8 +103,8 @@ def random_subjects(count: int, seed: int = 0) -> list[Subject]:
     found: list[Subject] = []
     seen: set[str] = set()
     while len(found) < count:
-        space = "BS"[len(found) % 2]
-        graph = random_graph(rng, space)  # type: ignore[arg-type]
+        space = IMAGE_SPACES[len(found) % 2]
+        graph = random_graph(rng, space)
         digest = graph.structural_hash()
         if graph.space != space or digest in seen or not fingerprint(graph).finite:
             continue
