@@ -47,16 +47,18 @@ def _apply_settings_file(ctx: click.Context, _param: click.Parameter, value: str
     ctx.default_map = {**(ctx.default_map or {}), **settings}
 
 
-def setting_key(param: GroupedOption) -> str:
+def setting_key(param: click.Option) -> str:
     """The key of an option in a settings file: its long name without the dashes."""
     return next(name for name in param.opts if name.startswith("--"))[2:]
 
 
-def settable_options(command: click.Command) -> dict[str, GroupedOption]:
-    """Settings-file key -> option, for every option of `command` a file may set."""
+def settable_options(command: click.Command) -> dict[str, click.Option]:
+    """Settings-file key -> option, for every option of `command` a file may set (each
+    value-taking long option but --config itself)."""
     return {
         setting_key(param): param for param in command.params
-        if isinstance(param, GroupedOption) and param.expose_value
+        if isinstance(param, click.Option) and param.expose_value
+        and any(name.startswith("--") for name in param.opts)
         and setting_key(param) != CONFIG_OPTION_NAME
     }
 
@@ -98,7 +100,7 @@ def _parse(path: Path) -> dict[str, Any]:
                           "it there (https://toml.io)") from None
 
 
-def _unknown_key(key: str, value: Any, options: dict[str, GroupedOption], path: Path) -> str:
+def _unknown_key(key: str, value: Any, options: dict[str, click.Option], path: Path) -> str:
     dashed = key.replace("_", "-")
     close = ([dashed] if dashed in options
              else difflib.get_close_matches(dashed, list(options), n=3, cutoff=0.6))
@@ -121,15 +123,16 @@ def _toml_type(value: Any) -> str:
     return next((name for kind, name in kinds if isinstance(value, kind)), type(value).__name__)
 
 
-def _option_value(param: GroupedOption, key: str, value: Any, path: Path) -> Any:
+def _option_value(param: click.Option, key: str, value: Any, path: Path) -> Any:
     """`value` checked against the option's type; a comma-list array joined by commas."""
+    comma_list = isinstance(param, GroupedOption) and param.comma_list
     where = f"{key} in {str(path)!r}"
     got = f"got {value!r} ({_toml_type(value)})"
     if isinstance(value, dict):
         raise ConfigError(f"{where} is a table; settings are top-level keys named like the "
                           f"options, e.g. {key} = ... without a [{key}] section")
     kind = param.type
-    if param.comma_list and isinstance(value, list):
+    if comma_list and isinstance(value, list):
         if not value or not all(isinstance(item, str) for item in value):
             raise ConfigError(f"{where} must be a non-empty array of strings (or one "
                               f"comma-separated string), {got}")
@@ -147,7 +150,7 @@ def _option_value(param: GroupedOption, key: str, value: Any, path: Path) -> Any
             raise ConfigError(f"{where} must be a number, {got}")
         return float(value)
     if not isinstance(value, str):
-        what = "a string or an array of strings" if param.comma_list else "a string"
+        what = "a string or an array of strings" if comma_list else "a string"
         raise ConfigError(f"{where} must be {what}, {got}")
     if isinstance(kind, click.Choice) and value not in kind.choices:
         raise ConfigError(f"{where} must be one of {', '.join(map(str, kind.choices))}, {got}")

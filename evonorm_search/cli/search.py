@@ -93,7 +93,8 @@ def _check_planted_options(config: SearchConfig, options: dict[str, Any]) -> Non
              if options.get(key) is not None]
     if given:
         raise ConfigError(f"{', '.join(given)} only apply to proxy training, which a planted "
-                          "search does not do: drop them (see docs/method.md, planted task)")
+                          "search does not do: drop them from the command line or the "
+                          "--config file (see docs/method.md, planted task)")
 
 
 def _overrides(options: dict[str, Any]) -> dict[str, Any]:
