@@ -173,11 +173,12 @@ def _test_as_validation(spec: DatasetSpec) -> Any:
     return replace(data, val_x=data.test_x, val_y=data.test_y)
 
 
-def evaluate_on_test(task: EvalTask, data: Any = None) -> EvalResult:
+def evaluate_on_test(task: EvalTask, data: Any = None,
+                     progress: Callable[[str], None] | None = None) -> EvalResult:
     """`workers.evaluate.evaluate` with the test split in place of the validation split.
 
     `data`, when given, is the prepared data set of `task.dataset` (its test split is used);
-    otherwise it is loaded once per process.
+    otherwise it is loaded once per process. `progress` receives one-line messages.
     """
     from workers.evaluate import evaluate
 
@@ -186,7 +187,7 @@ def evaluate_on_test(task: EvalTask, data: Any = None) -> EvalResult:
         if data is not None
         else _test_as_validation(task.dataset)
     )
-    return evaluate(task, prepared)
+    return evaluate(task, prepared, progress)
 
 
 def run_rerank(
