@@ -16,7 +16,7 @@ from torch import nn
 from evonorm_search.compile import compile_layer
 from evonorm_search.export import to_source
 from evonorm_search.graph import LayerGraph
-from evonorm_search.known import KNOWN_LAYERS, get_known
+from evonorm_search.known import NAMED_LAYERS, get_known
 from primitives import OPS
 from tests.test_export import load_source
 from tests.test_graph import graphs
@@ -31,14 +31,15 @@ def expected_state_keys(graph: LayerGraph) -> set[str]:
     }
 
 
-@pytest.mark.parametrize("name", sorted(KNOWN_LAYERS))
+@pytest.mark.parametrize("name", sorted(NAMED_LAYERS))
 def test_known_layers_hold_only_what_they_use(name: str, tmp_path: Path) -> None:
     graph = get_known(name)
     compiled = compile_layer(graph, 8)
     exported = load_source(to_source(graph), tmp_path).EvolvedNormAct(8)
     for layer in (compiled, exported):
         assert set(layer.state_dict()) == expected_state_keys(graph)
-    # EvoNorm-B0/S0 use v1 only; the other EvoNorms neither; the baselines both.
+    # EvoNorm-B0/S0 use v1 only; the other EvoNorms and swish_group_rmsnorm neither; the
+    # baselines both.
     uses = {n for n in ("v0", "v1") if getattr(compiled, n) is not None}
     assert uses == {
         "bn_relu": {"v0", "v1"}, "gn_relu": {"v0", "v1"}, "bn_swish": {"v0", "v1"},
