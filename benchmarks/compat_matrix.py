@@ -1,4 +1,4 @@
-"""The whole compatibility matrix (issue 19): every known layer and N random valid layers
+"""The whole compatibility matrix (issue 19): every named layer and N random valid layers
 (default 200, B and S space alternately) in both shipped forms, every cell of
 `evonorm_search.compat` (ddp, compile with inductor, export, onnx, autocast, formats, eval).
 

@@ -1,11 +1,11 @@
 """The compatibility matrix (evonorm_search.compat) in the default run.
 
-Every cell for every known layer and two random valid layers (one from space B, one from
+Every cell for every named layer and two random valid layers (one from space B, one from
 S), both shipped forms. The tracing cells (torch.compile, torch.export, ONNX) cost seconds
 per traced layer, so here they take the known layers in their exported form and the
 random ones in both forms (the compiled form of the known layers is traced by
 tests/test_compile.py), and torch.compile uses the aot_eager backend (dynamo and AOT
-autograd without inductor's C++ build). The whole matrix, every known layer and 200
+autograd without inductor's C++ build). The whole matrix, every named layer and 200
 random ones with inductor, is `benchmarks/compat_matrix.py` and the slow test below.
 """
 
