@@ -87,6 +87,9 @@ class SearchSummary:
     best: dict[str, tuple[int, float]]  # proxy -> (candidate id, accuracy) over done candidates
     last_activity: datetime | None  # latest candidate creation, start or finish
     skips: dict[str, int] = field(default_factory=dict)  # "hash", "neutral": refused proposals
+    # Numbers of the candidates submitted more than once (their own evaluation or one of
+    # their re-evaluations): an evaluation lost to a dead worker, node or controller.
+    retried: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from db.records import CandidateRecord, RerankEvaluationRecord, RerankRunRecord
 from db.rerank import RerankStore
 from db.store import SearchStore
 from evonorm_search.config import SearchConfig, stored_config
-from evonorm_search.errors import EvonormError
+from evonorm_search.errors import EvonormError, ExecutorLost
 from evonorm_search.known import KNOWN_LAYERS, get_known, known_name
 from evonorm_search.search.selection import pareto_front
 from evonorm_search.task import DatasetSpec, EvalResult, EvalTask, TrainSettings
@@ -173,11 +173,12 @@ def _test_as_validation(spec: DatasetSpec) -> Any:
     return replace(data, val_x=data.test_x, val_y=data.test_y)
 
 
-def evaluate_on_test(task: EvalTask, data: Any = None) -> EvalResult:
+def evaluate_on_test(task: EvalTask, data: Any = None,
+                     progress: Callable[[str], None] | None = None) -> EvalResult:
     """`workers.evaluate.evaluate` with the test split in place of the validation split.
 
     `data`, when given, is the prepared data set of `task.dataset` (its test split is used);
-    otherwise it is loaded once per process.
+    otherwise it is loaded once per process. `progress` receives one-line messages.
     """
     from workers.evaluate import evaluate
 
@@ -186,7 +187,7 @@ def evaluate_on_test(task: EvalTask, data: Any = None) -> EvalResult:
         if data is not None
         else _test_as_validation(task.dataset)
     )
-    return evaluate(task, prepared)
+    return evaluate(task, prepared, progress)
 
 
 def run_rerank(
@@ -248,6 +249,8 @@ def run_rerank(
         for future in completed:
             entry, seed, attempt = in_flight.pop(future)
             error = future.exception()
+            if isinstance(error, ExecutorLost):
+                raise error  # not the entry's failure: the command stops, a rerun resumes
             if error is not None and attempt <= INFRASTRUCTURE_RETRIES:
                 submit(entry, seed, attempt + 1)
                 continue

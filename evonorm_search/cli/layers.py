@@ -18,8 +18,9 @@ from db.store import DEFAULT_DB_PATH
 from evonorm_search.errors import EvonormError
 from evonorm_search.export import to_source
 from evonorm_search.graph import INITIAL_NODES, NUM_INITIAL, LayerGraph
-from evonorm_search.known import KNOWN_LAYERS, formula_label, known_name
+from evonorm_search.known import DISCOVERED_LAYERS, KNOWN_LAYERS, formula_label, known_name
 from evonorm_search.layer_spec import load_graph_spec
+from evonorm_search.output import write_text_file
 
 if TYPE_CHECKING:
     from db.store import CandidateRecord, TrialRecord
@@ -206,11 +207,13 @@ def resolve_layer(layer: str, db_path: Path) -> tuple[LayerGraph, str | None]:
     return graph, None if record is None else _about(record, search_name)
 
 def describe(graph: LayerGraph) -> str:
-    """Formula (with the known layer's name), space, hash and node list of `graph`, dead
-    nodes marked."""
+    """Formula (with the layer's name when it is a named one, and the origin of a
+    discovered one), space, hash and node list of `graph`, dead nodes marked."""
     live = graph.live_nodes()
-    lines = [
-        f"formula: {formula_label(graph)}",
+    lines = [f"formula: {formula_label(graph)}"]
+    if known_name(graph.structural_hash()) in DISCOVERED_LAYERS:
+        lines.append("origin:  discovered by evonorm searches (docs/RESULTS.md, Discovered layers)")
+    lines += [
         f"space:   {graph.space} ({'uses' if graph.uses_batch_stats else 'no'} batch statistics)",
         f"hash:    {graph.structural_hash()}",
         "nodes:",
@@ -233,9 +236,10 @@ def describe(graph: LayerGraph) -> str:
 @click.option("--db", "db_path", type=click.Path(path_type=Path, dir_okay=False),
               default=DEFAULT_DB_PATH, show_default=True, help=DB_HELP)
 def show(layer: str, as_json: bool, as_graph: bool, db_path: Path) -> None:
-    """Print a layer's formula (and known-layer name), search space (B/S), hash and nodes.
+    """Print a layer's formula (and its name), search space (B/S), hash and nodes.
 
-    NAME_OR_JSON_FILE_OR_ID: a known layer (e.g. evonorm_s0, bn_relu), a layer graph JSON
+    NAME_OR_JSON_FILE_OR_ID: a layer name, known (e.g. evonorm_s0, bn_relu) or discovered
+    (swish_group_rmsnorm), a layer graph JSON
     file (as written by `evonorm show NAME --graph`), or an integer: a candidate ID in the
     database given by --db. For a candidate it also prints its accuracies (mean ± standard
     error over its seeds once re-evaluated), seed count, early (quality-check) accuracies,
@@ -248,7 +252,8 @@ def show(layer: str, as_json: bool, as_graph: bool, db_path: Path) -> None:
         click.echo(graph.to_json())
         return
     if as_json:
-        source = "candidate" if record is not None else "known" if layer in KNOWN_LAYERS else "file"
+        source = ("candidate" if record is not None else "known" if layer in KNOWN_LAYERS
+                  else "discovered" if layer in DISCOVERED_LAYERS else "file")
         echo_json("show", {
             "argument": layer,
             "source": source,
@@ -276,20 +281,17 @@ def show(layer: str, as_json: bool, as_graph: bool, db_path: Path) -> None:
 def export(layer: str, db_path: Path, output: Path | None, class_name: str) -> None:
     """Write a layer as a stand-alone PyTorch module that imports only torch.
 
-    NAME_OR_JSON_FILE_OR_ID: a known layer (e.g. evonorm_s0, bn_relu), a layer graph JSON
-    file, or an integer: a candidate ID in the database given by --db. The class takes
+    NAME_OR_JSON_FILE_OR_ID: a layer name, known (e.g. evonorm_s0, bn_relu) or discovered
+    (swish_group_rmsnorm), a layer graph JSON file, or an integer: a candidate ID in the
+    database given by --db. The class takes
     (num_channels, groups=32, eps=1e-5, momentum=0.1).
     """
     source = to_source(resolve_layer(layer, db_path)[0], class_name=class_name)
     if output is None:
         click.echo(source, nl=False)
         return
-    try:
-        output.write_text(source, encoding="utf-8")
-    except OSError as error:
-        raise EvonormError(
-            f"cannot write {str(output)!r} ({error.strerror}); choose a writable path with -o"
-        ) from None
+    write_text_file(output, source, what="the layer module",
+                    fix="choose another path with -o")
     click.echo(f"wrote {class_name} to {output}", err=True)
 
 

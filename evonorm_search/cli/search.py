@@ -2,8 +2,11 @@
 
 Composes the parts: settings (`SearchConfig`), the store, the data set, the executor and
 the controller. Every check that can fail on user input (settings, conflicts with a
-stored search, the data set, the database path) runs before the database is created or
-written, so a refused command leaves it untouched.
+stored search, the data set, the database path, another process running the search)
+runs before the database is created or written, so a refused command leaves it untouched.
+The run holds the search's lease (`cli/lease.py`); when it stops before its budget (Ctrl-C,
+a lost Ray cluster, a full disk) the evaluations in flight go back to pending, their
+attempt not counted, for the resume (docs/faults.md).
 """
 
 from __future__ import annotations
@@ -15,10 +18,14 @@ from typing import Any
 
 import click
 
-from evonorm_search.cli.common import training_default_help
+from evonorm_search.cli.common import INTERRUPTED_EXIT_CODE, numbers_text, training_default_help
+from evonorm_search.cli.config_file import config_file_option
+from evonorm_search.cli.lease import hold_lease
+from evonorm_search.cli.options import GroupedCommand, option
 from evonorm_search.config import (
-    STRATEGIES, ConfigError, SearchConfig, new_search_config, stored_config,
+    STRATEGIES, ConfigError, SearchConfig, new_search_config, read_init_files, stored_config,
 )
+from evonorm_search.errors import DatabaseWriteError, ExecutorLost, StoreError
 from evonorm_search.search.controller import Progress, SearchController
 from evonorm_search.search.engines import ENGINES
 from primitives import SPACES
@@ -31,7 +38,6 @@ DEFAULT_DB = "evonorm.db"
 # Seconds between progress lines on stderr (the final line is always printed).
 PROGRESS_INTERVAL = 2.0
 HEARTBEAT_INTERVAL = 30.0
-INTERRUPTED_EXIT_CODE = 130  # as a shell reports a process stopped by SIGINT
 
 # CLI option -> SearchConfig key (None values mean "not given": stored/default value).
 _SETTINGS = {
@@ -102,7 +108,8 @@ def _check_planted_options(config: SearchConfig, options: dict[str, Any]) -> Non
              if options.get(key) is not None]
     if given:
         raise ConfigError(f"{', '.join(given)} only apply to proxy training, which a planted "
-                          "search does not do: drop them (see docs/method.md, planted task)")
+                          "search does not do: drop them from the command line or the "
+                          "--config file (see docs/method.md, planted task)")
 
 
 def _overrides(options: dict[str, Any]) -> dict[str, Any]:
@@ -112,6 +119,8 @@ def _overrides(options: dict[str, Any]) -> dict[str, Any]:
     for key in ("proxies", "mutations"):
         if key in overrides:
             overrides[key] = tuple(p.strip() for p in overrides[key].split(",") if p.strip())
+    if "init" in overrides:  # layer graph files are read now and stored with the search
+        overrides["init_graphs"] = read_init_files(overrides["init"])
     if "dataset.data_dir" in overrides:
         overrides["dataset.data_dir"] = str(Path(overrides["dataset.data_dir"]).expanduser().resolve())
     return overrides
@@ -176,11 +185,16 @@ class _ProgressPrinter:
 
 
 def _resolve(store_path: Path, name: str, overrides: dict[str, Any]) -> tuple[SearchConfig, bool]:
-    """The settings to run with, and whether the search exists already (a resume)."""
+    """The settings to run with, and whether the search exists already (a resume).
+
+    SearchRunning when a live process runs the search already: refused at once, before
+    the data set is loaded or an executor started (the lease itself is taken later)."""
+    from db.leases import LeaseStore
     from db.store import SearchStore
 
     if store_path.exists():
         with SearchStore.open(store_path) as store:
+            LeaseStore(store).check_free(name)
             existing = store.find_search(name)
         if existing is not None:
             stored = stored_config(existing.config)
@@ -190,133 +204,167 @@ def _resolve(store_path: Path, name: str, overrides: dict[str, Any]) -> tuple[Se
     return new_search_config(overrides), False
 
 
-@click.command("search")
-@click.option("--name", default=DEFAULT_NAME, show_default=True,
-              help="Search name; an existing search of that name is resumed.")
-@click.option("--db", "db_path", default=DEFAULT_DB, show_default=True,
-              type=click.Path(dir_okay=False), help="SQLite database file (created if missing).")
-@click.option("--dataset", help=f"Data set: digits (embedded), cifar10 or npz. [default: {_DATA.name}]")
-@click.option("--data-dir", type=click.Path(file_okay=True), help="Where the data set's files are.")
-@click.option("--download/--no-download", default=None,
-              help="Download CIFAR-10 into --data-dir when missing (needs internet).")
-@click.option("--image-size", type=int, help="Resize images to this side (default: native).")
-@click.option("--max-train-examples", type=int, help="Use at most this many training images.")
-@click.option("--validation-fraction", type=float,
-              help=f"Share of training images held out for fitness. [default: {_DATA.validation_fraction}]")
-@click.option("--strategy", type=click.Choice(list(STRATEGIES)),
-              help="evolution: mutate parents from Pareto tournaments; random: every child a "
-                   f"fresh random layer (the baseline). [default: {_DEFAULTS.strategy}]")
-@click.option("--space", type=click.Choice(list(SPACES)),
-              help="; ".join(f"{s.name}: {s.doc}" for s in SPACES.values())
-                   + f". [default: {_DEFAULTS.space}]")
-@click.option("--budget", type=int,
-              help="Candidates to evaluate (submitted for training; duplicates and hash or "
-                   f"NaN rejects do not count). May grow on resume. [default: {_DEFAULTS.budget}]")
-@click.option("--population", type=int,
-              help=f"Aging population size P. [default: {_DEFAULTS.population}]")
-@click.option("--workers", type=int,
-              help="Evaluations in flight with --executor ray. [default: all CPU cores]")
-@click.option("--executor", type=click.Choice(["ray", "inline"]), default="ray", show_default=True,
-              help="ray: parallel local (or --address) Ray workers; inline: in-process, deterministic.")
-@click.option("--address", help="Ray cluster to join: auto (the one `ray start` made on this "
-                                "machine, or RAY_ADDRESS) or HOST:PORT of its head (default: "
-                                "start a local Ray). See docs/cluster.md.")
-@click.option("--cpus-per-eval", type=float,
-              help="CPUs one evaluation reserves on Ray (fractions allowed). [default: 1]")
-@click.option("--gpus-per-eval", type=float,
-              help="GPUs one evaluation reserves on Ray, e.g. 0.25 to share a GPU by four. "
-                   "[default: 0]")
-@click.option("--seed", type=int, help=f"Search seed. [default: {_DEFAULTS.seed}]")
-@click.option("--init", help="First members: random, known, or comma-separated known layer "
-                             f"names (then random). [default: {_DEFAULTS.init}]")
-@click.option("--num-nodes", type=int,
-              help=f"Intermediate nodes of random layers (1-10). [default: {_DEFAULTS.num_nodes}]")
-@click.option("--engine", type=click.Choice(list(ENGINES)),
-              help="How children are proposed: paper (the paper's engine exactly) or memetic "
-                   "(islands, elites, all moves with adaptive weights, a local scan when the "
-                   "best stalls; see docs/method.md). Sets the engine options below; those "
-                   "given beside it override its values. [default: paper]")
-@click.option("--mutations",
-              help="Comma-separated moves, one drawn per child: node (the paper's: new op "
-                   "and inputs), op, input, insert, delete, wrap (a new op on the output), "
-                   "swap (the operands of a non-commutative op, e.g. a / b), subgraph (a node replaced by a random "
-                   "chain), graft (a donor's subexpression; kept only if not worse) (see "
-                   f"docs/method.md). [default: {','.join(_DEFAULTS.mutations)}]")
-@click.option("--tournament-fraction", type=float,
-              help="Share of the population sampled per parent tournament. "
-                   f"[default: {_DEFAULTS.tournament_fraction}]")
-@click.option("--islands", type=int,
-              help="Populations sharing --population, each with its own aging and elites; "
-                   "with Ray each island keeps an equal share of the workers busy. "
-                   f"[default: {_DEFAULTS.islands}]")
-@click.option("--migration-rate", type=float,
-              help="Share of an island's children bred from the search's best layers "
-                   f"(0-1; needs --islands 2+). [default: {_DEFAULTS.migration_rate}]")
-@click.option("--island-restart", type=int, metavar="EVALUATIONS",
-              help="Restart an island from fresh layers after this many of its evaluations "
-                   "without progress, unless it holds the search's best (0: never). "
-                   f"[default: {_DEFAULTS.island_restart}]")
-@click.option("--elites", type=int,
-              help="Best members of each island kept as parents whatever their age (a hall "
-                   f"of fame; 0: pure aging). [default: {_DEFAULTS.elites}]")
-@click.option("--neutral-drift/--no-neutral-drift", default=None,
-              help="Among elites with equal scores (within 1e-6) the newest wins, so a "
-                   f"lineage drifts over equal layers. [default: {_DEFAULTS.neutral_drift}]")
-@click.option("--scan-after", type=int, metavar="EVALUATIONS",
-              help="When the best score has not improved for this many evaluations, try "
-                   "every single edit of the best layers, first improvement wins (0: off). "
-                   f"[default: {_DEFAULTS.scan_after}]")
-@click.option("--scan-elites", type=int,
-              help=f"How many of the best distinct layers the scan edits. [default: {_DEFAULTS.scan_elites}]")
-@click.option("--adaptive-moves", type=float,
-              help="Strength (0-1) of adapting move weights to the moves whose children "
-                   "improve on their parents (0: uniform). "
-                   f"[default: {_DEFAULTS.adaptive_moves}]")
-@click.option("--size-penalty", type=float,
-              help="Score units each live node costs in selection: breaks near-ties toward "
-                   f"the smaller layer (e.g. 1e-4). [default: {_DEFAULTS.size_penalty}]")
-@click.option("--proxies", help="Comma-separated proxy architectures: registry names, or "
-                                "your own builder as MODULE:FUNCTION (see docs/own_proxy.md). "
-                                f"[default: {','.join(_DEFAULTS.proxies)}]")
-@click.option("--steps", type=int, help=f"Training steps per proxy. {training_default_help('steps')}")
-@click.option("--batch-size", type=int, help=f"Training batch size. {training_default_help('batch_size')}")
-@click.option("--learning-rate", type=float, help=f"SGD learning rate. [default: {_TRAIN.learning_rate}]")
-@click.option("--width", type=int, help=f"Proxy base width. [default: {_TRAIN.width}]")
-@click.option("--depth", type=int, help=f"Proxy blocks per stage. [default: {_TRAIN.depth}]")
-@click.option("--quality-steps", type=int,
-              help=f"Steps before the quality check (0: off). [default: {_TRAIN.quality_steps}]")
-@click.option("--quality-threshold", type=float,
-              help="Minimum accuracy (0 to 1, on 10 classes; scaled for others) after the quality "
-                   f"steps. [default: {_TRAIN.quality_threshold}]")
-@click.option("--stability-steps", type=int,
-              help=f"Gradient-ascent steps of the stability check (0: off). [default: {_TRAIN.stability_steps}]")
-@click.option("--hurdle", type=float,
-              help="Multi-fidelity: after the quality check a new candidate trains on only if "
-                   "its mean accuracy over the proxies reaches this quantile (0-1) of the "
-                   "population's; the others are recorded as stopped. [default: off]")
-@click.option("--reevaluate", type=int,
-              help="Train each member of the population's Pareto front with up to this many "
-                   "seeds; fitness is the mean over seeds (shown +- standard error). "
-                   f"[default: {_DEFAULTS.reevaluate}: one seed]")
-@click.option("--task", type=click.Choice(["classification", "planted"]),
-              help="classification: train the proxies on the data set; planted: reproduce "
-                   "the --target layer (a ground truth for the search engine; see "
-                   "docs/method.md). [default: classification]")
-@click.option("--target", metavar="NAME_OR_JSON_FILE",
-              help="The planted layer of --task planted: a known layer name or a layer "
-                   "graph JSON file.")
-@click.option("--threads", type=int,
-              help="Torch threads per evaluation; may change on resume. [default: torch's choice]")
+# The sections of `evonorm search --help`, in order (cli/options.py); each option names its own.
+SEARCH_GROUPS = {
+    "search": "Search (what is searched, where it is stored)",
+    "engine": "Engine (how candidates are proposed)",
+    "data": "Data (classification task)",
+    "training": "Training of each proxy (classification task)",
+    "protocols": "Protocols (rejection and fidelity)",
+    "execution": "Execution (where evaluations run; may change on resume)",
+}
+
+
+@click.command("search", cls=GroupedCommand, groups=SEARCH_GROUPS)
+@config_file_option(group="search")
+@option("--name", group="search", default=DEFAULT_NAME, show_default=True,
+        help="Search name; an existing search of that name is resumed.")
+@option("--db", "db_path", group="search", default=DEFAULT_DB, show_default=True,
+        type=click.Path(dir_okay=False), help="SQLite database file (created if missing).")
+@option("--task", group="search", type=click.Choice(["classification", "planted"]),
+        help="classification: train the proxies on the data set; planted: reproduce "
+             "the --target layer (a ground truth for the search engine; see "
+             "docs/method.md). [default: classification]")
+@option("--target", group="search", metavar="NAME_OR_JSON_FILE",
+        help="The planted layer of --task planted: a layer name (known or discovered) "
+             "or a layer graph JSON file.")
+@option("--space", group="search", type=click.Choice(list(SPACES)),
+        help="; ".join(f"{s.name}: {s.doc}" for s in SPACES.values())
+             + f". [default: {_DEFAULTS.space}]")
+@option("--proxies", group="search", comma_list=True,
+        help="Comma-separated proxy architectures: registry names, or your own builder as "
+             "MODULE:FUNCTION (see docs/own_proxy.md); planted: regimes. "
+             f"[default: {','.join(_DEFAULTS.proxies)}]")
+@option("--budget", group="search", type=int,
+        help="Candidates to evaluate (submitted for training; duplicates and hash or "
+             f"NaN rejects do not count). May grow on resume. [default: {_DEFAULTS.budget}]")
+@option("--seed", group="search", type=int, help=f"Search seed. [default: {_DEFAULTS.seed}]")
+@option("--strategy", group="engine", type=click.Choice(list(STRATEGIES)),
+        help="evolution: mutate parents from Pareto tournaments; random: every child a "
+             f"fresh random layer (the baseline). [default: {_DEFAULTS.strategy}]")
+@option("--init", group="engine", comma_list=True,
+        help="First members, in order, then random layers: random, or a comma-separated "
+             "list of known (every known layer of the space), layer names (known or "
+             "discovered, see `evonorm show`) and layer graph JSON files (stored with the "
+             f"search). [default: {_DEFAULTS.init}]")
+@option("--population", group="engine", type=int,
+        help=f"Aging population size P. [default: {_DEFAULTS.population}]")
+@option("--num-nodes", group="engine", type=int,
+        help=f"Intermediate nodes of random layers (1-10). [default: {_DEFAULTS.num_nodes}]")
+@option("--engine", group="engine", type=click.Choice(list(ENGINES)),
+        help="How children are proposed: paper (the paper's engine exactly) or memetic "
+             "(islands, elites, all moves with adaptive weights, a local scan when the "
+             "best stalls; see docs/method.md). Sets the engine options below; those "
+             "given beside it override its values. [default: paper]")
+@option("--mutations", group="engine", comma_list=True,
+        help="Comma-separated moves, one drawn per child: node (the paper's: new op and "
+             "inputs), op, input, insert, delete, wrap (a new op on the output), swap (the "
+             "operands of a non-commutative op, e.g. a / b), subgraph (a node replaced by "
+             "a random chain), graft (a donor's subexpression; kept only if not worse) "
+             f"(see docs/method.md). [default: {','.join(_DEFAULTS.mutations)}]")
+@option("--tournament-fraction", group="engine", type=float,
+        help="Share of the population sampled per parent tournament. "
+             f"[default: {_DEFAULTS.tournament_fraction}]")
+@option("--islands", group="engine", type=int,
+        help="Populations sharing --population, each with its own aging and elites; "
+             "with Ray each island keeps an equal share of the workers busy. "
+             f"[default: {_DEFAULTS.islands}]")
+@option("--migration-rate", group="engine", type=float,
+        help="Share of an island's children bred from the search's best layers "
+             f"(0-1; needs --islands 2+). [default: {_DEFAULTS.migration_rate}]")
+@option("--island-restart", group="engine", type=int, metavar="EVALUATIONS",
+        help="Restart an island from fresh layers after this many of its evaluations "
+             "without progress, unless it holds the search's best (0: never). "
+             f"[default: {_DEFAULTS.island_restart}]")
+@option("--elites", group="engine", type=int,
+        help="Best members of each island kept as parents whatever their age (a hall "
+             f"of fame; 0: pure aging). [default: {_DEFAULTS.elites}]")
+@option("--neutral-drift/--no-neutral-drift", group="engine", default=None,
+        help="Among elites with equal scores (within 1e-6) the newest wins, so a "
+             f"lineage drifts over equal layers. [default: {_DEFAULTS.neutral_drift}]")
+@option("--scan-after", group="engine", type=int, metavar="EVALUATIONS",
+        help="When the best score has not improved for this many evaluations, try "
+             "every single edit of the best layers, first improvement wins (0: off). "
+             f"[default: {_DEFAULTS.scan_after}]")
+@option("--scan-elites", group="engine", type=int,
+        help="How many of the best distinct layers the scan edits. "
+             f"[default: {_DEFAULTS.scan_elites}]")
+@option("--adaptive-moves", group="engine", type=float,
+        help="Strength (0-1) of adapting move weights to the moves whose children "
+             f"improve on their parents (0: uniform). [default: {_DEFAULTS.adaptive_moves}]")
+@option("--size-penalty", group="engine", type=float,
+        help="Score units each live node costs in selection: breaks near-ties toward "
+             f"the smaller layer (e.g. 1e-4). [default: {_DEFAULTS.size_penalty}]")
+@option("--dataset", group="data",
+        help=f"Data set: digits (embedded), cifar10 or npz. [default: {_DATA.name}]")
+@option("--data-dir", group="data", type=click.Path(file_okay=True),
+        help="Where the data set's files are.")
+@option("--download/--no-download", group="data", default=None,
+        help="Download CIFAR-10 into --data-dir when missing (needs internet).")
+@option("--image-size", group="data", type=int,
+        help="Resize images to this side (default: native).")
+@option("--max-train-examples", group="data", type=int,
+        help="Use at most this many training images.")
+@option("--validation-fraction", group="data", type=float,
+        help="Share of training images held out for fitness. "
+             f"[default: {_DATA.validation_fraction}]")
+@option("--steps", group="training", type=int,
+        help=f"Training steps per proxy. {training_default_help('steps')}")
+@option("--batch-size", group="training", type=int,
+        help=f"Training batch size. {training_default_help('batch_size')}")
+@option("--learning-rate", group="training", type=float,
+        help=f"SGD learning rate. [default: {_TRAIN.learning_rate}]")
+@option("--width", group="training", type=int,
+        help=f"Proxy base width. [default: {_TRAIN.width}]")
+@option("--depth", group="training", type=int,
+        help=f"Proxy blocks per stage. [default: {_TRAIN.depth}]")
+@option("--quality-steps", group="protocols", type=int,
+        help=f"Steps before the quality check (0: off). [default: {_TRAIN.quality_steps}]")
+@option("--quality-threshold", group="protocols", type=float,
+        help="Minimum accuracy (0 to 1, on 10 classes; scaled for others) after the quality "
+             f"steps. [default: {_TRAIN.quality_threshold}]")
+@option("--stability-steps", group="protocols", type=int,
+        help="Gradient-ascent steps of the stability check (0: off). "
+             f"[default: {_TRAIN.stability_steps}]")
+@option("--hurdle", group="protocols", type=float,
+        help="Multi-fidelity: after the quality check a new candidate trains on only if "
+             "its mean accuracy over the proxies reaches this quantile (0-1) of the "
+             "population's; the others are recorded as stopped. [default: off]")
+@option("--reevaluate", group="protocols", type=int,
+        help="Train each member of the population's Pareto front with up to this many "
+             "seeds; fitness is the mean over seeds (shown +- standard error); 1: one "
+             f"seed per candidate. [default: {_DEFAULTS.reevaluate}]")
+@option("--executor", group="execution", type=click.Choice(["ray", "inline"]), default="ray",
+        show_default=True,
+        help="ray: parallel local (or --address) Ray workers; inline: in-process, "
+             "deterministic.")
+@option("--workers", group="execution", type=int,
+        help="Evaluations in flight with --executor ray. [default: all CPU cores]")
+@option("--address", group="execution",
+        help="Ray cluster to join: auto (the one `ray start` made on this machine, or "
+             "RAY_ADDRESS) or HOST:PORT of its head (default: start a local Ray). See "
+             "docs/cluster.md.")
+@option("--cpus-per-eval", group="execution", type=float,
+        help="CPUs one evaluation reserves on Ray (fractions allowed). [default: 1]")
+@option("--gpus-per-eval", group="execution", type=float,
+        help="GPUs one evaluation reserves on Ray, e.g. 0.25 to share a GPU by four. "
+             "[default: 0]")
+@option("--threads", group="execution", type=int,
+        help="Torch threads per evaluation. [default: torch's choice]")
 def search(name: str, db_path: str, workers: int | None, executor: str,
            address: str | None, cpus_per_eval: float | None, gpus_per_eval: float | None,
            **settings: Any) -> None:
     """Run an evolutionary search, or resume the search called NAME.
 
     With no options: a small real search on the embedded digits data, stored in
-    ./evonorm.db as "default". Resuming needs only --name (and --db): the stored settings
-    are used; a different value for any setting but --budget or --threads is refused (a
-    larger --budget extends the search for that run). Progress goes to stderr; Ctrl-C
-    stops cleanly (exit 130) and the search can be resumed later.
+    ./evonorm.db as "default". --config FILE reads the options from a TOML file; options
+    given here override it. Resuming needs only --name (and --db): the stored settings
+    are used; a different value for any setting but --budget or --threads (given here or
+    in the file) is refused (a larger --budget extends the search for that run). Progress
+    goes to stderr; Ctrl-C stops cleanly (exit 130) and the search can be resumed later.
+    One process runs a search at a time: a second one is refused (exit 3). A full disk
+    (exit 74) or a lost Ray cluster (exit 75) stops the run; run the same command to
+    resume (docs/faults.md).
 
     With --task planted --target LAYER the search trains nothing: each candidate is
     scored by R^2 against the planted LAYER on three input regimes (the "proxies"), and
@@ -347,28 +395,74 @@ def search(name: str, db_path: str, workers: int | None, executor: str,
     except BaseException:
         evaluator.shutdown()
         raise
+    resume = f"evonorm search --name {name} --db {path}" + (f" --address {address}" if address else "")
     with store:
-        record = store.find_search(name) if resuming else None
-        if record is None:
-            record = store.create_search(name, config.to_dict(), config.seed)
-        click.echo(f"{'resuming' if resuming else 'starting'} search {name!r} in {path} "
-                   f"({executor} executor)", err=True)
-        printer = _ProgressPrinter()
         try:
-            final = SearchController(store, record, config, evaluator, progress=printer).run()
+            with hold_lease(store, name):
+                record = store.find_search(name) if resuming else None
+                if record is None:
+                    record = store.create_search(name, config.to_dict(), config.seed)
+                click.echo(f"{'resuming' if resuming else 'starting'} search {name!r} in {path} "
+                           f"({executor} executor)", err=True)
+                final = _run_controller(store, record, config, evaluator, resume)
         finally:
-            printer.finish()
             evaluator.shutdown()
-        if final.line() != printer.last_line:
-            click.echo(final.line(), err=True)
         if final.interrupted:
             click.echo(f"interrupted: {final.in_flight} in-flight evaluation(s) will be redone; "
-                       f"resume with: evonorm search --name {name} --db {path}", err=True)
+                       f"resume with: {resume}", err=True)
             # SystemExit, not ctx.exit: the group runs with standalone_mode=False, where
             # click turns ctx.exit(code) into a return value that main() drops.
             sys.exit(INTERRUPTED_EXIT_CODE)
         _print_summary(store, record.id, config)
         _print_recovery(store, record.id, config)
+
+
+def _run_controller(store: Any, record: Any, config: SearchConfig, evaluator: Any,
+                    resume: str) -> Progress:
+    """Run the search to its budget, printing progress; on a stop before it (Ctrl-C, the
+    executor lost, a failed write) hand the evaluations in flight back to pending, their
+    attempt not counted, and explain how to resume. (A lease taken over by another process
+    stops it with SearchRunning from its next write, handing nothing back.)"""
+    printer = _ProgressPrinter()
+    try:
+        try:
+            final = SearchController(store, record, config, evaluator, progress=printer).run()
+        finally:
+            printer.finish()
+    except ExecutorLost as error:
+        numbers = _release(store, record.id)
+        raise ExecutorLost(
+            f"{error}. The search stopped; nothing was recorded as a candidate's failure: "
+            f"{_in_flight_text(numbers)}. Restart the cluster (or drop --address to run on a "
+            f"local Ray instance), then resume with: {resume}"
+        ) from None
+    except DatabaseWriteError:
+        _release(store, record.id)  # best effort: the disk may refuse this write too
+        raise
+    except KeyboardInterrupt:  # outside the controller's loop (it handles its own)
+        _release(store, record.id)
+        raise
+    if final.line() != printer.last_line:
+        click.echo(final.line(), err=True)
+    if final.interrupted:
+        _release(store, record.id)
+    return final
+
+
+def _release(store: Any, search_id: int) -> list[int]:
+    """Numbers of the candidates whose evaluation in flight went back to pending ([] when
+    the database refuses the write: a resume then counts that attempt)."""
+    try:
+        return store.release_inflight(search_id)
+    except StoreError:
+        return []
+
+
+def _in_flight_text(numbers: list[int]) -> str:
+    if not numbers:
+        return "no evaluation was in flight"
+    return (f"the evaluations in flight (candidate number{'s' if len(numbers) > 1 else ''} "
+            f"{numbers_text(numbers)}) are pending again")
 
 
 def _budget_done(path: Path, name: str, config: SearchConfig) -> bool:

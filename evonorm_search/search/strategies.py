@@ -103,13 +103,12 @@ class AgingPopulation:
 
 
 class _Fresh:
-    """Fresh layers: the configured known layers the search has not seen, in order, then
-    random layers of the search space."""
+    """Fresh layers: the configured initial layers (`--init`: known and discovered layers,
+    layer graph files) the search has not seen, in order, then random layers of the
+    search space."""
 
     def __init__(self, config: SearchConfig) -> None:
-        from evonorm_search.known import get_known
-
-        self._known = [get_known(name) for name in config.init_names()]
+        self._known = config.init_layers()
         self._space = config.space
         self._num_nodes = config.num_nodes
 
