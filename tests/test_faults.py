@@ -39,7 +39,7 @@ from sqlalchemy import event
 import db.engine
 import evonorm_search.output as output
 import workers.executors as executors
-from db.migrations import MIGRATIONS
+from db.migrations import ENGINE_COLUMNS, MIGRATIONS
 from db.models import SCHEMA_VERSION
 from db.store import SearchStore
 from evonorm_search.errors import ExecutorLost
@@ -497,7 +497,9 @@ def sigkill_in_migration(case: Case) -> Observed:
     after its last step ran: the file must be the old schema, untouched."""
     db = case.copy()
     connection = sqlite3.connect(db)  # the partial search as an older evonorm wrote it
-    connection.executescript("DROP TABLE leases; UPDATE meta SET value = '4' "
+    engine_columns = "".join(f"ALTER TABLE candidates DROP COLUMN {column.split()[0]}; "
+                             for column in ENGINE_COLUMNS)  # added after v4 (v6)
+    connection.executescript(f"DROP TABLE leases; {engine_columns}UPDATE meta SET value = '4' "
                              "WHERE key = 'schema_version';")
     connection.close()
     layout = schema_of(db)
