@@ -97,6 +97,13 @@ class AgingPopulation:
         bisect.insort(members, candidate, key=lambda member: member.number)
         del members[: max(0, len(members) - self.size)]
 
+    def replace(self, candidate: CandidateRecord) -> None:
+        """A member's new record (a re-evaluation), if it is a member."""
+        for index, member in enumerate(self.members):
+            if member.id == candidate.id:
+                self.members[index] = candidate
+                return
+
     @property
     def full(self) -> bool:
         return len(self.members) >= self.size
@@ -229,13 +236,14 @@ class EvolutionStrategy:
         previous = self._records.get(candidate.id)
         self._records[candidate.id] = candidate
         if previous is not None and previous.status == "done":
-            # A re-evaluation changed its scores: the aging members take the new record
-            # in place; ranked structures are rebuilt before the next question (O(stored),
-            # once per re-evaluation: negligible beside the training it follows).
-            if self._ranked:
+            # A re-evaluation: the aging members take the new record in place; if its
+            # fitness changed, ranked structures are rebuilt before the next question
+            # (O(stored): negligible beside the training a re-evaluation is).
+            if self._ranked and self._fitness.get(candidate.id) is not None and \
+                    quantized(self._scalar(candidate)) != quantized(self._fitness[candidate.id]):
                 self._dirty = True
-            else:
-                self._island(candidate).population.tell(candidate)
+            elif not self._dirty:
+                self._island(candidate).population.replace(candidate)
         elif not self._dirty:
             self._absorb(candidate, previous)
 
