@@ -88,6 +88,13 @@ class SearchConfig:
         if self.space not in SPACES:
             raise ConfigError(f"space {self.space!r} is unknown: use --space "
                               f"{' or --space '.join(SPACES)}")
+        if self.task == "classification":
+            from evonorm_search.proxy_info import check_space_for_proxies
+
+            try:
+                check_space_for_proxies(SPACES[self.space], self.proxies)
+            except GraphError as error:
+                raise ConfigError(str(error)) from None
         if self.strategy not in STRATEGIES:
             raise ConfigError(
                 f"strategy {self.strategy!r} is unknown: use one of {', '.join(STRATEGIES)}"
@@ -136,7 +143,7 @@ class SearchConfig:
                               "is 0: set --quality-steps above 0 or leave --hurdle off")
 
     def _validate_task(self) -> None:
-        from evonorm_search.planted import REGIME_NAMES, TASKS
+        from evonorm_search.planted import TASKS, regime_names
 
         if self.task not in TASKS:
             raise ConfigError(f"task {self.task!r} is unknown: use --task {' or --task '.join(TASKS)}")
@@ -147,10 +154,12 @@ class SearchConfig:
         if self.target is None:
             raise ConfigError("a planted search needs its target: add --target NAME_OR_JSON_FILE "
                               "(e.g. --target evonorm_s0)")
-        unknown = [name for name in self.proxies if name not in REGIME_NAMES]
+        regimes = regime_names(SPACES[self.space].slot)
+        unknown = [name for name in self.proxies if name not in regimes]
         if unknown:
             raise ConfigError(f"unknown planted regime(s) {', '.join(unknown)} in --proxies: "
-                              f"a planted search compares layers on {', '.join(REGIME_NAMES)}")
+                              f"a planted search in space {self.space} compares layers on "
+                              f"{', '.join(regimes)}")
         try:
             target = LayerGraph.from_json(self.target)
         except GraphError as error:
@@ -158,16 +167,16 @@ class SearchConfig:
         if not in_space(target, self.space):
             raise ConfigError(f"the target {self.target_name or target.formula()} uses ops the "
                               f"{self.space} space excludes ({SPACES[self.space].doc}): use "
-                              f"--space {target.space}")
+                              f"{_spaces_holding(target, self.space)}")
 
     def init_names(self) -> list[str]:
         """Known layers to start from, in order; [] for a random start."""
-        from evonorm_search.known import KNOWN_LAYERS
+        from evonorm_search.known import KNOWN_LAYERS, known_names
 
         if self.init == "random":
             return []
         names = (
-            list(KNOWN_LAYERS)
+            known_names(SPACES[self.space].slot)
             if self.init == "known"
             else [name.strip() for name in self.init.split(",") if name.strip()]
         )
@@ -183,8 +192,8 @@ class SearchConfig:
         if self.init != "known" and outside:
             raise ConfigError(
                 f"--init layers {', '.join(outside)} use ops the {self.space} space excludes "
-                f"({SPACES[self.space].doc}): drop them or use --space "
-                f"{KNOWN_LAYERS[outside[0]].space}"
+                f"({SPACES[self.space].doc}): drop them or use "
+                f"{_spaces_holding(KNOWN_LAYERS[outside[0]], self.space)}"
             )
         return [name for name in names if name not in outside]
 
@@ -255,14 +264,31 @@ class SearchConfig:
 
 def new_search_config(overrides: dict[str, Any]) -> SearchConfig:
     """A new search's settings: the defaults, with the training budget of the data set
-    named in `overrides` (see `TrainSettings.for_dataset`), then `overrides`. A planted
-    search compares layers on every planted regime unless `proxies` names some."""
-    from evonorm_search.planted import REGIME_NAMES
+    and the space's slot named in `overrides` (see `TrainSettings.for_dataset`), then
+    `overrides`. Without `proxies`, a planted search compares layers on every planted
+    regime of the space's slot, a classification search trains the space's default
+    proxies (the paper's three CNNs; vit and charlm for space T)."""
+    from evonorm_search.planted import regime_names
+    from evonorm_search.proxy_info import default_proxies
 
     dataset = overrides.get("dataset.name", DatasetSpec().name)
-    if overrides.get("task") == "planted" and "proxies" not in overrides:
-        overrides = {**overrides, "proxies": REGIME_NAMES}
-    return SearchConfig(train=TrainSettings.for_dataset(dataset)).with_overrides(overrides)
+    space = overrides.get("space", SearchConfig.space)
+    slot = SPACES[space].slot if space in SPACES else "norm_act"
+    if "proxies" not in overrides and space in SPACES:
+        planted = overrides.get("task") == "planted"
+        overrides = {**overrides,
+                     "proxies": regime_names(slot) if planted else default_proxies(space)}
+    train = TrainSettings.for_dataset(dataset, slot=slot)
+    return SearchConfig(train=train).with_overrides(overrides)
+
+
+def _spaces_holding(graph: LayerGraph, space: str) -> str:
+    """`--space X` for the spaces holding `graph`, those of `space`'s slot first."""
+    slot = SPACES[space].slot
+    holding = sorted(graph.spaces, key=lambda name: SPACES[name].slot != slot)
+    if not holding:
+        return "a layer that no single space holds (mixing token and per-token statistics)"
+    return "--space " + " or --space ".join(holding)
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

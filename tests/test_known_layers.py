@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from evonorm_search.compile import compile_layer
 from evonorm_search.errors import GraphError
-from evonorm_search.known import KNOWN_LAYERS, get_known
+from evonorm_search.known import CNN_LAYERS, KNOWN_HOMES, KNOWN_LAYERS, TRANSFORMER_LAYERS, get_known
 
 EPS = 1e-5
 
@@ -119,7 +119,7 @@ def _twin(name: str, c: int, seed: int) -> tuple[nn.Module, nn.Module]:
 
 def _shapes(name: str) -> list[tuple[int, int, int, int]]:
     shapes = [(4, 24, 5, 5), (4, 24, 1, 1), (3, 64, 4, 4), (2, 48, 3, 3)]
-    if KNOWN_LAYERS[name].space == "S":
+    if CNN_LAYERS[name].space == "S":
         shapes += [(1, 24, 1, 1), (1, 24, 4, 4)]
     if name == "gn_relu":
         # With C=24 each group is one channel; on 1x1 maps torch's GroupNorm refuses
@@ -128,7 +128,9 @@ def _shapes(name: str) -> list[tuple[int, int, int, int]]:
     return shapes
 
 
-CASES = [(name, shape) for name in KNOWN_LAYERS for shape in _shapes(name)]
+# The paper's layers against torch references on maps; the Transformer layers are checked
+# on tokens in tests/test_transformer_layers.py.
+CASES = [(name, shape) for name in CNN_LAYERS for shape in _shapes(name)]
 
 
 @pytest.mark.parametrize(("name", "shape"), CASES)
@@ -170,7 +172,14 @@ def test_known_layers_are_in_their_paper_space() -> None:
         "bn_relu": "B", "gn_relu": "S", "bn_swish": "B",
         "evonorm_b0": "B", "evonorm_b1": "B", "evonorm_b2": "B",
         "evonorm_s0": "S", "evonorm_s1": "S", "evonorm_s2": "S",
+        # Transformer layers: element-wise ones are in every space (S is the first minimal).
+        "layernorm": "T", "rmsnorm": "T", "dyt": "S", "derf": "S", "no_norm": "S",
+        "repbn": "B", "bcn": "TB",
     }
+    assert {name for name, home in KNOWN_HOMES.items() if home == "norm_act"} == set(CNN_LAYERS)
+    assert {name for name, home in KNOWN_HOMES.items() if home == "norm"} == set(TRANSFORMER_LAYERS)
+    assert all("T" in TRANSFORMER_LAYERS[name].spaces
+               for name in ("layernorm", "rmsnorm", "dyt", "derf", "no_norm"))
     assert get_known("evonorm_s0").formula() == "x * sigmoid(v1 * x) / std_group(x)"
     assert len({g.structural_hash() for g in KNOWN_LAYERS.values()}) == len(KNOWN_LAYERS)
 
