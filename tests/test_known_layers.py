@@ -187,3 +187,15 @@ def test_known_layers_are_in_their_paper_space() -> None:
 def test_unknown_layer_name() -> None:
     with pytest.raises(GraphError, match="unknown layer name 'evonorm_s9'.*evonorm_s0"):
         get_known("evonorm_s9")
+
+
+def test_init_known_starts_from_the_layers_of_the_spaces_slot() -> None:
+    """B/S searches start from exactly the paper's layers, whatever else is known."""
+    from evonorm_search.config import SearchConfig
+
+    assert SearchConfig(space="B").init_names() == list(CNN_LAYERS)
+    assert SearchConfig(space="S").init_names() == [
+        "gn_relu", "evonorm_s0", "evonorm_s1", "evonorm_s2"]
+    assert SearchConfig(space="T", proxies=("vit", "charlm")).init_names() == [
+        "layernorm", "rmsnorm", "dyt", "derf", "no_norm"]
+    assert SearchConfig(space="TB", proxies=("vit",)).init_names() == list(TRANSFORMER_LAYERS)
