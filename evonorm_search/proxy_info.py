@@ -29,6 +29,17 @@ ACCURACY = "validation accuracy"
 # higher is better (as for accuracy), 0 is no better than storing raw bytes, and a failed
 # seed counted as 0 is the worst score rather than a perfect one.
 BITS_SAVED = "1 - validation bits/char / 8 (higher is better)"
+BITS_PER_BYTE = 8.0
+
+
+def score_from_bits(bits: float) -> float:
+    """A language model's score for `bits` bits per character (see BITS_SAVED)."""
+    return 1.0 - bits / BITS_PER_BYTE
+
+
+def bits_from_score(score: float) -> float:
+    """Bits per character of a language model's score."""
+    return (1.0 - score) * BITS_PER_BYTE
 
 
 @dataclass(frozen=True)
@@ -81,6 +92,30 @@ def metric_of(name: str) -> str:
     """What proxy `name`'s score is (planted regimes and unknown names: accuracy)."""
     info = PROXY_INFO.get(name)
     return ACCURACY if info is None else info.metric
+
+
+def score_note(proxies: Iterable[str]) -> str | None:
+    """"scores: vit validation accuracy; charlm 1 - ..." when a proxy's score is not
+    accuracy (what a table of scores must say), else None."""
+    names = list(proxies)
+    if all(metric_of(name) == ACCURACY for name in names):
+        return None
+    return "scores: " + "; ".join(f"{name} {metric_of(name)}" for name in names)
+
+
+def score_label(task: str, proxies: Iterable[str]) -> str:
+    """What a search's per-proxy scores are, for labels of views and plots."""
+    from evonorm_search.planted import score_name
+
+    return score_name(task) if task == "planted" else (score_note(proxies) or ACCURACY)
+
+
+def score_text(proxy: str, score: float) -> str:
+    """A score as a table shows it: `0.4512`, or for a language model with its bits per
+    character, `0.6012 (3.191 bits/char)`."""
+    if metric_of(proxy) == BITS_SAVED:
+        return f"{score:.4f} ({bits_from_score(score):.3f} bits/char)"
+    return f"{score:.4f}"
 
 
 def needs_text(proxies: Iterable[str]) -> bool:

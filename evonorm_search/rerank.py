@@ -166,11 +166,10 @@ def rerank_settings(
 
 
 @lru_cache(maxsize=2)
-def _test_as_validation(spec: DatasetSpec) -> Any:
-    from workers.datasets import load_dataset
+def _test_as_validation(spec: DatasetSpec, proxies: tuple[str, ...]) -> Any:
+    from workers.datasets import load_proxy_data
 
-    data = load_dataset(spec)
-    return replace(data, val_x=data.test_x, val_y=data.test_y)
+    return load_proxy_data(spec, proxies).test_as_validation()
 
 
 def evaluate_on_test(task: EvalTask, data: Any = None) -> EvalResult:
@@ -181,11 +180,13 @@ def evaluate_on_test(task: EvalTask, data: Any = None) -> EvalResult:
     """
     from workers.evaluate import evaluate
 
-    prepared = (
-        replace(data, val_x=data.test_x, val_y=data.test_y)
-        if data is not None
-        else _test_as_validation(task.dataset)
-    )
+    if data is not None and data.text is None:
+        from evonorm_search.proxy_info import needs_text
+        from workers.datasets import with_text
+
+        if needs_text(task.proxies):
+            data = with_text(data, task.dataset)
+    prepared = data.test_as_validation() if data is not None else _test_as_validation(task.dataset, task.proxies)
     return evaluate(task, prepared)
 
 

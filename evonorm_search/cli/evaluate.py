@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import click
 
@@ -11,18 +12,19 @@ from evonorm_search.cli.common import training_default_help
 from evonorm_search.errors import EvonormError
 from evonorm_search.graph import LayerGraph
 from evonorm_search.layer_spec import load_graph_spec
+from evonorm_search.proxy_info import check_layer_allowed, proxy_info, score_note, score_text
 from evonorm_search.task import DatasetSpec, EvalResult, EvalTask, TrainSettings
 
 DEFAULT_PROXIES = "resnet,mobilenetv2,efficientnet"
-_DEFAULTS = TrainSettings()
 
 
 def format_table(rows: list[tuple[str, EvalResult]], proxies: tuple[str, ...]) -> str:
-    """A plain-text table: one row per layer, validation accuracy per proxy."""
+    """A plain-text table: one row per layer, the score per proxy (validation accuracy, or
+    for charlm its score with the bits per character)."""
     header = ["layer", *proxies, "status", "seconds", "note"]
     body = []
     for name, result in rows:
-        accuracies = [f"{result.accuracies[p]:.4f}" if p in result.accuracies else "-"
+        accuracies = [score_text(p, result.accuracies[p]) if p in result.accuracies else "-"
                       for p in proxies]
         note = "" if result.status == "done" else f"{result.stage}: {result.reason}"
         body.append([name, *accuracies, result.status, f"{sum(result.seconds.values()):.1f}",
@@ -32,7 +34,8 @@ def format_table(rows: list[tuple[str, EvalResult]], proxies: tuple[str, ...]) -
     for row in [header, *body]:
         cells = [cell.ljust(width) for cell, width in zip(row, widths)] + [row[-1]]
         lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines)
+    note = score_note(proxies)
+    return "\n".join([*lines, *([note] if note else [])])
 
 
 @click.command("evaluate")
@@ -54,21 +57,28 @@ def format_table(rows: list[tuple[str, EvalResult]], proxies: tuple[str, ...]) -
 @click.option("--steps", type=int, default=None,
               help="Training steps per proxy, quality-check steps included. "
                    f"{training_default_help('steps')}")
-@click.option("--quality-steps", type=int, default=_DEFAULTS.quality_steps, show_default=True,
-              help="Steps before the quality check (0 disables it).")
-@click.option("--stability-steps", type=int, default=_DEFAULTS.stability_steps,
-              show_default=True, help="Gradient-ascent steps of the stability check (0: off).")
-@click.option("--width", type=int, default=_DEFAULTS.width, show_default=True,
-              help="Proxy base width (channels of the first stage).")
-@click.option("--depth", type=int, default=_DEFAULTS.depth, show_default=True,
-              help="Proxy blocks per stage.")
-@click.option("--lr", "learning_rate", type=float, default=_DEFAULTS.learning_rate,
-              show_default=True, help="SGD learning rate (warmup then cosine decay).")
+@click.option("--quality-steps", type=int, default=None,
+              help=f"Steps before the quality check (0 disables it). {training_default_help('quality_steps')}")
+@click.option("--stability-steps", type=int, default=None,
+              help="Steps of the stability check (0: off): gradient ascent, or a stress run for "
+                   f"the Transformer proxies. {training_default_help('stability_steps')}")
+@click.option("--width", type=int, default=None,
+              help=f"Proxy base width (channels of the first stage; Transformers: token "
+                   f"dimension). {training_default_help('width')}")
+@click.option("--depth", type=int, default=None,
+              help=f"Proxy blocks per stage (Transformers: blocks). {training_default_help('depth')}")
+@click.option("--lr", "learning_rate", type=float, default=None,
+              help="Learning rate (SGD; AdamW for the Transformer proxies), warmup then cosine "
+                   f"decay. {training_default_help('learning_rate')}")
+@click.option("--corpus", type=click.Path(dir_okay=False), default=None,
+              help="charlm's text: a UTF-8 text file. [default: the pinned corpus every Python "
+                   "carries (docs/method.md)]")
 @click.option("--eval-batches", type=int, default=None,
               help="Validate on at most this many batches of 256 images (default: all).")
 @click.option("--proxies", default=DEFAULT_PROXIES, show_default=True,
-              help="Comma-separated proxy networks: registry names, or your own builder "
-                   "as MODULE:FUNCTION (see docs/own_proxy.md).")
+              help="Comma-separated proxy networks of one kind: CNNs (resnet, mobilenetv2, "
+                   "efficientnet, or your own builder as MODULE:FUNCTION, see "
+                   "docs/own_proxy.md) or Transformers (vit, charlm).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, default=None,
               help="Torch threads (default: torch's choice).")
@@ -82,9 +92,10 @@ def format_table(rows: list[tuple[str, EvalResult]], proxies: tuple[str, ...]) -
 def evaluate_command(layers: tuple[str, ...], dataset: str, data_dir: str | None,
                      download: bool, image_size: int | None, augment: bool,
                      max_train_examples: int | None, batch_size: int | None,
-                     steps: int | None,
-                     quality_steps: int, stability_steps: int, width: int, depth: int,
-                     learning_rate: float, eval_batches: int | None, proxies: str, seed: int,
+                     steps: int | None, quality_steps: int | None,
+                     stability_steps: int | None, width: int | None, depth: int | None,
+                     learning_rate: float | None, corpus: str | None,
+                     eval_batches: int | None, proxies: str, seed: int,
                      threads: int | None, task: str, target: str | None,
                      as_json: bool) -> None:
     """Train and score layers on the proxy networks, as the search does.
@@ -95,7 +106,7 @@ def evaluate_command(layers: tuple[str, ...], dataset: str, data_dir: str | None
     Example: evonorm evaluate evonorm_s0 bn_relu --dataset cifar10 --data-dir DIR
     --batch-size 4. Progress goes to stderr.
     """
-    from workers.datasets import load_dataset  # torch import only when the command runs
+    from workers.datasets import load_proxy_data  # torch import only when the command runs
     from workers.evaluate import check_settings, evaluate
     from workers.proxies import ProxyError, check_proxy, is_own_proxy
 
@@ -103,27 +114,36 @@ def evaluate_command(layers: tuple[str, ...], dataset: str, data_dir: str | None
     if task == "planted" or target is not None:
         _evaluate_planted(graphs, task, target, seed, as_json)
         return
-    budget = {key: value for key, value in (("batch_size", batch_size), ("steps", steps))
-              if value is not None}
-    settings = TrainSettings.for_dataset(
-        dataset, **budget, quality_steps=quality_steps,
-        stability_steps=stability_steps, width=width, depth=depth,
-        learning_rate=learning_rate, eval_batches=eval_batches, threads=threads,
-    )
+    given = {"batch_size": batch_size, "steps": steps, "quality_steps": quality_steps,
+             "stability_steps": stability_steps, "width": width, "depth": depth,
+             "learning_rate": learning_rate}
     proxy_names = tuple(name.strip() for name in proxies.split(",") if name.strip())
+    slot = _slot(proxy_names)
+    settings = TrainSettings.for_dataset(
+        dataset, slot=slot, **{key: value for key, value in given.items() if value is not None},
+        eval_batches=eval_batches, threads=threads,
+    )
     try:
         check_settings(settings, proxy_names)
     except ProxyError:
         raise  # a MODULE:FUNCTION proxy: its message says what to fix
     except ValueError as error:
         raise EvonormError(f"{error}; fix the option (see `evonorm evaluate --help`)") from None
+    for name, graph in graphs:
+        check_layer_allowed(graph, proxy_names, name)
     spec = DatasetSpec(name=dataset, data_dir=data_dir, image_size=image_size, augment=augment,
-                       max_train_examples=max_train_examples, download=download)
+                       max_train_examples=max_train_examples, download=download,
+                       corpus=None if corpus is None else str(Path(corpus).expanduser().resolve()))
     click.echo(f"loading {dataset} ...", err=True)
-    data = load_dataset(spec)
+    data = load_proxy_data(spec, proxy_names)
+    if data.text is not None:
+        click.echo(f"corpus {data.text.name} (sha256 {data.text.digest}): "
+                   f"{len(data.text.train)} train / {len(data.text.val)} validation characters, "
+                   f"{data.text.size} ids, unigram entropy {data.text.unigram_bits:.3f} bits/char",
+                   err=True)
     for proxy in proxy_names:
         if is_own_proxy(proxy):
-            check_proxy(proxy, data.train_x, data.num_classes, width, depth)
+            check_proxy(proxy, data.train_x, data.num_classes, settings.width, settings.depth)
     click.echo(f"{dataset}: {len(data.train_y)} train / {len(data.val_y)} validation images, "
                f"{data.in_channels}x{data.image_size}x{data.image_size}", err=True)
     rows = []
@@ -141,11 +161,23 @@ def evaluate_command(layers: tuple[str, ...], dataset: str, data_dir: str | None
         click.echo(format_table(rows, proxy_names))
 
 
+def _slot(proxies: tuple[str, ...]) -> str:
+    """The slot of the proxies' layers ("norm" for Transformers), for default settings;
+    names that are not proxies are left to `check_settings` to refuse."""
+    kinds = set()
+    for name in proxies:
+        try:
+            kinds.add(proxy_info(name).slot)
+        except EvonormError:
+            continue
+    return "norm" if kinds == {"norm"} else "norm_act"
+
+
 # Options of `evaluate_command` that only proxy training reads.
 _PLANTED_IGNORES = ("dataset", "data_dir", "download", "image_size", "augment",
                     "max_train_examples", "batch_size", "steps", "quality_steps",
                     "stability_steps", "width", "depth", "learning_rate", "eval_batches",
-                    "proxies", "threads")
+                    "proxies", "threads", "corpus")
 
 
 def _evaluate_planted(graphs: list[tuple[str, LayerGraph]], task: str, target: str | None,

@@ -17,6 +17,7 @@ import click
 
 from db.models import SCHEMA_VERSION, STATUSES, TRIAL_STATUSES
 from db.store import DEFAULT_DB_PATH, CandidateRecord, SearchRecord, SearchStore, SearchSummary
+from evonorm_search.proxy_info import score_note
 from evonorm_search.cli.layers import (
     accuracy_text,
     candidate_json,
@@ -146,6 +147,9 @@ def describe_status(view: StatusView, now: datetime) -> str:
             for proxy, (candidate_id, _) in summary.best.items()
         )
         lines.append(f"  best per proxy: {best}")
+        note = score_note(summary.best)
+        if note:
+            lines.append(f"  {note}")
     else:
         lines.append("  best per proxy: none yet (no done candidates)")
     if any(view.reevaluations.values()):
@@ -286,6 +290,9 @@ def front(name: str, db_path: Path, as_json: bool) -> None:
     click.echo(table(header, rows, [True, False, *([True] * len(proxies)), True]))
     if any(r.standard_errors for r in members):
         click.echo("accuracy: mean over the candidate's seeds ± its standard error (2 or more seeds)")
+    note = score_note(proxies)
+    if note:
+        click.echo(note)
 
 
 @click.command("migrate")

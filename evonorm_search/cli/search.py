@@ -20,6 +20,7 @@ from evonorm_search.config import (
     STRATEGIES, ConfigError, SearchConfig, new_search_config, stored_config,
 )
 from evonorm_search.controller import Progress, SearchController
+from evonorm_search.proxy_info import score_note
 from primitives import SPACES
 
 _DEFAULTS = SearchConfig()
@@ -59,6 +60,7 @@ _SETTINGS = {
     "quality_threshold": "train.quality_threshold",
     "stability_steps": "train.stability_steps",
     "threads": "train.threads",
+    "corpus": "dataset.corpus",
     "task": "task",
     "hurdle": "hurdle",
     "reevaluate": "reevaluate",
@@ -101,8 +103,9 @@ def _overrides(options: dict[str, Any]) -> dict[str, Any]:
     for key in ("proxies", "mutations"):
         if key in overrides:
             overrides[key] = tuple(p.strip() for p in overrides[key].split(",") if p.strip())
-    if "dataset.data_dir" in overrides:
-        overrides["dataset.data_dir"] = str(Path(overrides["dataset.data_dir"]).expanduser().resolve())
+    for key in ("dataset.data_dir", "dataset.corpus"):
+        if key in overrides:
+            overrides[key] = str(Path(overrides[key]).expanduser().resolve())
     return overrides
 
 
@@ -192,12 +195,16 @@ def _resolve(store_path: Path, name: str, overrides: dict[str, Any]) -> tuple[Se
 @click.option("--max-train-examples", type=int, help="Use at most this many training images.")
 @click.option("--validation-fraction", type=float,
               help=f"Share of training images held out for fitness. [default: {_DATA.validation_fraction}]")
+@click.option("--corpus", type=click.Path(dir_okay=False),
+              help="charlm's text: a UTF-8 text file. [default: the pinned corpus every Python "
+                   "carries, pydoc topics and stdlib docstrings; see docs/method.md]")
 @click.option("--strategy", type=click.Choice(list(STRATEGIES)),
               help="evolution: mutate parents from Pareto tournaments; random: every child a "
                    f"fresh random layer (the baseline). [default: {_DEFAULTS.strategy}]")
 @click.option("--space", type=click.Choice(list(SPACES)),
               help="; ".join(f"{s.name}: {s.doc}" for s in SPACES.values())
-                   + f". [default: {_DEFAULTS.space}]")
+                   + f". [default: {_DEFAULTS.space}; T and TB search Transformer norms, with "
+                     "the proxies vit,charlm (T) or vit (TB) unless --proxies names others]")
 @click.option("--budget", type=int,
               help="Candidates to evaluate (submitted for training; duplicates and hash or "
                    f"NaN rejects do not count). May grow on resume. [default: {_DEFAULTS.budget}]")
@@ -232,16 +239,19 @@ def _resolve(store_path: Path, name: str, overrides: dict[str, Any]) -> tuple[Se
                                 f"[default: {','.join(_DEFAULTS.proxies)}]")
 @click.option("--steps", type=int, help=f"Training steps per proxy. {training_default_help('steps')}")
 @click.option("--batch-size", type=int, help=f"Training batch size. {training_default_help('batch_size')}")
-@click.option("--learning-rate", type=float, help=f"SGD learning rate. [default: {_TRAIN.learning_rate}]")
-@click.option("--width", type=int, help=f"Proxy base width. [default: {_TRAIN.width}]")
-@click.option("--depth", type=int, help=f"Proxy blocks per stage. [default: {_TRAIN.depth}]")
+@click.option("--learning-rate", type=float,
+              help=f"Learning rate (SGD; AdamW for the Transformer proxies). {training_default_help('learning_rate')}")
+@click.option("--width", type=int, help=f"Proxy base width. {training_default_help('width')}")
+@click.option("--depth", type=int,
+              help=f"Proxy blocks per stage (Transformers: blocks). {training_default_help('depth')}")
 @click.option("--quality-steps", type=int,
-              help=f"Steps before the quality check (0: off). [default: {_TRAIN.quality_steps}]")
+              help=f"Steps before the quality check (0: off). {training_default_help('quality_steps')}")
 @click.option("--quality-threshold", type=float,
               help="Minimum accuracy (0 to 1, on 10 classes; scaled for others) after the quality "
                    f"steps. [default: {_TRAIN.quality_threshold}]")
 @click.option("--stability-steps", type=int,
-              help=f"Gradient-ascent steps of the stability check (0: off). [default: {_TRAIN.stability_steps}]")
+              help="Steps of the stability check (0: off): gradient ascent, or a stress run "
+                   f"for the Transformer proxies. {training_default_help('stability_steps')}")
 @click.option("--hurdle", type=float,
               help="Multi-fidelity: after the quality check a new candidate trains on only if "
                    "its mean accuracy over the proxies reaches this quantile (0-1) of the "
@@ -276,7 +286,7 @@ def search(name: str, db_path: str, workers: int | None, executor: str,
     engine; see docs/method.md).
     """
     from db.store import SearchStore
-    from workers.datasets import load_dataset
+    from workers.datasets import load_proxy_data
     from workers.executors import make_evaluator
 
     if workers is not None and workers < 1:
@@ -288,7 +298,7 @@ def search(name: str, db_path: str, workers: int | None, executor: str,
     if resuming and _budget_done(path, name, config):
         return
     # A planted search builds its own inputs (workers.planted): no data set to load.
-    data = None if config.task == "planted" else load_dataset(config.dataset)
+    data = None if config.task == "planted" else load_proxy_data(config.dataset, config.proxies)
     if data is not None:
         _check_own_proxies(config, data)
     # The executor is built (and --address reached) before the database is written.
@@ -379,6 +389,9 @@ def _print_summary(store: Any, search_id: int, config: SearchConfig) -> None:
         count = f"  {candidate.seed_count} seeds" if config.reevaluate > 1 else ""
         formula = formula_label(LayerGraph.from_json(candidate.graph_json))
         click.echo(f"  id {candidate.id:>5}  {scores}{count}  {formula}")
+    note = score_note(config.proxies) if config.task == "classification" else None
+    if note:
+        click.echo(note)
 
 
 def _mean_with_error(candidate: Any, proxy: str) -> str:
