@@ -75,15 +75,21 @@ def _module_source(root: Path, name: str) -> Path | None:
     return None
 
 
-@lru_cache(maxsize=1)
-def stdlib_text() -> str:
-    """The pinned corpus of this Python (see the module docstring)."""
+def pydoc_topics() -> list[str]:
+    """The help topics of `pydoc_data.topics`, in sorted topic order."""
     import pydoc_data.topics
 
     topics = pydoc_data.topics.topics
-    parts = [topics[key] for key in sorted(topics)]
+    return [topics[key] for key in sorted(topics)]
+
+
+def module_docstrings(names: list[str]) -> list[str]:
+    """The docstrings of the standard-library modules `names` (in that order; modules
+    without a source file are skipped), each module's in `ast.walk` order. The sources
+    are parsed, never imported."""
     root = Path(sysconfig.get_paths()["stdlib"])
-    for name in sorted(n for n in sys.stdlib_module_names if not n.startswith("_")):
+    parts = []
+    for name in names:
         path = _module_source(root, name)
         if path is None:
             continue
@@ -96,7 +102,14 @@ def stdlib_text() -> str:
                 docstring = ast.get_docstring(node)
                 if docstring:
                     parts.append(docstring)
-    return "\n\n".join(parts)
+    return parts
+
+
+@lru_cache(maxsize=1)
+def stdlib_text() -> str:
+    """The pinned corpus of this Python (see the module docstring)."""
+    names = sorted(n for n in sys.stdlib_module_names if not n.startswith("_"))
+    return "\n\n".join(pydoc_topics() + module_docstrings(names))
 
 
 def read_text_file(path: str) -> str:
