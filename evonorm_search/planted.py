@@ -73,6 +73,17 @@ def regime_names(slot: str) -> tuple[str, ...]:
     return TOKEN_REGIME_NAMES if slot == "norm" else REGIME_NAMES
 
 
+def target_slot(target: LayerGraph) -> str:
+    """The slot a planted target is compared in: "norm" (token regimes) for a known
+    Transformer layer or one with per-token statistics, else "norm_act"."""
+    from evonorm_search.known import KNOWN_HOMES, known_name
+    from primitives import SPACES
+
+    home = KNOWN_HOMES.get(known_name(target.structural_hash()) or "")
+    space = SPACES.get(target.space)
+    return "norm" if home == "norm" or (space is not None and space.slot == "norm") else "norm_act"
+
+
 def score_name(task: str) -> str:
     """What a search's per-proxy scores are, for labels: accuracy, or planted R^2."""
     return "R^2 against the planted target" if task == "planted" else "validation accuracy"

@@ -186,7 +186,9 @@ def _evaluate_planted(graphs: list[tuple[str, LayerGraph]], task: str, target: s
     layer recovers it."""
     from click.core import ParameterSource
 
-    from evonorm_search.planted import REGIME_NAMES, recovered, recovery_kind, resolve_target
+    from evonorm_search.planted import (
+        recovered, recovery_kind, regime_names, resolve_target, target_slot,
+    )
     from workers.evaluate import evaluate
 
     if task != "planted":
@@ -201,18 +203,19 @@ def _evaluate_planted(graphs: list[tuple[str, LayerGraph]], task: str, target: s
         raise EvonormError(f"{', '.join(given)} only apply to proxy training, which "
                            "--task planted does not do: drop them")
     target_graph, _ = resolve_target(target)
+    regimes = regime_names(target_slot(target_graph))
     rows = []
     for name, graph in graphs:
-        result = evaluate(EvalTask(graph.to_json(), REGIME_NAMES, seed=seed, kind="planted",
+        result = evaluate(EvalTask(graph.to_json(), regimes, seed=seed, kind="planted",
                                    target_json=target_graph.to_json()))
-        done = result.status == "done" and recovered(result.accuracies, REGIME_NAMES)
+        done = result.status == "done" and recovered(result.accuracies, regimes)
         verdict = recovery_kind(graph, target_graph) if done else "no"
         if as_json:
             click.echo(json.dumps({"layer": name, "recovered": verdict, **result.to_dict()}))
         rows.append((name, result, verdict))
     if not as_json:
         click.echo(f"R^2 against the planted target {target}:")
-        click.echo(format_table([(name, result) for name, result, _ in rows], REGIME_NAMES))
+        click.echo(format_table([(name, result) for name, result, _ in rows], regimes))
         for name, _, verdict in rows:
             click.echo(f"{name}: recovered: {verdict}")
 
