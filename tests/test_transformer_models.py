@@ -83,3 +83,16 @@ def test_hugging_face_gpt2_with_swapped_layers() -> None:
     output.loss.backward()
     grads = [m.gamma.grad for m in model.modules() if isinstance(m, TokenLayer)]
     assert len(grads) == 5 and all(torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
+
+
+def test_the_readme_example_runs() -> None:
+    """The README's Transformer example, as a user would paste it."""
+    import_timm()
+    import_transformers()
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    marker = "<!-- transformer example"
+    block = readme[readme.index(marker):].split("```python\n", 1)[1].split("```", 1)[0]
+    torch.manual_seed(0)
+    exec(compile(block, "README.md", "exec"), {})
