@@ -69,7 +69,8 @@ def _twin(name: str, c: int, seed: int) -> tuple[TokenLayer, Reference]:
     with torch.no_grad():
         for mine, theirs in (("v1", "alpha"), ("v0", "shift"), ("gamma", "weight"), ("beta", "bias")):
             value = torch.rand(c, generator=gen) + 0.5
-            getattr(layer, mine).copy_(value.reshape(1, c, 1, 1))
+            if getattr(layer, mine) is not None:  # v0/v1 exist only where the layer uses them
+                getattr(layer, mine).copy_(value.reshape(1, c, 1, 1))
             getattr(ref, theirs).copy_(value)
     return layer, ref
 

@@ -156,7 +156,8 @@ def target_outputs(target_json: str, regime_name: str) -> TargetOutputs:
     layer = compile_layer(LayerGraph.from_json(target_json), regime.channels).train()
     with torch.no_grad():
         for name, value in target_parameters(regime_name).items():
-            getattr(layer, name).copy_(value)
+            if getattr(layer, name) is not None:  # v0/v1 exist only where the layer uses them
+                getattr(layer, name).copy_(value)
         data = regime_data(regime_name)
         fit = torch.cat([layer(x) for x in data.fit])
         held_out = torch.cat([layer(x) for x in data.held_out])
@@ -204,14 +205,13 @@ def score_regime(graph: LayerGraph, target_json: str, regime_name: str,
     layer.gamma.requires_grad_(False)  # identity: the affine is solved in closed form
     layer.beta.requires_grad_(False)
     fit_t = target.fit
-    live = graph.live_nodes()
-    free = [p for index, p in ((2, layer.v0), (3, layer.v1)) if index in live]
+    # The layer has v0/v1 only where its output uses them: those are fitted.
+    free = [p for p in (layer.v0, layer.v1) if p is not None]
     planted = target_parameters(regime_name)
     with torch.no_grad():
         for name in ("v0", "v1"):
-            parameter = getattr(layer, name)
-            parameter.copy_(planted[name])
-            parameter.requires_grad_(any(parameter is p for p in free))
+            if getattr(layer, name) is not None:
+                getattr(layer, name).copy_(planted[name])
 
     def fit_output() -> Tensor:
         return torch.cat([layer(x) for x in data.fit])
