@@ -13,7 +13,8 @@ which layers it would reject. Per proxy x protocol it prints:
 - seed SD (pooled within-layer SD of one evaluation), between SD (SD of the layer
   means) and SNR = between SD / seed SD;
 - rank fidelity: Spearman rho of the layer means with the reference protocol's layer
-  means, with a 95% bootstrap interval over layers (with 4-5 layers it is wide);
+  means (--reference: "ref", 5x longer, or "d8", depth 8), with a 95% bootstrap interval
+  over layers (with 4-5 layers it is wide);
 - LayerNorm - no_norm: the mean paired difference over seeds (same seed, same data order
   and initial weights) with a 95% t interval, in the direction the score improves;
 - CPU seconds per evaluation (process CPU time, one torch thread).
@@ -224,16 +225,16 @@ def _f(value: float, digits: int = 3) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
-def report(store: dict[str, Any], protocols: list[str]) -> None:
+def report(store: dict[str, Any], protocols: list[str], reference: str = "ref") -> None:
     for proxy in PROXIES:
         unit = "validation bits/char (lower is better)" if proxy == "charlm" else "validation accuracy"
         print(f"\n## {proxy}: {unit}; mean +- SE over seeds\n")
         layers = _layers_for(proxy)
-        print("| protocol | " + " | ".join(layers) + " | seed SD | between SD | SNR | rho vs ref [95% CI] "
+        print("| protocol | " + " | ".join(layers) + f" | seed SD | between SD | SNR | rho vs {reference} [95% CI] "
               "| LN - no_norm [95% CI] | CPU s/eval |")
         print("|---" * (len(layers) + 7) + "|")
         for protocol in protocols:
-            s = summarize(store, protocol, proxy)
+            s = summarize(store, protocol, proxy, reference)
             if not s["layers"]:
                 continue
             cells = []
@@ -275,6 +276,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--corpus", default=None, help="charlm's text (default: stdlib corpus)")
     parser.add_argument("--plan", default=DEFAULT_PLAN)
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--reference", default="ref",
+                        help="the protocol the others are ranked against (ref: 5x longer; "
+                             "d8: depth 8, a cheaper one)")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args(argv)
     store = json.loads(args.out.read_text()) if args.out.exists() else {"cells": {}}
@@ -287,7 +291,8 @@ def main(argv: list[str] | None = None) -> None:
         runner = Runner(spec, protocols)
         plan = "p600:0,1;ref:0,1" if args.smoke else args.plan
         run_plan(runner, plan, store, args.out)
-    report(store, [p for p in protocols if any(k.startswith(f"{p}|") for k in store["cells"])])
+    report(store, [p for p in protocols if any(k.startswith(f"{p}|") for k in store["cells"])],
+           args.reference)
 
 
 if __name__ == "__main__":
