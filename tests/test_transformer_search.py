@@ -60,6 +60,11 @@ def test_inline_search_then_inspected(tmp_path: Path, corpus: str) -> None:
     assert code == 0 and NOTE in out and "ID  FORMULA" in out, err
     code, out, err = run_evonorm("export", str(done[0].id), "--db", str(db))
     assert code == 0 and "class EvolvedNorm(" in out and "device=None, dtype=None" in out, err
+    # Re-ranking on the test split against the Transformer references, text included.
+    code, out, err = run_evonorm("rerank", "t", "--db", str(db), "--top", "1", "--seeds", "1",
+                                 "--steps", "4", "--executor", "inline")
+    assert code == 0, err
+    assert all(name in out for name in ("layernorm", "rmsnorm", "dyt", "charlm")), out
     with SearchStore.open(db, readonly=True) as store:
         dashboard = DashboardData(store, str(db))
         _, view = dashboard.search(dashboard.searches()[0]["id"])
