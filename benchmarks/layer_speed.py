@@ -1,32 +1,46 @@
-"""Forward+backward time of compiled EvoNorm-S0/B0 vs hand-written modules and BN-ReLU,
-and of exported Transformer norms (layernorm, rmsnorm, dyt) vs torch's modules.
+"""Forward+backward time of our EvoNorm-S0/B0 (exported source and compiled module) vs
+timm's EvoNorms, hand-written modules and BN-ReLU, eager and under torch.compile;
+and exported Transformer norms (layernorm, rmsnorm, dyt) vs torch's modules.
 
-Prints, per shape, the fastest and the median time of each layer and the ratios
-compiled / hand-written (goal: <= 1.1) and compiled / (BatchNorm2d + ReLU), each the
-median over rounds of the ratio measured within one round: every round times every layer
-back to back, so load from other processes (the machine is shared) cancels out. One
-thread by default, since multi-threaded kernels on an overloaded machine mostly measure
-scheduling stalls.
+Prints, per shape, the fastest and the median time of each layer and the ratios (each the
+median over rounds of the ratio measured within one round: every round times every
+layer back to back in a shuffled order, so load from other processes, the machine being
+shared, cancels out):
+- eager: exported / timm (goal for S0: <= 1.0), compiled module / hand-written (goal
+  <= 1.1), and / (BatchNorm2d + ReLU);
+- torch.compile (inductor, default mode; compiled once per layer and shape before timing):
+  exported / compiled BN-ReLU (goal: <= 1.5), exported / eager BN-ReLU, exported / timm.
+timm is an optional extra (`pip install -e ".[bench]"`); without it its columns are left
+out. One thread by default, since multi-threaded kernels on an overloaded machine mostly
+measure scheduling stalls.
 
-Transformer part (--transformer-only skips the maps part): on (B, T, C) tokens, the
+Transformer part (first; --transformer-only skips the rest): on (B, T, C) tokens, the
 stand-alone exports (`evonorm export NAME --transformer`, exec'd) of layernorm and rmsnorm
 against `torch.nn.LayerNorm` / `torch.nn.RMSNorm` (goal: <= 1.5, and equal outputs to
 1e-5), the same layers through their graph's own ops (what an evolved variant costs, no
 torch kernel), and DyT against a hand-written DyT module.
 
-    /work/venv/bin/python benchmarks/layer_speed.py [--repeats 40] [--threads 1]
+    python benchmarks/layer_speed.py [--repeats 40] [--threads 1] [--no-compile]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib
+import importlib.util
 import random
 import statistics
+import sys
+import tempfile
 import time
+from pathlib import Path
+from types import ModuleType
 
 import torch
 from torch import Tensor, nn
 
+from evonorm_search.compat import load_exported_class
 from evonorm_search.compile import compile_layer, effective_groups
 from evonorm_search.known import get_known
 
@@ -213,10 +227,80 @@ def transformer_part(repeats: int) -> None:
               f"max |difference| {float(parity['dyt']):.2e}")
 
 
+@functools.cache
+def timm_evo_norm() -> ModuleType | None:
+    """timm's `timm.layers.evo_norm` module, or None when timm is not installed.
+
+    `import timm` imports torchvision, whose PyPI build (a CUDA build) does not load
+    against the CPU build of torch pinned here ("operator torchvision::nms does not
+    exist"). evo_norm.py itself needs only torch and two sibling modules, so when the
+    package import fails it is imported alone, unmodified, from timm's installed files."""
+    spec = importlib.util.find_spec("timm")  # finds the package without importing it
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    try:
+        return importlib.import_module("timm.layers.evo_norm")
+    except Exception:  # torchvision missing or broken: see above
+        pass
+    root = Path(next(iter(spec.submodule_search_locations)))
+    for name, path in (("timm", root), ("timm.layers", root / "layers")):
+        package = ModuleType(name)
+        package.__path__ = [str(path)]
+        sys.modules[name] = package
+    for name in [m for m in sys.modules if m.startswith("timm.layers.")]:
+        del sys.modules[name]  # half-imported by the failed attempt
+    return importlib.import_module("timm.layers.evo_norm")
+
+
+def timm_layers(c: int) -> dict[str, nn.Module]:
+    """timm's EvoNorm-S0 and -B0 with our settings (groups lowered to divide C, eps 1e-5),
+    or nothing when timm is not installed."""
+    evo_norm = timm_evo_norm()
+    if evo_norm is None:
+        return {}
+    return {"timm S0": evo_norm.EvoNorm2dS0(c, groups=effective_groups(c, 32), eps=EPS),
+            "timm B0": evo_norm.EvoNorm2dB0(c, eps=EPS)}
+
+
+def layers_for(c: int, directory: Path) -> dict[str, nn.Module]:
+    layers: dict[str, nn.Module] = {}
+    for kind, name in (("S0", "evonorm_s0"), ("B0", "evonorm_b0")):
+        exported = load_exported_class(get_known(name), directory, f"speed_{name}_{c}")
+        layers[f"exported {kind}"] = exported(c)
+        layers[f"compiled {kind}"] = compile_layer(get_known(name), c)
+        layers[f"hand {kind}"] = HandS0(c) if kind == "S0" else HandB0(c)
+    layers.update(timm_layers(c))
+    layers["BatchNorm2d+ReLU"] = nn.Sequential(nn.BatchNorm2d(c), nn.ReLU())
+    return layers
+
+
+def torch_compiled(layers: dict[str, nn.Module], shape: tuple[int, ...]) -> dict[str, nn.Module]:
+    """torch.compile (inductor) of the exported layers, timm's and BN-ReLU, compiled here
+    (one forward+backward each), so that timing sees only compiled code."""
+    chosen = [n for n in layers if n.startswith(("exported", "timm")) or n == "BatchNorm2d+ReLU"]
+    compiled = {}
+    for name in chosen:
+        module = torch.compile(layers[name])
+        x = torch.randn(shape, requires_grad=True)
+        module(x).sum().backward()
+        compiled[f"{name} [tc]"] = module
+    return compiled
+
+
+def print_ratio(times: dict[str, list[float]], a: str, b: str, goal: float | None = None) -> None:
+    if a in times and b in times:
+        ratio = paired_ratio(times, a, b)
+        verdict = ""
+        if goal is not None:
+            verdict = f"  (goal <= {goal:.1f}: {'met' if ratio <= goal else 'MISSED'})"
+        print(f"  {a} / {b} = {ratio:.3f}{verdict}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=40)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile columns")
     parser.add_argument("--transformer-only", action="store_true",
                         help="only the Transformer norms on (B, T, C) tokens")
     args = parser.parse_args()
@@ -225,33 +309,40 @@ def main() -> None:
     transformer_part(args.repeats)
     if args.transformer_only:
         return
+    directory = Path(tempfile.mkdtemp())
     for shape in SHAPES:
         c = shape[1]
-        layers: dict[str, nn.Module] = {
-            "compiled S0": compile_layer(get_known("evonorm_s0"), c),
-            "hand S0": HandS0(c),
-            "compiled B0": compile_layer(get_known("evonorm_b0"), c),
-            "hand B0": HandB0(c),
-            "BatchNorm2d+ReLU": nn.Sequential(nn.BatchNorm2d(c), nn.ReLU()),
-        }
+        layers = layers_for(c, directory)
+        if not args.no_compile:
+            layers.update(torch_compiled(layers, shape))
         timings = measure(layers, shape, args.repeats)
         print(f"\nshape N,C,H,W = {shape}")
         for name, seconds in timings.items():
             print(
-                f"  {name:<18} min {min(seconds) * 1e3:8.3f} ms   "
+                f"  {name:<26} min {min(seconds) * 1e3:8.3f} ms   "
                 f"median {statistics.median(seconds) * 1e3:8.3f} ms"
             )
         for name, layer in layers.items():
-            print(
-                f"  {name:<18} aten ops fwd+bwd {aten_op_count(layer, shape):3d}   "
-                f"overhead per call {call_overhead_us(layer, c):6.1f} us"
-            )
+            if "[tc]" not in name:
+                print(
+                    f"  {name:<26} aten ops fwd+bwd {aten_op_count(layer, shape):3d}   "
+                    f"overhead per call {call_overhead_us(layer, c):6.1f} us"
+                )
         for kind in ("S0", "B0"):
-            compiled = f"compiled {kind}"
-            print(
-                f"  {kind}: compiled/hand = {paired_ratio(timings, compiled, f'hand {kind}'):.3f}   "
-                f"compiled/BN-ReLU = {paired_ratio(timings, compiled, 'BatchNorm2d+ReLU'):.3f}"
-            )
+            print(f" {kind}, eager:")
+            print_ratio(timings, f"exported {kind}", f"timm {kind}", 1.0 if kind == "S0" else None)
+            print_ratio(timings, f"compiled {kind}", f"hand {kind}", 1.1)
+            print_ratio(timings, f"exported {kind}", f"compiled {kind}")
+            print_ratio(timings, f"exported {kind}", "BatchNorm2d+ReLU")
+            print_ratio(timings, f"timm {kind}", "BatchNorm2d+ReLU")
+            print(f" {kind}, torch.compile:")
+            print_ratio(timings, f"exported {kind} [tc]", "BatchNorm2d+ReLU [tc]", 1.5)
+            # Inductor's training-mode BatchNorm is slower than ATen's on CPU: the eager
+            # BN-ReLU is the stricter reference.
+            print_ratio(timings, f"exported {kind} [tc]", "BatchNorm2d+ReLU")
+            print_ratio(timings, f"exported {kind} [tc]", f"timm {kind} [tc]")
+            print_ratio(timings, f"timm {kind} [tc]", "BatchNorm2d+ReLU [tc]")
+            print_ratio(timings, f"exported {kind} [tc]", f"exported {kind}")
 
 
 if __name__ == "__main__":

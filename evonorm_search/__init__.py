@@ -1,6 +1,7 @@
 """evonorm_search: evolutionary search for normalization-activation layers.
 
-The public Python API is `load_layer(db, candidate_id)` (see `evonorm_search.api`). It is
+The public Python API is `load_layer(db, candidate_id)`, or `load_layer(name_or_file)`
+for a named layer or a layer graph file (see `evonorm_search.api`). It is
 resolved lazily so that importing a submodule (graph, errors, task, ...) does not pull in
 torch and the database layer.
 """

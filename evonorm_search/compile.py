@@ -4,7 +4,8 @@ and export candidates, so what was evaluated is what ships.
 At construction the live nodes become a flat execution plan (a tuple of (function,
 input slots, constant arguments, running buffer)); `forward` only walks that tuple.
 Statistics stay at their reduced shape and broadcast; the output is expanded to x's shape
-only when the graph does not vary over every axis.
+only when the graph does not vary over every axis. A float16/bfloat16 input (autocast)
+is computed in float32 and the output returned in the input's dtype.
 
 State (the names are a stable contract, docs/using_a_layer.md "Checkpoints"): `v0`, `v1`
 (per channel, init 0 and 1) only where the graph's output depends on them, else the
@@ -33,6 +34,9 @@ ZERO_NODE = INITIAL_NODES.index("zero")
 PARAMETER_NODES = {INITIAL_NODES.index(name): name for name in ("v0", "v1")}
 # `state_dict` format: 1 created v0 and v1 always; 2 only where the output uses them.
 STATE_VERSION = 2
+# Input dtypes the layer computes in float32 (statistics of half-precision values lose
+# most of their digits, and exp/square overflow float16), returning to the input's dtype.
+HALF_PRECISION = (torch.float16, torch.bfloat16)
 
 
 def effective_groups(num_channels: int, groups: int) -> int:
@@ -189,6 +193,10 @@ class CompiledLayer(nn.Module):
             raise ValueError(
                 f"expected input (N, {self.num_channels}, H, W), got {tuple(x.shape)}"
             )
+        dtype = x.dtype
+        half = dtype in HALF_PRECISION
+        if half:  # e.g. under autocast: see HALF_PRECISION
+            x = x.float()
         values = [x, self.zero, self.v0, self.v1]
         for fn, inputs, constants, buffer in self._plan:
             if buffer is None:
@@ -201,7 +209,7 @@ class CompiledLayer(nn.Module):
         y = values[-1] * self.gamma + self.beta
         if y.shape != x.shape:
             y = y.expand(x.shape).contiguous()
-        return y
+        return y.to(dtype) if half else y
 
     def _load_from_state_dict(  # type: ignore[no-untyped-def]
         self, state_dict, prefix, local_metadata, *args

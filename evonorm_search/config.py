@@ -28,6 +28,7 @@ class ConfigError(EvonormError, ValueError):
 
 
 STRATEGIES: tuple[str, ...] = ("evolution", "random")
+INIT_RANDOM, INIT_KNOWN = "random", "known"  # the `init` entries that are not layers
 # The seed and the population size reach SQLite, whose INTEGER is a signed 64-bit number.
 MAX_INTEGER = 2**63 - 1
 MAX_REEVALUATE = 100  # seeds per front member: far above any useful count
@@ -43,8 +44,10 @@ class SearchConfig:
     `budget` counts candidates submitted for evaluation (trained or rejected by the
     stability/quality protocols, or failed); structural-hash skips, fingerprint
     duplicates and fingerprint (NaN/inf) rejections cost no training and do not count.
-    `init`: "random", "known" (every known layer of the space, then random ones), or a
-    comma-separated list of known layer names (then random ones).
+    `init`: "random", or comma-separated entries tried in order before random layers:
+    "known" (every known layer of the space), layer names (known or discovered) and layer
+    graph files; `init_graphs` holds each file entry's graph JSON (see `read_init_files`),
+    so that a resume needs no files.
     """
 
     space: str = "B"
@@ -54,6 +57,7 @@ class SearchConfig:
     # Our default, not the paper's (random): on small budgets random layers almost never
     # pass rejection (0 of 30 on digits), so a random start never reaches evolution.
     init: str = "known"
+    init_graphs: dict[str, str] = field(default_factory=dict)
     # "random": every child is a fresh random layer (the baseline evolution must beat).
     strategy: str = "evolution"
     proxies: tuple[str, ...] = ("resnet", "mobilenetv2", "efficientnet")
@@ -124,7 +128,7 @@ class SearchConfig:
             raise ConfigError(f"seed must be >= 0 (and at most {MAX_INTEGER}), got {self.seed}")
         self._validate_task()
         self._validate_fidelity()
-        self.init_names()
+        self.init_layers()
 
     def _validate_fidelity(self) -> None:
         if not 1 <= self.reevaluate <= MAX_REEVALUATE:
@@ -169,33 +173,57 @@ class SearchConfig:
                               f"{self.space} space excludes ({SPACES[self.space].doc}): use "
                               f"{_spaces_holding(target, self.space)}")
 
-    def init_names(self) -> list[str]:
-        """Known layers to start from, in order; [] for a random start."""
-        from evonorm_search.known import KNOWN_LAYERS, known_names
+    def init_layers(self) -> list[LayerGraph]:
+        """The layers to start from, in order, each once (by structural hash); [] for a
+        random start. ConfigError for an entry that names no layer, an invalid stored
+        graph, or a layer outside the space (the `known` entry keeps those in it)."""
+        from evonorm_search.known import KNOWN_LAYERS, NAMED_LAYERS, known_names
 
-        if self.init == "random":
+        entries = init_entries(self.init)
+        if not entries:
+            raise ConfigError("init is empty: use --init random, --init known, layer names "
+                              "or layer graph JSON files")
+        files = self.init_graphs
+        if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                  for k, v in files.items()):
+            raise ConfigError("init_graphs must map --init file names to layer graph JSON")
+        stray = sorted(set(files) - set(entries))
+        if stray:
+            raise ConfigError(f"init_graphs holds {', '.join(stray)}, which init does not name")
+        if entries == [INIT_RANDOM]:
             return []
-        names = (
-            known_names(SPACES[self.space].slot)
-            if self.init == "known"
-            else [name.strip() for name in self.init.split(",") if name.strip()]
-        )
-        if not names:
-            raise ConfigError("init is empty: use --init random, --init known or layer names")
-        for name in names:
-            if name not in KNOWN_LAYERS:
+        if INIT_RANDOM in entries:
+            raise ConfigError("--init random starts from random layers only and takes no "
+                              "other entries (random layers follow the listed ones anyway)")
+        chosen: list[tuple[str, LayerGraph]] = []
+        for entry in entries:
+            if entry == INIT_KNOWN:
+                # the known layers of the space's slot (a B/S search: the paper's nine)
+                chosen += [(n, KNOWN_LAYERS[n]) for n in known_names(SPACES[self.space].slot)
+                           if in_space(KNOWN_LAYERS[n], self.space)]
+            elif entry in NAMED_LAYERS:
+                chosen.append((entry, NAMED_LAYERS[entry]))
+            elif entry in files:
+                try:
+                    chosen.append((entry, LayerGraph.from_json(files[entry])))
+                except GraphError as error:
+                    raise ConfigError(f"invalid --init layer {entry!r}: {error}") from None
+            else:
                 raise ConfigError(
-                    f"unknown layer {name!r} in --init: use random, known, or names from "
-                    f"{', '.join(sorted(KNOWN_LAYERS))}"
+                    f"unknown layer {entry!r} in --init: use random, known, names from "
+                    f"{', '.join(NAMED_LAYERS)}, or layer graph JSON files"
                 )
-        outside = [name for name in names if not in_space(KNOWN_LAYERS[name], self.space)]
-        if self.init != "known" and outside:
+        outside = [name for name, graph in chosen if not in_space(graph, self.space)]
+        if outside:
+            first = next(g for n, g in chosen if n == outside[0])
             raise ConfigError(
                 f"--init layers {', '.join(outside)} use ops the {self.space} space excludes "
-                f"({SPACES[self.space].doc}): drop them or use "
-                f"{_spaces_holding(KNOWN_LAYERS[outside[0]], self.space)}"
+                f"({SPACES[self.space].doc}): drop them or use {_spaces_holding(first, self.space)}"
             )
-        return [name for name in names if name not in outside]
+        unique: dict[str, LayerGraph] = {}
+        for _, graph in chosen:
+            unique.setdefault(graph.structural_hash(), graph)
+        return list(unique.values())
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -246,7 +274,7 @@ class SearchConfig:
         """Human-readable differences that forbid resuming this search with `requested`."""
         mine, theirs = _flatten(self.to_dict()), _flatten(requested.to_dict())
         return [
-            f"{key}: stored {mine.get(key)!r}, requested {theirs.get(key)!r}"
+            f"{key}: stored {_brief(mine.get(key))}, requested {_brief(theirs.get(key))}"
             for key in sorted(set(mine) | set(theirs))
             if key not in RESUMABLE and mine.get(key) != theirs.get(key)
         ]
@@ -257,9 +285,32 @@ class SearchConfig:
         if problems:
             raise StoreError(
                 f"search {name!r} exists with different settings ({'; '.join(problems)}): "
-                "resume it without those options (only --budget and --threads may change), or start a "
-                "new search with another --name"
+                "resume it without those options (on the command line or in a --config file; "
+                "only --budget and --threads may change), or start a new search with another "
+                "--name"
             )
+
+
+def init_entries(init: str) -> list[str]:
+    """The comma-separated entries of an `init` setting, stripped, empty ones dropped."""
+    return [entry.strip() for entry in init.split(",") if entry.strip()]
+
+
+def read_init_files(init: str) -> dict[str, str]:
+    """Entry -> validated graph JSON for each entry of `init` that is neither `random`,
+    `known` nor a layer name: a layer graph file, read now (what `init_graphs` stores)."""
+    from evonorm_search.known import NAMED_LAYERS
+    from evonorm_search.layer_spec import load_graph_spec
+
+    graphs = {}
+    for entry in init_entries(init):
+        if entry in (INIT_RANDOM, INIT_KNOWN) or entry in NAMED_LAYERS:
+            continue
+        try:
+            graphs[entry] = load_graph_spec(entry).to_json()
+        except EvonormError as error:
+            raise ConfigError(f"--init: {error}") from None
+    return graphs
 
 
 def new_search_config(overrides: dict[str, Any]) -> SearchConfig:
@@ -289,6 +340,17 @@ def _spaces_holding(graph: LayerGraph, space: str) -> str:
     if not holding:
         return "a layer that no single space holds (mixing token and per-token statistics)"
     return "--space " + " or --space ".join(holding)
+
+
+def _brief(value: Any, limit: int = 80) -> str:
+    """`repr(value)`, shortened when long; a layer graph's JSON as its formula."""
+    if isinstance(value, str) and value.startswith('{"format": "evonorm-layer-graph"'):
+        try:
+            value = f"layer {LayerGraph.from_json(value).formula()}"
+        except GraphError:
+            pass
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 20]}... ({len(text)} characters)"
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

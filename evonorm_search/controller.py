@@ -196,7 +196,7 @@ class SearchController:
         self._started = time.monotonic()
         self._in_flight: dict[Future[EvalResult], _Job] = {}
         self._queue: deque[_Job] = deque()  # resubmissions and re-evaluations, in order
-        self._init_graphs = self._known_init_graphs()
+        self._init_graphs = self.config.init_layers()
         self._stop_when = stop_when
         self.stopped_early = False
 
@@ -373,11 +373,6 @@ class SearchController:
                 state.population[index] = candidate
 
     # ---- proposing children ----------------------------------------------------------
-
-    def _known_init_graphs(self) -> list[LayerGraph]:
-        from evonorm_search.known import get_known
-
-        return [get_known(name) for name in self.config.init_names()]
 
     def _graph(self, record: CandidateRecord) -> LayerGraph:
         graph = self._graphs.get(record.id)

@@ -135,7 +135,9 @@ def _init_lines(graph: LayerGraph, order: list[int]) -> list[str]:
         "        self.beta = nn.Parameter(torch.zeros(shape))",
     ]
     if reads_zero(graph):
-        lines.append('        self.register_buffer("zero", torch.zeros(1, 1, 1, 1), persistent=False)')
+        lines.append(
+            '        self.register_buffer("zero", torch.zeros(1, 1, 1, 1), persistent=False)'
+        )
     for index in order:
         op = OPS[graph.node(index).op]
         if op.reads_batch_stats:
@@ -154,6 +156,13 @@ def _forward_lines(graph: LayerGraph, order: list[int]) -> list[str]:
         "            raise ValueError(",
         '                f"expected input (N, {self.num_channels}, H, W), got {tuple(x.shape)}"',
         "            )",
+        "        # Half-precision input (e.g. under autocast): statistics of float16/bfloat16",
+        "        # values lose most of their digits, so the layer runs in float32 and returns",
+        "        # the input's dtype.",
+        "        dtype = x.dtype",
+        "        half = dtype == torch.float16 or dtype == torch.bfloat16",
+        "        if half:",
+        "            x = x.float()",
     ]
     for index in order:
         node = graph.node(index)
@@ -176,6 +185,6 @@ def _forward_lines(graph: LayerGraph, order: list[int]) -> list[str]:
         f"        y = {names[graph.output]} * self.gamma + self.beta",
         "        if y.shape != x.shape:",
         "            y = y.expand(x.shape).contiguous()",
-        "        return y",
+        "        return y.to(dtype) if half else y",
     ]
     return lines

@@ -1,4 +1,5 @@
-"""Resolve what a user names as a layer: a known layer name or a JSON graph file path."""
+"""Resolve what a user names as a layer: a layer name (known or discovered, see
+`evonorm_search.known`) or the path of a layer graph JSON file."""
 
 from __future__ import annotations
 
@@ -6,25 +7,26 @@ from pathlib import Path
 
 from evonorm_search.errors import EvonormError, GraphError
 from evonorm_search.graph import LayerGraph
-from evonorm_search.known import KNOWN_LAYERS
+from evonorm_search.known import NAMED_LAYERS
 
 # A layer graph is a few hundred bytes; refuse to slurp anything far larger.
 MAX_GRAPH_FILE_BYTES = 1_000_000
 
 
 def load_graph_spec(spec: str) -> LayerGraph:
-    """The known layer called `spec`, else the validated graph in JSON file `spec`."""
-    if spec in KNOWN_LAYERS:
-        return KNOWN_LAYERS[spec]
+    """The named layer (known or discovered) called `spec`, else the validated graph in
+    JSON file `spec`."""
+    if spec in NAMED_LAYERS:
+        return NAMED_LAYERS[spec]
     path = Path(spec)
     if not path.exists():
         if path.suffix == ".json" or len(path.parts) > 1:
             raise EvonormError(
                 f"layer graph file {spec!r} does not exist; check the path "
-                f"or use a known layer ({', '.join(KNOWN_LAYERS)})"
+                f"or use a layer name ({', '.join(NAMED_LAYERS)})"
             )
         raise GraphError(
-            f"unknown layer name {spec!r}; use one of: {', '.join(KNOWN_LAYERS)}, "
+            f"unknown layer name {spec!r}; use one of: {', '.join(NAMED_LAYERS)}, "
             "or the path of a layer graph JSON file"
         )
     if not path.is_file():

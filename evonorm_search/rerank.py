@@ -174,11 +174,12 @@ def _test_as_validation(spec: DatasetSpec, proxies: tuple[str, ...]) -> Any:
     return load_proxy_data(spec, proxies).test_as_validation()
 
 
-def evaluate_on_test(task: EvalTask, data: Any = None) -> EvalResult:
+def evaluate_on_test(task: EvalTask, data: Any = None,
+                     progress: Callable[[str], None] | None = None) -> EvalResult:
     """`workers.evaluate.evaluate` with the test split in place of the validation split.
 
     `data`, when given, is the prepared data set of `task.dataset` (its test split is used);
-    otherwise it is loaded once per process.
+    otherwise it is loaded once per process. `progress` receives one-line messages.
     """
     from workers.evaluate import evaluate
 
@@ -189,7 +190,7 @@ def evaluate_on_test(task: EvalTask, data: Any = None) -> EvalResult:
         if needs_text(task.proxies):
             data = with_text(data, task.dataset)
     prepared = data.test_as_validation() if data is not None else _test_as_validation(task.dataset, task.proxies)
-    return evaluate(task, prepared)
+    return evaluate(task, prepared, progress)
 
 
 def run_rerank(

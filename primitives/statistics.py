@@ -43,9 +43,11 @@ def _biased_var(t: Tensor, dims: tuple[int, ...]) -> Tensor:
 
 
 def _unbiased_factor(t: Tensor) -> float:
-    """BatchNorm's n/(n-1) correction for the running variance (1 when n <= 1)."""
+    """BatchNorm's n/(n-1) correction for the running variance (1 when n <= 1), without
+    a Python branch on n: torch.export would keep the branch taken on its example input
+    (n > 1) and divide by zero at n = 1."""
     n = t.shape[0] * t.shape[2] * t.shape[3]
-    return n / (n - 1) if n > 1 else 1.0
+    return n / torch.sym_max(n - 1, 1)
 
 
 @register("mean_layer", axes="layer", doc="mean over (C,H,W), per sample")

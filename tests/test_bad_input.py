@@ -79,11 +79,40 @@ def _npz_files(root: Path) -> None:
         np.save(handle, x)
 
 
+def _settings_files(root: Path) -> None:
+    """TOML settings files for `search --config` (and a B-space layer for `--init`)."""
+    texts = {
+        "bad_toml.toml": 'budget = 3\nspace = "S\npopulation = 4\n',
+        "misspelt.toml": "populaton = 3\n",
+        "underscore.toml": "quality_steps = 3\n",
+        "section.toml": "[train]\nsteps = 3\n",
+        "nested_config.toml": 'config = "other.toml"\n',
+        "float_population.toml": "population = 1.5\n",
+        "bool_population.toml": "population = true\n",
+        "text_rate.toml": 'learning-rate = "fast"\n',
+        "int_download.toml": "download = 1\n",
+        "bad_strategy.toml": 'strategy = "annealing"\n',
+        "number_space.toml": "space = 3\n",
+        "numbers_mutations.toml": "mutations = [1, 2]\n",
+        "empty_mutations.toml": "mutations = []\n",
+        "date_name.toml": "name = 2024-01-01\n",
+        "negative_budget.toml": "budget = -1\n",
+        "bad_mutation.toml": 'mutations = ["node", "swap"]\n',
+        "stored_conflict.toml": 'name = "t"\npopulation = 3\n',
+        "huge.toml": "#" * 2_000_000,
+    }
+    for name, text in texts.items():
+        (root / name).write_text(text)
+    (root / "latin1.toml").write_bytes(b"name = '\xff'\n")
+    (root / "b_layer.json").write_text(get_known("bn_relu").to_json())
+
+
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("bad_input")
     _graph_files(root)
     _npz_files(root)
+    _settings_files(root)
     # A stored search "t" with one finished candidate, written without training.
     with SearchStore.open(root / "existing.db", create=True) as store:
         config = SearchConfig()
@@ -195,6 +224,67 @@ TABLE = [
         "train.learning_rate: stored 0.05, requested nan", "existing", id="resume-lr-nan"),
     row([*SEARCH, "--name", "new", "--learning-rate", "nan"], "learning_rate must be a finite",
         "existing", id="new-search-beside-others-lr-nan"),
+    # search --config FILE: the file, its keys, their types; then the values' own checks.
+    row([*SEARCH, "--config", "{files}/missing.toml"], "no settings file at", id="config-missing"),
+    row([*SEARCH, "--config", "{files}"], "is a directory", id="config-directory"),
+    row([*SEARCH, "--config", "{files}/huge.toml"], "too large for a settings file",
+        id="config-huge"),
+    row([*SEARCH, "--config", "{files}/latin1.toml"], "is not UTF-8 text", id="config-not-utf8"),
+    row([*SEARCH, "--config", "{files}/bad_toml.toml"], "not valid TOML: Illegal character "
+        "'\\n' (at line 2, column 11)", id="config-bad-toml-line-number"),
+    row([*SEARCH, "--config", "{files}/misspelt.toml"],
+        "unknown setting 'populaton' in", id="config-unknown-key"),
+    row([*SEARCH, "--config", "{files}/misspelt.toml"], "did you mean 'population'?",
+        id="config-unknown-key-close-match"),
+    row([*SEARCH, "--config", "{files}/underscore.toml"], "did you mean 'quality-steps'?",
+        id="config-underscore-key"),
+    row([*SEARCH, "--config", "{files}/section.toml"], "without [sections]", id="config-table"),
+    row([*SEARCH, "--config", "{files}/nested_config.toml"], "cannot name another one",
+        id="config-names-a-config"),
+    row([*SEARCH, "--config", "{files}/float_population.toml"],
+        "float_population.toml' must be an integer, got 1.5 (a float)",
+        id="config-float-for-int"),
+    row([*SEARCH, "--config", "{files}/bool_population.toml"], "must be an integer, got True",
+        id="config-bool-for-int"),
+    row([*SEARCH, "--config", "{files}/text_rate.toml"], "learning-rate in", id="config-text-for-float"),
+    row([*SEARCH, "--config", "{files}/text_rate.toml"], "must be a number, got 'fast'",
+        id="config-text-for-float-message"),
+    row([*SEARCH, "--config", "{files}/int_download.toml"], "must be true or false, got 1",
+        id="config-int-for-flag"),
+    row([*SEARCH, "--config", "{files}/bad_strategy.toml"],
+        "must be one of evolution, random, got 'annealing'", id="config-bad-choice"),
+    row([*SEARCH, "--config", "{files}/number_space.toml"], "must be a string, got 3",
+        id="config-number-for-choice"),
+    row([*SEARCH, "--config", "{files}/numbers_mutations.toml"],
+        "must be a non-empty array of strings", id="config-array-of-numbers"),
+    row([*SEARCH, "--config", "{files}/empty_mutations.toml"],
+        "must be a non-empty array of strings", id="config-empty-array"),
+    row([*SEARCH, "--config", "{files}/date_name.toml"], "must be a string, got datetime.date",
+        id="config-date-for-string"),
+    row([*SEARCH, "--config", "{files}/negative_budget.toml"], "budget must be a positive",
+        id="config-value-checked-like-the-flag"),
+    row([*SEARCH, "--config", "{files}/bad_mutation.toml"], "swap", id="config-unknown-mutation"),
+    row([*SEARCH[:3], "--config", "{files}/stored_conflict.toml"],
+        "population: stored 8, requested 3", "existing", id="config-conflicts-with-stored"),
+    # search --init: layer names and graph files, checked (and read) before anything is written.
+    row([*SEARCH, "--init", "{files}/missing.json"], "--init: layer graph file", id="init-missing-file"),
+    row([*SEARCH, "--init", "known,{files}/unknown_op.json"], "unknown op 'nope'",
+        id="init-invalid-graph-file"),
+    row([*SEARCH, "--init", "known,{files}/deep_nodes.json"], "nested too deeply",
+        id="init-deep-graph-file"),
+    row([*SEARCH, "--init", "{files}/folder.json"], "is not a file", id="init-directory"),
+    row([*SEARCH, "--init", "random,known"], "--init random starts from random layers only",
+        id="init-random-with-others"),
+    row([*SEARCH, "--init", " , "], "init is empty", id="init-empty"),
+    row([*SEARCH, "--space", "S", "--init", "evonorm_s0,{files}/b_layer.json"],
+        "S space excludes (no batch statistics): drop them or use --space B",
+        id="init-file-outside-the-space"),
+    row([*SEARCH[:5], "--name", "t", "--init", "{files}/b_layer.json"],
+        "init: stored 'known', requested", "existing", id="init-file-conflicts-with-stored"),
+    # evaluate --split.
+    row([*EVALUATE, "--split", "train"], "Invalid value for '--split'", id="evaluate-split-unknown"),
+    row(["evaluate", "bn_relu", "--split", "test", "--task", "planted", "--target", "evonorm_s0"],
+        "--split only applies to proxy training", id="evaluate-split-planted"),
     # evaluate: its numeric options and layer files.
     row([*EVALUATE, "--lr", "nan"], "learning_rate must be a finite number above 0", id="evaluate-lr-nan"),
     row([*EVALUATE, "--lr", "-1"], "learning_rate must be a finite number above 0",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 import sys
 from pathlib import Path
@@ -33,16 +34,46 @@ def test_table_and_progress(monkeypatch, capsys, tmp_path: Path) -> None:
                          "resnet,efficientnet", *TINY)
     assert code == 0, err
     lines = out.strip().splitlines()
-    assert lines[0].split() == ["layer", "resnet", "efficientnet", "status", "seconds", "note"]
-    assert lines[1].startswith("bn_relu") and "done" in lines[1]
-    assert lines[2].startswith(str(graph)) and "done" in lines[2]
+    assert lines[0] == "accuracy on the validation split (144 images), seed 0:"
+    assert lines[1].split() == ["layer", "resnet", "efficientnet", "status", "seconds", "note"]
+    assert lines[2].startswith("bn_relu") and "done" in lines[2]
+    assert lines[3].startswith(str(graph)) and "done" in lines[3]
     assert "[bn_relu] resnet: trained" in err and "loading digits" in err
+    assert "scoring on the validation split" in err
 
 
 def test_json_output() -> None:
     code, out, _ = run_evonorm("evaluate", "gn_relu", "--proxies", "mobilenetv2", "--json",
                        *TINY)
     assert code == 0 and '"layer": "gn_relu"' in out and '"status": "done"' in out
+    assert '"split": "validation"' in out
+
+
+def test_split_test_scores_the_test_split_as_rerank_does() -> None:
+    """--split test gives exactly what the re-ranking's test evaluation gives for the same
+    task, and another score than the validation split; the output names the split."""
+    from evonorm_search.known import get_known
+    from evonorm_search.rerank import evaluate_on_test
+    from evonorm_search.task import DatasetSpec, EvalTask
+
+    no_check = [*TINY, "--quality-steps", "0", "--stability-steps", "0", "--seed", "4"]
+    scores = {}
+    for split in ("validation", "test"):
+        code, out, err = run_evonorm("evaluate", "swish_group_rmsnorm", "--proxies", "resnet",
+                                     "--split", split, "--json", *no_check)
+        assert code == 0, err
+        document = json.loads(out)
+        assert document["split"] == split and document["status"] == "done"
+        scores[split] = document["accuracies"]["resnet"]
+    settings = TrainSettings(steps=6, quality_steps=0, stability_steps=0, width=4,
+                             batch_size=16, threads=1)
+    task = EvalTask(get_known("swish_group_rmsnorm").to_json(), ("resnet",), DatasetSpec(),
+                    settings, seed=4)
+    assert scores["test"] == evaluate_on_test(task).accuracies["resnet"]
+    assert scores["test"] != scores["validation"]
+    code, out, err = run_evonorm("evaluate", "bn_relu", "--proxies", "resnet", "--split",
+                                 "test", *no_check)
+    assert code == 0 and out.startswith("accuracy on the test split (359 images)"), err
 
 
 def test_training_budget_defaults_to_the_data_sets(tmp_path: Path) -> None:

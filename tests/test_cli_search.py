@@ -104,7 +104,7 @@ def test_resume_with_conflicting_settings_is_refused_untouched(tmp_path: Path) -
         (["--budget", "0"], "budget must be a positive"),
         (["--budget", "-3"], "budget must be a positive"),
         (["--population", "1"], "population must be at least 2"),
-        (["--init", "bn_relu,nope"], "unknown layer 'nope'"),
+        (["--init", "bn_relu,nope"], "--init: unknown layer name 'nope'"),
         (["--space", "S", "--init", "bn_relu"], "S space excludes (no batch statistics): drop them or use --space B"),
         (["--proxies", "vgg"], "unknown or no proxies"),
         (["--dataset", "imagenet"], "unknown data set"),

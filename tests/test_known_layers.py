@@ -192,9 +192,12 @@ def test_init_known_starts_from_the_layers_of_the_spaces_slot() -> None:
     """B/S searches start from exactly the paper's layers, whatever else is known."""
     from evonorm_search.config import SearchConfig
 
-    assert SearchConfig(space="B").init_names() == list(CNN_LAYERS)
-    assert SearchConfig(space="S").init_names() == [
-        "gn_relu", "evonorm_s0", "evonorm_s1", "evonorm_s2"]
-    assert SearchConfig(space="T", proxies=("vit", "charlm")).init_names() == [
+    def names(config: SearchConfig) -> list[str]:
+        by_hash = {g.structural_hash(): n for n, g in KNOWN_LAYERS.items()}
+        return [by_hash[g.structural_hash()] for g in config.init_layers()]
+
+    assert names(SearchConfig(space="B")) == list(CNN_LAYERS)
+    assert names(SearchConfig(space="S")) == ["gn_relu", "evonorm_s0", "evonorm_s1", "evonorm_s2"]
+    assert names(SearchConfig(space="T", proxies=("vit", "charlm"))) == [
         "layernorm", "rmsnorm", "dyt", "derf", "no_norm"]
-    assert SearchConfig(space="TB", proxies=("vit",)).init_names() == list(TRANSFORMER_LAYERS)
+    assert names(SearchConfig(space="TB", proxies=("vit",))) == list(TRANSFORMER_LAYERS)

@@ -258,7 +258,9 @@ def test_evaluate_command_scores_layers_against_a_target() -> None:
 @pytest.mark.parametrize("args, expected", [
     (["--target", "evonorm_s0"], "--target only applies to --task planted"),
     (["--task", "planted"], "needs --target"),
-    (["--task", "planted", "--target", "evonorm_s0", "--steps", "3"], "--steps only apply"),
+    (["--task", "planted", "--target", "evonorm_s0", "--steps", "3"], "--steps only applies"),
+    (["--task", "planted", "--target", "evonorm_s0", "--split", "test"],
+     "--split only applies to proxy training"),
     (["--task", "planted", "--target", "nope"], "unknown layer name 'nope'"),
 ])
 def test_evaluate_command_refuses_bad_planted_input(args: list[str], expected: str) -> None:

@@ -218,7 +218,7 @@ def test_evaluate_on_test_scores_the_test_split(monkeypatch: pytest.MonkeyPatch)
     assert len(data.val_y) != len(data.test_y)
     seen = []
 
-    def spy(task: EvalTask, prepared: object = None) -> EvalResult:
+    def spy(task: EvalTask, prepared: object = None, progress: object = None) -> EvalResult:
         seen.append(prepared)
         return EvalResult("done", {"resnet": 0.5})
 

@@ -18,7 +18,9 @@ from db.store import DEFAULT_DB_PATH
 from evonorm_search.errors import EvonormError
 from evonorm_search.export import to_source
 from evonorm_search.graph import INITIAL_NODES, NUM_INITIAL, LayerGraph
-from evonorm_search.known import HOME_LABELS, KNOWN_HOMES, KNOWN_LAYERS, formula_label, known_name
+from evonorm_search.known import (
+    DISCOVERED_LAYERS, HOME_LABELS, KNOWN_HOMES, KNOWN_LAYERS, formula_label, known_name,
+)
 from evonorm_search.layer_spec import load_graph_spec
 from evonorm_search.output import write_text_file
 
@@ -202,12 +204,14 @@ def resolve_layer(layer: str, db_path: Path) -> tuple[LayerGraph, str | None]:
     return graph, None if record is None else _about(record, search_name)
 
 def describe(graph: LayerGraph) -> str:
-    """Formula (with the known layer's name), space, hash and node list of `graph`, dead
-    nodes marked."""
+    """Formula (with the layer's name when it is a named one, and the origin of a
+    discovered one), space, hash and node list of `graph`, dead nodes marked."""
     live = graph.live_nodes()
     name = known_name(graph.structural_hash())
-    lines = [
-        f"formula: {formula_label(graph)}",
+    lines = [f"formula: {formula_label(graph)}"]
+    if name in DISCOVERED_LAYERS:
+        lines.append("origin:  discovered by evonorm searches (docs/RESULTS.md, Discovered layers)")
+    lines += [
         f"space:   {graph.space or 'none'} ({'uses' if graph.uses_batch_stats else 'no'} batch "
         f"statistics; in {', '.join(graph.spaces) or 'no space'}"
         f"{'' if name is None else f'; made for the {HOME_LABELS[KNOWN_HOMES[name]]} slot'})",
@@ -232,9 +236,10 @@ def describe(graph: LayerGraph) -> str:
 @click.option("--db", "db_path", type=click.Path(path_type=Path, dir_okay=False),
               default=DEFAULT_DB_PATH, show_default=True, help=DB_HELP)
 def show(layer: str, as_json: bool, as_graph: bool, db_path: Path) -> None:
-    """Print a layer's formula (and known-layer name), search space, hash and nodes.
+    """Print a layer's formula (and its name), search space, hash and nodes.
 
-    NAME_OR_JSON_FILE_OR_ID: a known layer (e.g. evonorm_s0, bn_relu), a layer graph JSON
+    NAME_OR_JSON_FILE_OR_ID: a layer name, known (e.g. evonorm_s0, bn_relu) or discovered
+    (swish_group_rmsnorm), a layer graph JSON
     file (as written by `evonorm show NAME --graph`), or an integer: a candidate ID in the
     database given by --db. For a candidate it also prints its accuracies (mean ± standard
     error over its seeds once re-evaluated), seed count, early (quality-check) accuracies,
@@ -247,7 +252,8 @@ def show(layer: str, as_json: bool, as_graph: bool, db_path: Path) -> None:
         click.echo(graph.to_json())
         return
     if as_json:
-        source = "candidate" if record is not None else "known" if layer in KNOWN_LAYERS else "file"
+        source = ("candidate" if record is not None else "known" if layer in KNOWN_LAYERS
+                  else "discovered" if layer in DISCOVERED_LAYERS else "file")
         echo_json("show", {
             "argument": layer,
             "source": source,
@@ -282,12 +288,12 @@ def export(layer: str, db_path: Path, output: Path | None, class_name: str | Non
            transformer: bool | None) -> None:
     """Write a layer as a stand-alone PyTorch module that imports only torch.
 
-    NAME_OR_JSON_FILE_OR_ID: a known layer (e.g. evonorm_s0, bn_relu, layernorm), a layer
-    graph JSON file, or an integer: a candidate ID in the database given by --db. The
-    maps class takes (num_channels, groups=32, eps=1e-5, momentum=0.1); the Transformer
-    class (--transformer) takes (num_features, eps=1e-5, groups=32, momentum=0.1,
-    device=None, dtype=None) and normalizes the last dim of (B, T, C) or
-    (B, heads, T, head_dim) tensors.
+    NAME_OR_JSON_FILE_OR_ID: a layer name, known (e.g. evonorm_s0, bn_relu, layernorm) or
+    discovered (swish_group_rmsnorm), a layer graph JSON file, or an integer: a candidate ID
+    in the database given by --db. The maps class takes (num_channels, groups=32,
+    eps=1e-5, momentum=0.1); the Transformer class (--transformer) takes (num_features,
+    eps=1e-5, groups=32, momentum=0.1, device=None, dtype=None) and normalizes the last
+    dim of (B, T, C) or (B, heads, T, head_dim) tensors.
     """
     graph, record, _, _ = _resolve(layer, db_path)
     if transformer is None:

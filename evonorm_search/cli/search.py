@@ -19,9 +19,11 @@ from typing import Any
 import click
 
 from evonorm_search.cli.common import INTERRUPTED_EXIT_CODE, numbers_text, training_default_help
+from evonorm_search.cli.config_file import config_file_option
 from evonorm_search.cli.lease import hold_lease
+from evonorm_search.cli.options import GroupedCommand, option
 from evonorm_search.config import (
-    STRATEGIES, ConfigError, SearchConfig, new_search_config, stored_config,
+    STRATEGIES, ConfigError, SearchConfig, new_search_config, read_init_files, stored_config,
 )
 from evonorm_search.controller import Progress, SearchController
 from evonorm_search.errors import DatabaseWriteError, ExecutorLost, StoreError
@@ -97,7 +99,8 @@ def _check_planted_options(config: SearchConfig, options: dict[str, Any]) -> Non
              if options.get(key) is not None]
     if given:
         raise ConfigError(f"{', '.join(given)} only apply to proxy training, which a planted "
-                          "search does not do: drop them (see docs/method.md, planted task)")
+                          "search does not do: drop them from the command line or the "
+                          "--config file (see docs/method.md, planted task)")
 
 
 def _overrides(options: dict[str, Any]) -> dict[str, Any]:
@@ -107,6 +110,8 @@ def _overrides(options: dict[str, Any]) -> dict[str, Any]:
     for key in ("proxies", "mutations"):
         if key in overrides:
             overrides[key] = tuple(p.strip() for p in overrides[key].split(",") if p.strip())
+    if "init" in overrides:  # layer graph files are read now and stored with the search
+        overrides["init_graphs"] = read_init_files(overrides["init"])
     for key in ("dataset.data_dir", "dataset.corpus"):
         if key in overrides:
             overrides[key] = str(Path(overrides[key]).expanduser().resolve())
@@ -191,105 +196,134 @@ def _resolve(store_path: Path, name: str, overrides: dict[str, Any]) -> tuple[Se
     return new_search_config(overrides), False
 
 
-@click.command("search")
-@click.option("--name", default=DEFAULT_NAME, show_default=True,
-              help="Search name; an existing search of that name is resumed.")
-@click.option("--db", "db_path", default=DEFAULT_DB, show_default=True,
-              type=click.Path(dir_okay=False), help="SQLite database file (created if missing).")
-@click.option("--dataset", help=f"Data set: digits (embedded), cifar10 or npz. [default: {_DATA.name}]")
-@click.option("--data-dir", type=click.Path(file_okay=True), help="Where the data set's files are.")
-@click.option("--download/--no-download", default=None,
-              help="Download CIFAR-10 into --data-dir when missing (needs internet).")
-@click.option("--image-size", type=int, help="Resize images to this side (default: native).")
-@click.option("--max-train-examples", type=int, help="Use at most this many training images.")
-@click.option("--validation-fraction", type=float,
-              help=f"Share of training images held out for fitness. [default: {_DATA.validation_fraction}]")
-@click.option("--corpus", type=click.Path(dir_okay=False),
-              help="charlm's text: a UTF-8 text file. [default: the pinned corpus every Python "
-                   "carries, pydoc topics and stdlib docstrings; see docs/method.md]")
-@click.option("--strategy", type=click.Choice(list(STRATEGIES)),
-              help="evolution: mutate parents from Pareto tournaments; random: every child a "
-                   f"fresh random layer (the baseline). [default: {_DEFAULTS.strategy}]")
-@click.option("--space", type=click.Choice(list(SPACES)),
-              help="; ".join(f"{s.name}: {s.doc}" for s in SPACES.values())
-                   + f". [default: {_DEFAULTS.space}; T and TB search Transformer norms, with "
-                     "the proxies vit,charlm (T) or vit (TB) unless --proxies names others]")
-@click.option("--budget", type=int,
-              help="Candidates to evaluate (submitted for training; duplicates and hash or "
-                   f"NaN rejects do not count). May grow on resume. [default: {_DEFAULTS.budget}]")
-@click.option("--population", type=int,
-              help=f"Aging population size P. [default: {_DEFAULTS.population}]")
-@click.option("--workers", type=int,
-              help="Evaluations in flight with --executor ray. [default: all CPU cores]")
-@click.option("--executor", type=click.Choice(["ray", "inline"]), default="ray", show_default=True,
-              help="ray: parallel local (or --address) Ray workers; inline: in-process, deterministic.")
-@click.option("--address", help="Ray cluster to join: auto (the one `ray start` made on this "
-                                "machine, or RAY_ADDRESS) or HOST:PORT of its head (default: "
-                                "start a local Ray). See docs/cluster.md.")
-@click.option("--cpus-per-eval", type=float,
-              help="CPUs one evaluation reserves on Ray (fractions allowed). [default: 1]")
-@click.option("--gpus-per-eval", type=float,
-              help="GPUs one evaluation reserves on Ray, e.g. 0.25 to share a GPU by four. "
-                   "[default: 0]")
-@click.option("--seed", type=int, help=f"Search seed. [default: {_DEFAULTS.seed}]")
-@click.option("--init", help="First members: random, known, or comma-separated known layer "
-                             f"names (then random). [default: {_DEFAULTS.init}]")
-@click.option("--num-nodes", type=int,
-              help=f"Intermediate nodes of random layers (1-10). [default: {_DEFAULTS.num_nodes}]")
-@click.option("--mutations",
-              help="Comma-separated mutation operators, one drawn per child: node (the "
-                   "paper's: new op and inputs), op, input, insert, delete (see "
-                   f"docs/method.md). [default: {','.join(_DEFAULTS.mutations)}]")
-@click.option("--tournament-fraction", type=float,
-              help="Share of the population sampled per parent tournament. "
-                   f"[default: {_DEFAULTS.tournament_fraction}]")
-@click.option("--proxies", help="Comma-separated proxy architectures: registry names, or "
-                                "your own builder as MODULE:FUNCTION (see docs/own_proxy.md). "
-                                f"[default: {','.join(_DEFAULTS.proxies)}]")
-@click.option("--steps", type=int, help=f"Training steps per proxy. {training_default_help('steps')}")
-@click.option("--batch-size", type=int, help=f"Training batch size. {training_default_help('batch_size')}")
-@click.option("--learning-rate", type=float,
-              help=f"Learning rate (SGD; AdamW for the Transformer proxies). {training_default_help('learning_rate')}")
-@click.option("--width", type=int, help=f"Proxy base width. {training_default_help('width')}")
-@click.option("--depth", type=int,
-              help=f"Proxy blocks per stage (Transformers: blocks). {training_default_help('depth')}")
-@click.option("--quality-steps", type=int,
-              help=f"Steps before the quality check (0: off). {training_default_help('quality_steps')}")
-@click.option("--quality-threshold", type=float,
-              help="Minimum accuracy (0 to 1, on 10 classes; scaled for others) after the quality "
-                   f"steps. [default: {_TRAIN.quality_threshold}]")
-@click.option("--stability-steps", type=int,
-              help="Steps of the stability check (0: off): gradient ascent, or a stress run "
-                   f"for the Transformer proxies. {training_default_help('stability_steps')}")
-@click.option("--hurdle", type=float,
-              help="Multi-fidelity: after the quality check a new candidate trains on only if "
-                   "its mean accuracy over the proxies reaches this quantile (0-1) of the "
-                   "population's; the others are recorded as stopped. [default: off]")
-@click.option("--reevaluate", type=int,
-              help="Train each member of the population's Pareto front with up to this many "
-                   "seeds; fitness is the mean over seeds (shown +- standard error). "
-                   f"[default: {_DEFAULTS.reevaluate}: one seed]")
-@click.option("--task", type=click.Choice(["classification", "planted"]),
-              help="classification: train the proxies on the data set; planted: reproduce "
-                   "the --target layer (a ground truth for the search engine; see "
-                   "docs/method.md). [default: classification]")
-@click.option("--target", metavar="NAME_OR_JSON_FILE",
-              help="The planted layer of --task planted: a known layer name or a layer "
-                   "graph JSON file.")
-@click.option("--threads", type=int,
-              help="Torch threads per evaluation; may change on resume. [default: torch's choice]")
+# The sections of `evonorm search --help`, in order (cli/options.py); each option names its own.
+SEARCH_GROUPS = {
+    "search": "Search (what is searched, where it is stored)",
+    "engine": "Engine (how candidates are proposed)",
+    "data": "Data (classification task)",
+    "training": "Training of each proxy (classification task)",
+    "protocols": "Protocols (rejection and fidelity)",
+    "execution": "Execution (where evaluations run; may change on resume)",
+}
+
+
+@click.command("search", cls=GroupedCommand, groups=SEARCH_GROUPS)
+@config_file_option(group="search")
+@option("--name", group="search", default=DEFAULT_NAME, show_default=True,
+        help="Search name; an existing search of that name is resumed.")
+@option("--db", "db_path", group="search", default=DEFAULT_DB, show_default=True,
+        type=click.Path(dir_okay=False), help="SQLite database file (created if missing).")
+@option("--task", group="search", type=click.Choice(["classification", "planted"]),
+        help="classification: train the proxies on the data set; planted: reproduce "
+             "the --target layer (a ground truth for the search engine; see "
+             "docs/method.md). [default: classification]")
+@option("--target", group="search", metavar="NAME_OR_JSON_FILE",
+        help="The planted layer of --task planted: a layer name (known or discovered) "
+             "or a layer graph JSON file.")
+@option("--space", group="search", type=click.Choice(list(SPACES)),
+        help="; ".join(f"{s.name}: {s.doc}" for s in SPACES.values())
+             + f". [default: {_DEFAULTS.space}; T and TB search Transformer norms]")
+@option("--proxies", group="search", comma_list=True,
+        help="Comma-separated proxy architectures: registry names, or your own builder as "
+             "MODULE:FUNCTION (see docs/own_proxy.md); planted: regimes. "
+             f"[default: {','.join(_DEFAULTS.proxies)}; vit,charlm for space T, vit for TB]")
+@option("--budget", group="search", type=int,
+        help="Candidates to evaluate (submitted for training; duplicates and hash or "
+             f"NaN rejects do not count). May grow on resume. [default: {_DEFAULTS.budget}]")
+@option("--seed", group="search", type=int, help=f"Search seed. [default: {_DEFAULTS.seed}]")
+@option("--strategy", group="engine", type=click.Choice(list(STRATEGIES)),
+        help="evolution: mutate parents from Pareto tournaments; random: every child a "
+             f"fresh random layer (the baseline). [default: {_DEFAULTS.strategy}]")
+@option("--init", group="engine", comma_list=True,
+        help="First members, in order, then random layers: random, or a comma-separated "
+             "list of known (every known layer of the space), layer names (known or "
+             "discovered, see `evonorm show`) and layer graph JSON files (stored with the "
+             f"search). [default: {_DEFAULTS.init}]")
+@option("--population", group="engine", type=int,
+        help=f"Aging population size P. [default: {_DEFAULTS.population}]")
+@option("--num-nodes", group="engine", type=int,
+        help=f"Intermediate nodes of random layers (1-10). [default: {_DEFAULTS.num_nodes}]")
+@option("--mutations", group="engine", comma_list=True,
+        help="Comma-separated mutation operators, one drawn per child: node (the "
+             "paper's: new op and inputs), op, input, insert, delete (see "
+             f"docs/method.md). [default: {','.join(_DEFAULTS.mutations)}]")
+@option("--tournament-fraction", group="engine", type=float,
+        help="Share of the population sampled per parent tournament. "
+             f"[default: {_DEFAULTS.tournament_fraction}]")
+@option("--dataset", group="data",
+        help=f"Data set: digits (embedded), cifar10 or npz. [default: {_DATA.name}]")
+@option("--data-dir", group="data", type=click.Path(file_okay=True),
+        help="Where the data set's files are.")
+@option("--download/--no-download", group="data", default=None,
+        help="Download CIFAR-10 into --data-dir when missing (needs internet).")
+@option("--image-size", group="data", type=int,
+        help="Resize images to this side (default: native).")
+@option("--max-train-examples", group="data", type=int,
+        help="Use at most this many training images.")
+@option("--validation-fraction", group="data", type=float,
+        help="Share of training images held out for fitness. "
+             f"[default: {_DATA.validation_fraction}]")
+@option("--corpus", group="data", type=click.Path(dir_okay=False),
+        help="charlm's text: a UTF-8 text file. [default: the pinned corpus every Python "
+             "carries, pydoc topics and stdlib docstrings; see docs/transformers.md]")
+@option("--steps", group="training", type=int,
+        help=f"Training steps per proxy. {training_default_help('steps')}")
+@option("--batch-size", group="training", type=int,
+        help=f"Training batch size. {training_default_help('batch_size')}")
+@option("--learning-rate", group="training", type=float,
+        help="Learning rate (SGD; AdamW for the Transformer proxies). "
+             f"{training_default_help('learning_rate')}")
+@option("--width", group="training", type=int,
+        help=f"Proxy base width. {training_default_help('width')}")
+@option("--depth", group="training", type=int,
+        help=f"Proxy blocks per stage (Transformers: blocks). {training_default_help('depth')}")
+@option("--quality-steps", group="protocols", type=int,
+        help=f"Steps before the quality check (0: off). {training_default_help('quality_steps')}")
+@option("--quality-threshold", group="protocols", type=float,
+        help="Minimum accuracy (0 to 1, on 10 classes; scaled for others) after the quality "
+             f"steps. [default: {_TRAIN.quality_threshold}]")
+@option("--stability-steps", group="protocols", type=int,
+        help="Steps of the stability check (0: off): gradient ascent, or a stress run for "
+             f"the Transformer proxies. {training_default_help('stability_steps')}")
+@option("--hurdle", group="protocols", type=float,
+        help="Multi-fidelity: after the quality check a new candidate trains on only if "
+             "its mean accuracy over the proxies reaches this quantile (0-1) of the "
+             "population's; the others are recorded as stopped. [default: off]")
+@option("--reevaluate", group="protocols", type=int,
+        help="Train each member of the population's Pareto front with up to this many "
+             "seeds; fitness is the mean over seeds (shown +- standard error); 1: one "
+             f"seed per candidate. [default: {_DEFAULTS.reevaluate}]")
+@option("--executor", group="execution", type=click.Choice(["ray", "inline"]), default="ray",
+        show_default=True,
+        help="ray: parallel local (or --address) Ray workers; inline: in-process, "
+             "deterministic.")
+@option("--workers", group="execution", type=int,
+        help="Evaluations in flight with --executor ray. [default: all CPU cores]")
+@option("--address", group="execution",
+        help="Ray cluster to join: auto (the one `ray start` made on this machine, or "
+             "RAY_ADDRESS) or HOST:PORT of its head (default: start a local Ray). See "
+             "docs/cluster.md.")
+@option("--cpus-per-eval", group="execution", type=float,
+        help="CPUs one evaluation reserves on Ray (fractions allowed). [default: 1]")
+@option("--gpus-per-eval", group="execution", type=float,
+        help="GPUs one evaluation reserves on Ray, e.g. 0.25 to share a GPU by four. "
+             "[default: 0]")
+@option("--threads", group="execution", type=int,
+        help="Torch threads per evaluation. [default: torch's choice]")
 def search(name: str, db_path: str, workers: int | None, executor: str,
            address: str | None, cpus_per_eval: float | None, gpus_per_eval: float | None,
            **settings: Any) -> None:
     """Run an evolutionary search, or resume the search called NAME.
 
     With no options: a small real search on the embedded digits data, stored in
-    ./evonorm.db as "default". Resuming needs only --name (and --db): the stored settings
-    are used; a different value for any setting but --budget or --threads is refused (a
-    larger --budget extends the search for that run). Progress goes to stderr; Ctrl-C
-    stops cleanly (exit 130) and the search can be resumed later. One process runs a
-    search at a time: a second one is refused (exit 3). A full disk (exit 74) or a lost
-    Ray cluster (exit 75) stops the run; run the same command to resume (docs/faults.md).
+    ./evonorm.db as "default". --config FILE reads the options from a TOML file; options
+    given here override it. Resuming needs only --name (and --db): the stored settings
+    are used; a different value for any setting but --budget or --threads (given here or
+    in the file) is refused (a larger --budget extends the search for that run). Progress
+    goes to stderr; Ctrl-C stops cleanly (exit 130) and the search can be resumed later.
+    One process runs a search at a time: a second one is refused (exit 3). A full disk
+    (exit 74) or a lost Ray cluster (exit 75) stops the run; run the same command to
+    resume (docs/faults.md).
 
     With --task planted --target LAYER the search trains nothing: each candidate is
     scored by R^2 against the planted LAYER on three input regimes (the "proxies"), and
