@@ -12,7 +12,9 @@ from torch import Tensor, nn
 
 from evonorm_search.compile import compile_layer
 from evonorm_search.errors import GraphError
-from evonorm_search.known import CNN_LAYERS, KNOWN_HOMES, KNOWN_LAYERS, TRANSFORMER_LAYERS, get_known
+from evonorm_search.known import (
+    CNN_LAYERS, DISCOVERED_LAYERS, KNOWN_HOMES, KNOWN_LAYERS, TRANSFORMER_LAYERS, get_known,
+)
 
 EPS = 1e-5
 
@@ -175,7 +177,8 @@ def test_known_layers_are_in_their_paper_space() -> None:
         "layernorm": "T", "rmsnorm": "T", "dyt": "S", "derf": "S", "no_norm": "S",
         "repbn": "B", "bcn": "TB",
     }
-    assert {name for name, home in KNOWN_HOMES.items() if home == "norm_act"} == set(CNN_LAYERS)
+    assert {name for name, home in KNOWN_HOMES.items() if home == "norm_act"} == (
+        set(CNN_LAYERS) | set(DISCOVERED_LAYERS))
     assert {name for name, home in KNOWN_HOMES.items() if home == "norm"} == set(TRANSFORMER_LAYERS)
     assert all("T" in TRANSFORMER_LAYERS[name].spaces
                for name in ("layernorm", "rmsnorm", "dyt", "derf", "no_norm"))
