@@ -29,6 +29,12 @@ difference from the first baseline. The known-layer reference arm is skipped the
         --batch-size 8 --cpu-seconds 1200 --hurdle 0.5 --reevaluate 3 --seeds 0,1,2 \
         --rerank-top 3 --rerank-seeds 5 --baselines evonorm_s0,gn_relu --json out.json
 
+Transformer norms (space T, proxies vit and charlm with their own training defaults,
+AdamW at width 64, depth 4, 600 steps; charlm on the pinned stdlib corpus or --corpus):
+    python benchmarks/evolution_vs_random.py --db bench_t.db --space T --proxies vit,charlm \
+        --init known --cpu-seconds 900 --reevaluate 2 --eval-batches 0 --seeds 0 \
+        --rerank-top 2 --rerank-seeds 3 --baselines layernorm,rmsnorm,dyt --executor inline
+
 Run it (tens of minutes on a 2-core machine with the defaults; measured times in docs/RESULTS.md):
     python benchmarks/evolution_vs_random.py --db bench_evo_vs_random.db
 A smoke run in a few minutes:
@@ -54,14 +60,21 @@ from evonorm_search.config import SearchConfig, stored_config
 from evonorm_search.search.controller import Progress, SearchController
 from evonorm_search.hypervolume import hypervolume
 from evonorm_search.known import get_known, known_name
+from evonorm_search.task import TrainSettings
+from primitives import SPACES
 from evonorm_search.rerank import (complete_candidates, evaluate_on_test, front_candidates,
                                    rerank_seeds)
 from evonorm_search.task import EvalResult, EvalTask
 from evonorm_search.report.data import progress_series
-from workers.datasets import load_dataset
+from workers.datasets import load_proxy_data
 from workers.executors import InlineEvaluator, make_evaluator
 
 KNOWN = ("bn_relu", "evonorm_s0", "evonorm_b0")
+KNOWN_TRANSFORMER = ("layernorm", "rmsnorm", "dyt")
+# This benchmark's training defaults for the CNN proxies (the Transformer proxies use
+# `TrainSettings.for_dataset(..., slot="norm")`); a flag given overrides either.
+CNN_DEFAULTS = {"steps": 300, "batch_size": 64, "width": 8, "quality_steps": 100,
+                "stability_steps": 20}
 UNBOUNDED_BUDGET = 100_000  # with --cpu-seconds the CPU limit ends each search
 # Two-sided 95% Student t quantiles by degrees of freedom (for intervals over a few seeds).
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
@@ -78,18 +91,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--population", type=int, default=6,
                         help="evolution's population P (selection starts once P members are done)")
     parser.add_argument("--seeds", default="0,1", help="comma-separated search seeds")
-    parser.add_argument("--space", default="B", choices=("B", "S"))
+    parser.add_argument("--space", default="B", choices=list(SPACES))
+    parser.add_argument("--corpus", default=None,
+                        help="charlm's text file (default: the pinned stdlib corpus)")
     parser.add_argument("--init", default="random",
                         help="both arms' first members: random (the paper's protocol) or "
                              "known (the known layers of the space, then random ones)")
     parser.add_argument("--proxies", default="resnet,mobilenetv2,efficientnet")
     parser.add_argument("--image-size", type=int, default=16, help="downsampled image side")
     parser.add_argument("--max-train-examples", type=int, default=10000)
-    parser.add_argument("--steps", type=int, default=300, help="training steps per proxy")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--width", type=int, default=8)
-    parser.add_argument("--quality-steps", type=int, default=100)
-    parser.add_argument("--stability-steps", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=None,
+                        help="training steps per proxy (default: 300; Transformers: theirs)")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: 64")
+    parser.add_argument("--width", type=int, default=None, help="default: 8; Transformers: 64")
+    parser.add_argument("--quality-steps", type=int, default=None,
+                        help="default: 100; Transformers: theirs")
+    parser.add_argument("--stability-steps", type=int, default=None,
+                        help="default: 20; Transformers: theirs")
     parser.add_argument("--quality-threshold", type=float, default=None,
                         help="quality-check bar (default: the search default, 0.2)")
     parser.add_argument("--eval-batches", type=int, default=4, help="validation batches of 256")
@@ -117,7 +135,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def base_config(args: argparse.Namespace, seed: int) -> SearchConfig:
-    return SearchConfig().with_overrides({
+    slot = SPACES[args.space].slot
+    defaults = {} if slot == "norm" else CNN_DEFAULTS
+    given = {key: value for key in CNN_DEFAULTS
+             if (value := getattr(args, key, None) if getattr(args, key, None) is not None
+                 else defaults.get(key)) is not None}
+    base = SearchConfig(train=TrainSettings.for_dataset("cifar10", slot=slot),
+                        proxies=tuple(p.strip() for p in args.proxies.split(",") if p.strip()),
+                        space=args.space)
+    return base.with_overrides({
         "space": args.space,
         "budget": args.budget,
         "population": args.population,
@@ -128,11 +154,8 @@ def base_config(args: argparse.Namespace, seed: int) -> SearchConfig:
         "dataset.data_dir": str(Path(args.data_dir).expanduser().resolve()),
         "dataset.image_size": args.image_size,
         "dataset.max_train_examples": args.max_train_examples,
-        "train.steps": args.steps,
-        "train.batch_size": args.batch_size,
-        "train.width": args.width,
-        "train.quality_steps": args.quality_steps,
-        "train.stability_steps": args.stability_steps,
+        "dataset.corpus": args.corpus,
+        **{f"train.{key}": value for key, value in given.items()},
         "train.eval_batches": args.eval_batches or None,  # 0: the whole validation split
         "train.threads": 1,  # one thread per evaluation: the workers share the cores
         "hurdle": args.hurdle,
@@ -154,7 +177,9 @@ def arm_configs(args: argparse.Namespace, seed: int) -> dict[str, SearchConfig]:
     return {
         **arms,
         f"known-s{seed}": base.with_overrides({
-            "space": "B", "init": ",".join(KNOWN), "budget": len(KNOWN), "strategy": "random",
+            "space": "B" if SPACES[args.space].slot == "norm_act" else args.space,
+            "init": ",".join(known_layers(args.space)), "budget": len(known_layers(args.space)),
+            "strategy": "random",
         }),
     }
 
@@ -258,13 +283,15 @@ def summarize(candidates: list[CandidateRecord], config: SearchConfig) -> dict[s
     }
 
 
-def known_scores(candidates: list[CandidateRecord], proxies: tuple[str, ...]) -> dict[str, Any]:
-    from evonorm_search.known import get_known
+def known_layers(space: str) -> tuple[str, ...]:
+    """The reference arm's known layers: the paper's for B/S, LN/RMSNorm/DyT for T/TB."""
+    return KNOWN_TRANSFORMER if SPACES[space].slot == "norm" else KNOWN
 
-    by_hash = {get_known(name).structural_hash(): name for name in KNOWN}
+
+def known_scores(candidates: list[CandidateRecord], proxies: tuple[str, ...]) -> dict[str, Any]:
     scores: dict[str, Any] = {}
     for candidate in candidates:
-        name = by_hash.get(candidate.structural_hash)
+        name = known_name(candidate.structural_hash)
         if name is not None:
             scores[name] = (
                 {p: candidate.accuracies.get(p) for p in proxies}
@@ -455,7 +482,7 @@ def main(argv: list[str] | None = None) -> None:
     started = time.monotonic()
     print(f"loading CIFAR-10 ({args.image_size}x{args.image_size}, "
           f"{args.max_train_examples} training images)...", file=sys.stderr)
-    data = load_dataset(first.dataset)
+    data = load_proxy_data(first.dataset, first.proxies)
     evaluator = make_evaluator(args.executor, data=data, workers=args.workers)
     results: dict[str, dict[str, Any]] = {}
     try:

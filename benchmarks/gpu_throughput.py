@@ -31,6 +31,12 @@ it needs torch, numpy, networkx, and scikit-learn for the digits data set):
     PYTHONPATH=. python benchmarks/gpu_throughput.py --dataset cifar10 --data-dir DIR \\
         --sharing 1,4,16 --evals-per-slot 2 --cpu-evals 1 --out throughput.json
     PYTHONPATH=. python benchmarks/gpu_throughput.py --smoke               # CPU plumbing test
+    PYTHONPATH=. python benchmarks/gpu_throughput.py --proxies vit,charlm  # the Transformers
+
+With the Transformer proxies (--proxies vit,charlm) the layer defaults to layernorm and
+the training settings to theirs (AdamW, width 64, depth 4, 600 steps; `TrainSettings.
+for_dataset(..., slot="norm")`); charlm trains on the pinned stdlib corpus (or --corpus
+FILE), which each process builds once (a few seconds) before its warm-up.
 
 CIFAR-10 is looked for in --data-dir, else shared/data and ../shared/data beside the
 repository root; without it a stand-in runs: the embedded digits resized to the same
@@ -83,7 +89,10 @@ import torch.multiprocessing as mp  # noqa: E402
 
 from evonorm_search.known import get_known  # noqa: E402
 from evonorm_search.task import DatasetSpec, EvalTask, TrainSettings  # noqa: E402
-from workers.datasets import CIFAR10_FOLDER, CIFAR10_TRAIN_FILES, load_dataset  # noqa: E402
+from evonorm_search.proxy_info import proxy_info  # noqa: E402
+from workers.datasets import (  # noqa: E402
+    CIFAR10_FOLDER, CIFAR10_TRAIN_FILES, load_dataset, load_proxy_data,
+)
 from workers.evaluate import evaluate, training_device  # noqa: E402
 
 PROXIES = ("resnet", "mobilenetv2", "efficientnet")
@@ -149,7 +158,7 @@ def _slot(slot: int, plan: Plan, seeds: list[int], force_cpu: bool,
         if force_cpu and device.type != "cpu":
             raise RuntimeError(f"forced onto the CPU, but training_device() is {device}")
         began = time.perf_counter()
-        data = load_dataset(plan.task.dataset).to(device)
+        data = load_proxy_data(plan.task.dataset, plan.task.proxies).to(device)
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
         loaded = time.perf_counter() - began
         if plan.warmup:
@@ -348,13 +357,15 @@ def build_plan(args: argparse.Namespace) -> tuple[Plan, str]:
     ) if value is not None}
     if args.smoke:
         overrides = {**SMOKE, **overrides}
-    settings = TrainSettings.for_dataset(settings_of, threads=1, **overrides)
+    proxies = tuple(args.proxies.split(","))
+    slot = proxy_info(proxies[0]).slot  # "norm": the Transformer proxies' own recipe
+    settings = TrainSettings.for_dataset(settings_of, slot=slot, threads=1, **overrides)
     if settings.quality_steps > settings.steps:
         settings = dataclasses.replace(settings, quality_steps=settings.steps)
-    spec = DatasetSpec(name=name, data_dir=data_dir, image_size=size)
-    task = EvalTask(get_known(args.layer).to_json(), tuple(args.proxies.split(",")), spec,
-                    settings)
-    return Plan(task, warmup=not args.no_warmup, layer=args.layer), note
+    spec = DatasetSpec(name=name, data_dir=data_dir, image_size=size, corpus=args.corpus)
+    layer = args.layer or ("layernorm" if slot == "norm" else "bn_relu")
+    task = EvalTask(get_known(layer).to_json(), proxies, spec, settings)
+    return Plan(task, warmup=not args.no_warmup, layer=layer), note
 
 
 def describe(plan: Plan) -> str:
@@ -412,8 +423,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="cifar10 (default; digits stand-in when absent), digits or npz")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--image-size", type=int, default=16)
-    parser.add_argument("--layer", default="bn_relu")
-    parser.add_argument("--proxies", default=",".join(PROXIES))
+    parser.add_argument("--layer", default=None,
+                        help="known layer evaluated (default: bn_relu; layernorm for the "
+                             "Transformer proxies)")
+    parser.add_argument("--proxies", default=",".join(PROXIES),
+                        help="CNN proxies (default) or the Transformer ones, vit,charlm")
+    parser.add_argument("--corpus", default=None,
+                        help="charlm's text file (default: the pinned stdlib corpus)")
     parser.add_argument("--sharing", default="1,4,16",
                         help="evaluations sharing the GPU at once, comma-separated")
     parser.add_argument("--evals-per-slot", type=int, default=2,

@@ -1,5 +1,6 @@
 """Forward+backward time of our EvoNorm-S0/B0 (exported source and compiled module) vs
-timm's EvoNorms, hand-written modules and BN-ReLU, eager and under torch.compile.
+timm's EvoNorms, hand-written modules and BN-ReLU, eager and under torch.compile;
+and exported Transformer norms (layernorm, rmsnorm, dyt) vs torch's modules.
 
 Prints, per shape, the fastest and the median time of each layer and the ratios (each the
 median over rounds of the ratio measured within one round: every round times every
@@ -12,6 +13,12 @@ shared, cancels out):
 timm is an optional extra (`pip install -e ".[bench]"`); without it its columns are left
 out. One thread by default, since multi-threaded kernels on an overloaded machine mostly
 measure scheduling stalls.
+
+Transformer part (first; --transformer-only skips the rest): on (B, T, C) tokens, the
+stand-alone exports (`evonorm export NAME --transformer`, exec'd) of layernorm and rmsnorm
+against `torch.nn.LayerNorm` / `torch.nn.RMSNorm` (goal: <= 1.5, and equal outputs to
+1e-5), the same layers through their graph's own ops (what an evolved variant costs, no
+torch kernel), and DyT against a hand-written DyT module.
 
     python benchmarks/layer_speed.py [--repeats 40] [--threads 1] [--no-compile]
 """
@@ -144,6 +151,82 @@ def paired_ratio(times: dict[str, list[float]], a: str, b: str) -> float:
     return statistics.median(ta / tb for ta, tb in zip(times[a], times[b]))
 
 
+TOKEN_SHAPES = [(64, 17, 64), (8, 128, 768)]  # the vit proxy's; a GPT-2-small-sized batch
+
+
+class HandDyT(nn.Module):
+    """Dynamic Tanh by hand, per-channel alpha as the graph has it: tanh(alpha x) w + b."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.alpha = nn.Parameter(torch.full((c,), 0.5))
+        self.weight = nn.Parameter(torch.ones(c))
+        self.bias = nn.Parameter(torch.zeros(c))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.tanh(self.alpha * x) * self.weight + self.bias
+
+
+def exported(name: str, c: int) -> nn.Module:
+    """The stand-alone Transformer export of known layer `name`, as a user gets it."""
+    from evonorm_search.export_tokens import to_token_source
+
+    namespace: dict = {}
+    exec(compile(to_token_source(get_known(name)), name, "exec"), namespace)  # noqa: S102
+    return namespace["EvolvedNorm"](c)
+
+
+class GraphOps(nn.Module):
+    """A token layer computed by its graph's ops (no torch kernel): an evolved variant's cost."""
+
+    def __init__(self, name: str, c: int) -> None:
+        super().__init__()
+        from evonorm_search.tokens import TokenLayer
+
+        self.layer = TokenLayer(c, graph=get_known(name))
+
+    def forward(self, x: Tensor) -> Tensor:
+        from evonorm_search.compile import CompiledLayer
+        from evonorm_search.tokens import normalize_tokens
+
+        return normalize_tokens(lambda maps: CompiledLayer.forward(self.layer, maps), x,
+                                self.layer.num_channels)
+
+
+def transformer_part(repeats: int) -> None:
+    for shape in TOKEN_SHAPES:
+        c = shape[-1]
+        layers: dict[str, nn.Module] = {
+            "exported layernorm": exported("layernorm", c),
+            "nn.LayerNorm": nn.LayerNorm(c),
+            "graph-ops layernorm": GraphOps("layernorm", c),
+            "exported rmsnorm": exported("rmsnorm", c),
+            "nn.RMSNorm": nn.RMSNorm(c, eps=1e-5),
+            "graph-ops rmsnorm": GraphOps("rmsnorm", c),
+            "exported dyt": exported("dyt", c),
+            "hand DyT": HandDyT(c),
+        }
+        x = torch.randn(shape) * 3 + 1
+        with torch.no_grad():
+            parity = {
+                "layernorm": (layers["exported layernorm"](x) - layers["nn.LayerNorm"](x)).abs().max(),
+                "rmsnorm": (layers["exported rmsnorm"](x) - layers["nn.RMSNorm"](x)).abs().max(),
+                "dyt": (layers["exported dyt"](x) - layers["hand DyT"](x)).abs().max(),
+            }
+        timings = measure(layers, shape, repeats)
+        print(f"\nshape B,T,C = {shape}")
+        for name, seconds in timings.items():
+            print(f"  {name:<20} min {min(seconds) * 1e3:8.3f} ms   "
+                  f"median {statistics.median(seconds) * 1e3:8.3f} ms")
+        for name, torch_name in (("layernorm", "nn.LayerNorm"), ("rmsnorm", "nn.RMSNorm")):
+            print(f"  {name}: exported/torch = {paired_ratio(timings, f'exported {name}', torch_name):.3f} "
+                  f"(goal <= 1.5)   graph-ops/torch = "
+                  f"{paired_ratio(timings, f'graph-ops {name}', torch_name):.3f}   "
+                  f"max |difference| {float(parity[name]):.2e} (goal <= 1e-5)")
+        print(f"  dyt: exported/hand = {paired_ratio(timings, 'exported dyt', 'hand DyT'):.3f}   "
+              f"max |difference| {float(parity['dyt']):.2e}")
+
+
 @functools.cache
 def timm_evo_norm() -> ModuleType | None:
     """timm's `timm.layers.evo_norm` module, or None when timm is not installed.
@@ -218,9 +301,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=40)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile columns")
+    parser.add_argument("--transformer-only", action="store_true",
+                        help="only the Transformer norms on (B, T, C) tokens")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads, {args.repeats} fwd+bwd per layer")
+    transformer_part(args.repeats)
+    if args.transformer_only:
+        return
     directory = Path(tempfile.mkdtemp())
     for shape in SHAPES:
         c = shape[1]

@@ -51,6 +51,7 @@ def load_layer(
     groups: int = 32,
     eps: float = 1e-5,
     momentum: float = 0.1,
+    transformer: bool = False,
 ) -> Callable[[int], nn.Module]:
     """`num_channels -> nn.Module` computing a layer.
 
@@ -60,7 +61,10 @@ def load_layer(
     layer graph JSON file (as `evonorm show NAME --graph` writes). The module is freshly
     initialised (v0 = 0, v1 = 1, gamma = 1, beta = 0): the search stores layer graphs,
     not trained weights. `groups`, `eps` and `momentum` are passed to
-    `evonorm_search.compile.compile_layer`.
+    `evonorm_search.compile.compile_layer`. With `transformer=True` the module is a
+    Transformer norm over the last dim of (B, T, C) tensors
+    (`evonorm_search.tokens.TokenLayer`, usable as timm's norm_layer and with
+    `evonorm_search.swap.swap_layernorm`); else it takes (N, C, H, W) maps.
     """
     if candidate_id is None:
         if isinstance(source, SearchStore):
@@ -73,4 +77,8 @@ def load_layer(
     else:
         with _opened(source) as store:
             _, graph = candidate_graph(store, candidate_id)
+    if transformer:
+        from evonorm_search.tokens import token_layer_factory
+
+        return token_layer_factory(graph, groups=groups, eps=eps, momentum=momentum)
     return layer_factory(graph, groups=groups, eps=eps, momentum=momentum)

@@ -51,7 +51,7 @@ from evonorm_search.compile import compile_layer
 from evonorm_search.export import to_source
 from evonorm_search.fingerprint import fingerprint
 from evonorm_search.graph import LayerGraph
-from evonorm_search.known import NAMED_LAYERS
+from evonorm_search.known import KNOWN_HOMES, NAMED_LAYERS
 from evonorm_search.search.moves import random_graph
 
 CELLS = ("ddp", "compile", "export", "onnx", "autocast", "formats", "eval")
@@ -89,10 +89,11 @@ IMAGE_SPACES = ("B", "S")
 
 
 def known_subjects() -> list[Subject]:
-    """Every named layer (the paper's and the discovered ones) for (N, C, H, W) inputs,
-    from the registry, so a layer added there is checked too."""
+    """Every named layer (the paper's and the discovered ones) made for (N, C, H, W)
+    inputs (home "norm_act"; the Transformer norms take (B, T, C) tokens), from the
+    registry, so a layer added there is checked too."""
     return [Subject(name, graph) for name, graph in NAMED_LAYERS.items()
-            if graph.space in IMAGE_SPACES]
+            if KNOWN_HOMES[name] == "norm_act" and graph.space in IMAGE_SPACES]
 
 
 def random_subjects(count: int, seed: int = 0) -> list[Subject]:

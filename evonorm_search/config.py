@@ -107,6 +107,13 @@ class SearchConfig:
         if self.space not in SPACES:
             raise ConfigError(f"space {self.space!r} is unknown: use --space "
                               f"{' or --space '.join(SPACES)}")
+        if self.task == "classification":
+            from evonorm_search.proxy_info import check_space_for_proxies
+
+            try:
+                check_space_for_proxies(SPACES[self.space], self.proxies)
+            except GraphError as error:
+                raise ConfigError(str(error)) from None
         if self.strategy not in STRATEGIES:
             raise ConfigError(
                 f"strategy {self.strategy!r} is unknown: use one of {', '.join(STRATEGIES)}"
@@ -194,7 +201,7 @@ class SearchConfig:
                               "is 0: set --quality-steps above 0 or leave --hurdle off")
 
     def _validate_task(self) -> None:
-        from evonorm_search.planted import REGIME_NAMES, TASKS
+        from evonorm_search.planted import TASKS, regime_names
 
         if self.task not in TASKS:
             raise ConfigError(f"task {self.task!r} is unknown: use --task {' or --task '.join(TASKS)}")
@@ -205,10 +212,12 @@ class SearchConfig:
         if self.target is None:
             raise ConfigError("a planted search needs its target: add --target NAME_OR_JSON_FILE "
                               "(e.g. --target evonorm_s0)")
-        unknown = [name for name in self.proxies if name not in REGIME_NAMES]
+        regimes = regime_names(SPACES[self.space].slot)
+        unknown = [name for name in self.proxies if name not in regimes]
         if unknown:
             raise ConfigError(f"unknown planted regime(s) {', '.join(unknown)} in --proxies: "
-                              f"a planted search compares layers on {', '.join(REGIME_NAMES)}")
+                              f"a planted search in space {self.space} compares layers on "
+                              f"{', '.join(regimes)}")
         try:
             target = LayerGraph.from_json(self.target)
         except GraphError as error:
@@ -216,13 +225,13 @@ class SearchConfig:
         if not in_space(target, self.space):
             raise ConfigError(f"the target {self.target_name or target.formula()} uses ops the "
                               f"{self.space} space excludes ({SPACES[self.space].doc}): use "
-                              f"--space {target.space}")
+                              f"{_spaces_holding(target, self.space)}")
 
     def init_layers(self) -> list[LayerGraph]:
         """The layers to start from, in order, each once (by structural hash); [] for a
         random start. ConfigError for an entry that names no layer, an invalid stored
         graph, or a layer outside the space (the `known` entry keeps those in it)."""
-        from evonorm_search.known import KNOWN_LAYERS, NAMED_LAYERS
+        from evonorm_search.known import KNOWN_LAYERS, NAMED_LAYERS, known_names
 
         entries = init_entries(self.init)
         if not entries:
@@ -243,7 +252,9 @@ class SearchConfig:
         chosen: list[tuple[str, LayerGraph]] = []
         for entry in entries:
             if entry == INIT_KNOWN:
-                chosen += [(n, g) for n, g in KNOWN_LAYERS.items() if in_space(g, self.space)]
+                # the known layers of the space's slot (a B/S search: the paper's nine)
+                chosen += [(n, KNOWN_LAYERS[n]) for n in known_names(SPACES[self.space].slot)
+                           if in_space(KNOWN_LAYERS[n], self.space)]
             elif entry in NAMED_LAYERS:
                 chosen.append((entry, NAMED_LAYERS[entry]))
             elif entry in files:
@@ -261,7 +272,7 @@ class SearchConfig:
             first = next(g for n, g in chosen if n == outside[0])
             raise ConfigError(
                 f"--init layers {', '.join(outside)} use ops the {self.space} space excludes "
-                f"({SPACES[self.space].doc}): drop them or use --space {first.space}"
+                f"({SPACES[self.space].doc}): drop them or use {_spaces_holding(first, self.space)}"
             )
         unique: dict[str, LayerGraph] = {}
         for _, graph in chosen:
@@ -358,10 +369,13 @@ def read_init_files(init: str) -> dict[str, str]:
 
 def new_search_config(overrides: dict[str, Any]) -> SearchConfig:
     """A new search's settings: the defaults, with the training budget of the data set
-    named in `overrides` (see `TrainSettings.for_dataset`) and the engine preset it names
-    (`engine`, default per task: `DEFAULT_ENGINES`), then `overrides`. A planted search
-    compares layers on every planted regime unless `proxies` names some."""
-    from evonorm_search.planted import REGIME_NAMES
+    and the space's slot named in `overrides` (see `TrainSettings.for_dataset`) and the
+    engine preset it names (`engine`, default per task: `DEFAULT_ENGINES`), then
+    `overrides`. Without `proxies`, a planted search compares layers on every planted
+    regime of the space's slot, a classification search trains the space's default
+    proxies (the paper's three CNNs; vit and charlm for space T)."""
+    from evonorm_search.planted import regime_names
+    from evonorm_search.proxy_info import default_proxies
 
     engine = overrides.get("engine", DEFAULT_ENGINES.get(overrides.get("task", ""), DEFAULT_ENGINE))
     if engine not in ENGINES:
@@ -380,10 +394,26 @@ def new_search_config(overrides: dict[str, Any]) -> SearchConfig:
         preset["elites"] = min(preset["elites"], max(0, population // islands))
     overrides = {**preset, "engine": engine, **overrides}
     dataset = overrides.get("dataset.name", DatasetSpec().name)
-    if overrides.get("task") == "planted":
-        # Every regime, and one evaluation per candidate: planted scores have no seed noise.
-        overrides = {"proxies": REGIME_NAMES, "reevaluate": 1, **overrides}
-    return SearchConfig(train=TrainSettings.for_dataset(dataset)).with_overrides(overrides)
+    space = overrides.get("space", SearchConfig.space)
+    slot = SPACES[space].slot if space in SPACES else "norm_act"
+    planted = overrides.get("task") == "planted"
+    if planted:
+        # One evaluation per candidate: planted scores have no seed noise.
+        overrides = {"reevaluate": 1, **overrides}
+    if "proxies" not in overrides and space in SPACES:
+        overrides = {**overrides,
+                     "proxies": regime_names(slot) if planted else default_proxies(space)}
+    train = TrainSettings.for_dataset(dataset, slot=slot)
+    return SearchConfig(train=train).with_overrides(overrides)
+
+
+def _spaces_holding(graph: LayerGraph, space: str) -> str:
+    """`--space X` for the spaces holding `graph`, those of `space`'s slot first."""
+    slot = SPACES[space].slot
+    holding = sorted(graph.spaces, key=lambda name: SPACES[name].slot != slot)
+    if not holding:
+        return "a layer that no single space holds (mixing token and per-token statistics)"
+    return "--space " + " or --space ".join(holding)
 
 
 # The engine a new search starts from when none is named, per task (the rest: "paper").

@@ -114,13 +114,24 @@ class LayerGraph:
         )
 
     @property
-    def space(self) -> str:
-        """The most specific search space (fewest statistic axis sets, then
-        `primitives.SPACES` order) holding every live op: "S" unless the layer needs batch
-        statistics ("B")."""
+    def spaces(self) -> tuple[str, ...]:
+        """Every search space holding all live ops, in `primitives.SPACES` order (an
+        element-wise layer such as DyT is in all of them)."""
         ops = [OPS[self.node(i).op] for i in self._live if i >= NUM_INITIAL]
-        holding = [space for space in SPACES.values() if all(space.allows(op) for op in ops)]
-        return min(holding, key=lambda space: len(space.axes)).name
+        return tuple(name for name, space in SPACES.items()
+                     if all(space.allows(op) for op in ops))
+
+    @property
+    def space(self) -> str:
+        """The most specific search space holding every live op: one whose axis sets
+        include no other holding space's, the first such in `primitives.SPACES` order. "S"
+        unless the layer needs batch statistics ("B"), among the paper's spaces; "T" for
+        per-token statistics, "TB" for per-token with batch ones. Empty when no space
+        holds the layer (e.g. batch, instance and channel statistics together)."""
+        holding = [SPACES[name] for name in self.spaces]
+        minimal = [space for space in holding
+                   if not any(other.axes < space.axes for other in holding)]
+        return minimal[0].name if minimal else ""
 
     def structural_hash(self) -> str:
         """sha256 hex of the output's expression DAG: ignores node numbering, dead nodes

@@ -1,10 +1,16 @@
-"""Layers by name: the paper's (baselines and the EvoNorms, PAPER.md 6) and the ones
-this project's searches discovered and confirmed.
+"""Layers by name: the paper's (baselines and the EvoNorms, PAPER.md 6), the normalization
+layers of Transformers (LayerNorm, RMSNorm, DyT, ...), and the ones this project's
+searches discovered and confirmed.
 
-`KNOWN_LAYERS` are the paper's: what `--init known` starts a search from. The
-`DISCOVERED_LAYERS` are kept apart so that adding one never changes a search's default
-start; `NAMED_LAYERS` holds both and is what a layer name resolves in (show, export,
-evaluate, `--init`, `--target`, rerank baselines, `load_layer`).
+`KNOWN_LAYERS` are the paper's nine (`CNN_LAYERS`) and the Transformer ones
+(`TRANSFORMER_LAYERS`). Each has a home, the slot it was made for (`KNOWN_HOMES`):
+"norm_act", a CNN's BN-ReLU pair, or "norm", a Transformer's LayerNorm slot; `--init
+known` starts a search from the known layers of its space's slot, so a B/S search starts
+from exactly the paper's nine. The `DISCOVERED_LAYERS` are kept apart so that adding one
+never changes a search's default start; `NAMED_LAYERS` holds all and is what a layer name
+resolves in (show, export, evaluate, `--init`, `--target`, rerank baselines,
+`load_layer`). Transformer layers read (B, T, C) activations viewed as (B, C, T, 1):
+`*_channel` statistics are per token.
 
 Every layer ends with the per-channel affine `* gamma + beta` added by the compiler.
 The BatchNorm/GroupNorm baselines put their own affine on v1 (scale, init 1) and v0
@@ -16,6 +22,7 @@ is `exp(0)`: the graph language has no other constants than zero.
 from __future__ import annotations
 
 from functools import cache
+from typing import Literal
 
 from evonorm_search.errors import GraphError
 from evonorm_search.graph import LayerGraph, Node
@@ -49,7 +56,7 @@ def _evonorm_b(second: list[Node]) -> LayerGraph:
     ])
 
 
-KNOWN_LAYERS: dict[str, LayerGraph] = {
+CNN_LAYERS: dict[str, LayerGraph] = {
     "bn_relu": _normalize_then("batch", [Node("max", (10, ZERO))]),
     "gn_relu": _normalize_then("group", [Node("max", (10, ZERO))]),
     "bn_swish": _normalize_then("batch", [Node("sigmoid", (10,)), Node("mul", (10, 11))]),
@@ -96,6 +103,67 @@ KNOWN_LAYERS: dict[str, LayerGraph] = {
     ]),
 }
 
+# Transformer norm layers; gamma and beta (the compiler's final affine) are their weight
+# and bias. Each equals its reference with these parameters (tests/test_transformer_layers.py).
+TRANSFORMER_LAYERS: dict[str, LayerGraph] = {
+    # (x - mean_C(x)) / sqrt(var_C(x) + eps): torch.nn.LayerNorm over the last dim.
+    "layernorm": LayerGraph([
+        Node("mean_channel", (X,)),      # 4
+        Node("neg", (4,)),               # 5
+        Node("add", (X, 5)),             # 6  x - mean
+        Node("std_channel", (X,)),       # 7
+        Node("div", (6, 7)),             # 8
+    ]),
+    # x / sqrt(mean_C(x^2) + eps): torch.nn.RMSNorm (whose weight is gamma; beta starts 0).
+    "rmsnorm": LayerGraph([
+        Node("rms_channel", (X,)),       # 4
+        Node("div", (X, 4)),             # 5
+    ]),
+    # tanh(alpha * x) with alpha = 0.5 * v1 (per channel, init 0.5): Dynamic Tanh (Zhu et
+    # al. 2025), whose alpha is one learnable scalar initialised at 0.5.
+    "dyt": LayerGraph([
+        Node("sigmoid", (ZERO,)),        # 4  the constant 0.5
+        Node("mul", (V1, 4)),            # 5  alpha
+        Node("mul", (X, 5)),             # 6
+        Node("tanh", (6,)),              # 7
+    ]),
+    # tanh(v1 * x + v0): a shifted bounded squashing, like Derf's erf(alpha x + s).
+    "derf": LayerGraph([
+        Node("mul", (V1, X)),            # 4
+        Node("add", (4, V0)),            # 5
+        Node("tanh", (5,)),              # 6
+    ]),
+    # x (no normalization: only the affine remains).
+    "no_norm": LayerGraph([
+        Node("add", (X, ZERO)),          # 4
+    ]),
+    # BN(x) + v1 * x: SLAB's RepBN (BatchNorm over all tokens plus a learnable share of x).
+    "repbn": LayerGraph([
+        Node("mean_batch", (X,)),        # 4
+        Node("neg", (4,)),               # 5
+        Node("add", (X, 5)),             # 6
+        Node("std_batch", (X,)),         # 7
+        Node("div", (6, 7)),             # 8  BN(x)
+        Node("mul", (V1, X)),            # 9
+        Node("add", (8, 9)),             # 10
+    ]),
+    # Batch-Channel Normalization (Qiao et al. 2019): BN(x), then normalized over the
+    # channels of each group at each token (GroupNorm per position).
+    "bcn": LayerGraph([
+        Node("mean_batch", (X,)),        # 4
+        Node("neg", (4,)),               # 5
+        Node("add", (X, 5)),             # 6
+        Node("std_batch", (X,)),         # 7
+        Node("div", (6, 7)),             # 8  BN(x)
+        Node("mean_channel_group", (8,)),  # 9
+        Node("neg", (9,)),               # 10
+        Node("add", (8, 10)),            # 11
+        Node("std_channel_group", (8,)),   # 12
+        Node("div", (11, 12)),           # 13
+    ]),
+}
+
+
 # Found by this project's searches and confirmed on seeds the search never used; each
 # entry's origin (formula, evidence, commands) is in docs/RESULTS.md, "Discovered layers".
 DISCOVERED_LAYERS: dict[str, LayerGraph] = {
@@ -111,7 +179,22 @@ DISCOVERED_LAYERS: dict[str, LayerGraph] = {
         Node("div", (5, 6)),             # 7
     ]),
 }
+
+Home = Literal["norm_act", "norm"]
+KNOWN_LAYERS: dict[str, LayerGraph] = {**CNN_LAYERS, **TRANSFORMER_LAYERS}
 NAMED_LAYERS: dict[str, LayerGraph] = {**KNOWN_LAYERS, **DISCOVERED_LAYERS}
+# The slot each named layer was made for (a `primitives.SearchSpace.slot`).
+KNOWN_HOMES: dict[str, Home] = {
+    **{name: "norm_act" for name in CNN_LAYERS},
+    **{name: "norm" for name in TRANSFORMER_LAYERS},
+    **{name: "norm_act" for name in DISCOVERED_LAYERS},
+}
+HOME_LABELS: dict[str, str] = {"norm_act": "CNN norm-activation", "norm": "Transformer norm"}
+
+
+def known_names(home: Home) -> list[str]:
+    """The known layers (not the discovered ones) made for slot `home`, in order."""
+    return [name for name in KNOWN_LAYERS if KNOWN_HOMES[name] == home]
 
 
 def get_known(name: str) -> LayerGraph:

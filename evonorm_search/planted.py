@@ -34,13 +34,16 @@ RECOVERY_R2 = 0.999
 
 @dataclass(frozen=True)
 class Regime:
-    """One input shape (N, C, H, W) the candidate and the target are compared on."""
+    """One input shape the candidate and the target are compared on: (N, C, size, size)
+    maps, or with `tokens` (N, C, size, 1), a Transformer's (B, T, C) activations of
+    `size` tokens viewed as the layers see them."""
 
     name: str
     batch: int
     channels: int
     size: int
     doc: str
+    tokens: bool = False
 
 
 # Chosen so that every statistic differs from every other on at least one regime:
@@ -56,6 +59,32 @@ REGIMES: tuple[Regime, ...] = (
     Regime("maps_2x2", 8, 40, 2, "batch 8, 40 channels (20 groups of 2), 2x2 maps"),
 )
 REGIME_NAMES: tuple[str, ...] = tuple(regime.name for regime in REGIMES)
+# The regimes of the Transformer norm spaces (T, TB): tokens with a heavy-tailed scale per
+# token (what LayerNorm and RMSNorm remove), 35-48 channels (groups of 2 and 5 for
+# channel-group statistics), and batches of 2-16 sequences (batch statistics over 32-64
+# tokens).
+TOKEN_REGIMES: tuple[Regime, ...] = (
+    Regime("tokens_b2", 2, 48, 16, "batch 2, 48 channels (24 groups of 2), 16 tokens", True),
+    Regime("tokens_b16", 16, 35, 4, "batch 16, 35 channels (7 groups of 5), 4 tokens", True),
+    Regime("tokens_b4", 4, 40, 8, "batch 4, 40 channels (20 groups of 2), 8 tokens", True),
+)
+TOKEN_REGIME_NAMES: tuple[str, ...] = tuple(regime.name for regime in TOKEN_REGIMES)
+
+
+def regime_names(slot: str) -> tuple[str, ...]:
+    """The planted regimes of a space's slot: maps for "norm_act", tokens for "norm"."""
+    return TOKEN_REGIME_NAMES if slot == "norm" else REGIME_NAMES
+
+
+def target_slot(target: LayerGraph) -> str:
+    """The slot a planted target is compared in: "norm" (token regimes) for a known
+    Transformer layer or one with per-token statistics, else "norm_act"."""
+    from evonorm_search.known import KNOWN_HOMES, known_name
+    from primitives import SPACES
+
+    home = KNOWN_HOMES.get(known_name(target.structural_hash()) or "")
+    space = SPACES.get(target.space)
+    return "norm" if home == "norm" or (space is not None and space.slot == "norm") else "norm_act"
 
 
 def score_name(task: str) -> str:
@@ -64,10 +93,11 @@ def score_name(task: str) -> str:
 
 
 def get_regime(name: str) -> Regime:
-    for regime in REGIMES:
+    for regime in (*REGIMES, *TOKEN_REGIMES):
         if regime.name == name:
             return regime
-    raise GraphError(f"unknown planted regime {name!r}; use one of: {', '.join(REGIME_NAMES)}")
+    raise GraphError(f"unknown planted regime {name!r}; use one of: "
+                     f"{', '.join(REGIME_NAMES + TOKEN_REGIME_NAMES)}")
 
 
 def resolve_target(spec: str) -> tuple[LayerGraph, str]:

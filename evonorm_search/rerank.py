@@ -38,6 +38,8 @@ from evonorm_search.search.selection import pareto_front
 from evonorm_search.task import DatasetSpec, EvalResult, EvalTask, TrainSettings
 
 RERANK_BASELINES: tuple[str, ...] = ("bn_relu", "evonorm_s0", "evonorm_b0")
+# The references of a Transformer (T/TB) search.
+TRANSFORMER_BASELINES: tuple[str, ...] = ("layernorm", "rmsnorm", "dyt")
 DEFAULT_STEPS_FACTOR = 3  # default re-ranking schedule: this many times the search's steps
 # Each seed retrains every entry: more than this many is a typo, not a statistic.
 MAX_SEEDS = 1000
@@ -166,11 +168,10 @@ def rerank_settings(
 
 
 @lru_cache(maxsize=2)
-def _test_as_validation(spec: DatasetSpec) -> Any:
-    from workers.datasets import load_dataset
+def _test_as_validation(spec: DatasetSpec, proxies: tuple[str, ...]) -> Any:
+    from workers.datasets import load_proxy_data
 
-    data = load_dataset(spec)
-    return replace(data, val_x=data.test_x, val_y=data.test_y)
+    return load_proxy_data(spec, proxies).test_as_validation()
 
 
 def evaluate_on_test(task: EvalTask, data: Any = None,
@@ -182,11 +183,13 @@ def evaluate_on_test(task: EvalTask, data: Any = None,
     """
     from workers.evaluate import evaluate
 
-    prepared = (
-        replace(data, val_x=data.test_x, val_y=data.test_y)
-        if data is not None
-        else _test_as_validation(task.dataset)
-    )
+    if data is not None and data.text is None:
+        from evonorm_search.proxy_info import needs_text
+        from workers.datasets import with_text
+
+        if needs_text(task.proxies):
+            data = with_text(data, task.dataset)
+    prepared = data.test_as_validation() if data is not None else _test_as_validation(task.dataset, task.proxies)
     return evaluate(task, prepared, progress)
 
 
@@ -213,8 +216,10 @@ def run_rerank(
     seed_values = rerank_seeds(search.seed, seeds)
     for baseline in baselines:
         get_known(baseline)
-    entries = select_entries(store.candidates(search.id), config.proxies, top, baselines)
-    if len(entries) == len(baselines):
+    candidates = store.candidates(search.id)
+    entries = select_entries(candidates, config.proxies, top, baselines)
+    # (A front made only of baseline layers is re-ranked as those baselines.)
+    if not complete_candidates(candidates, config.proxies):
         raise RerankError(
             f"search {name!r} has no finished candidate with scores on every proxy yet: "
             f"run `evonorm search --name {name}` until some finish, then re-rank"
@@ -336,6 +341,7 @@ def format_ranking(rows: Sequence[RankingRow], proxies: Sequence[str]) -> str:
 
 __all__ = [
     "RERANK_BASELINES",
+    "TRANSFORMER_BASELINES",
     "RankingRow",
     "RerankEntry",
     "RerankError",

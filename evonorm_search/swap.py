@@ -1,4 +1,13 @@
-"""Drop-in use of a discovered layer: swap the BatchNorm2d + ReLU pairs of an existing model.
+"""Drop-in use of a discovered layer: swap the BatchNorm2d + ReLU pairs of an existing CNN
+(`swap_norm_act`), or the LayerNorm/RMSNorm modules of a Transformer (`swap_layernorm`).
+
+`swap_layernorm(model, factory)` replaces every `nn.LayerNorm`, `nn.RMSNorm` and timm norm
+module over the last dimension (`timm.layers` LayerNorm, RmsNorm, SimpleNorm and their
+Fp32 forms; recognized by class, timm is not imported) by `factory(num_features)`, e.g.
+`evonorm_search.tokens.token_layer_factory(graph)` or an exported class. The original's
+weight and bias become the new layer's gamma and beta (an exported `layernorm` then
+computes exactly what the original did). Channels-first norms (timm's LayerNorm2d,
+RmsNorm2d) and norms over more than the last dimension are left alone, with a SwapWarning.
 
 Owns `swap_norm_act(model, factory)`. A "pair" is a `nn.BatchNorm2d` call whose output feeds
 nothing but a ReLU (`nn.ReLU`, `F.relu`, `torch.relu`, `Tensor.relu` and their in-place
@@ -218,6 +227,72 @@ def swap_norm_act(model: nn.Module, factory: NormActFactory) -> int:
     return swapped
 
 
+# timm's norm classes over the last dim (timm.layers.norm), by class name; their
+# channels-first forms normalize dim 1 of NCHW maps, which a token layer does not.
+_TIMM_TOKEN_NORMS = frozenset({
+    "LayerNorm", "LayerNormFp32", "RmsNorm", "RmsNormFp32", "SimpleNorm", "SimpleNormFp32",
+})
+_TIMM_CHANNELS_FIRST = frozenset({
+    "LayerNorm2d", "LayerNorm2dFp32", "LayerNormExp2d", "RmsNorm2d", "RmsNorm2dFp32", "SimpleNorm2d",
+    "SimpleNorm2dFp32",
+})
+
+
+def _is_timm(module: nn.Module, names: frozenset[str]) -> bool:
+    cls = type(module)
+    return cls.__module__.startswith("timm.") and cls.__name__ in names
+
+
+def _token_norm_features(module: nn.Module) -> int | None:
+    """The normalized size of a norm over the last dim; None for anything else (warning
+    for norms this cannot replace)."""
+    if _is_timm(module, _TIMM_CHANNELS_FIRST):
+        warnings.warn(f"{type(module).__name__} normalizes channels first (NCHW): left alone",
+                      SwapWarning)
+        return None
+    if not (isinstance(module, (nn.LayerNorm, nn.RMSNorm)) or _is_timm(module, _TIMM_TOKEN_NORMS)):
+        return None
+    shape = getattr(module, "normalized_shape", None)
+    shape = (shape,) if isinstance(shape, int) else tuple(shape or ())
+    if len(shape) != 1:
+        warnings.warn(f"{type(module).__name__} over {shape} (not one last dimension): left alone",
+                      SwapWarning)
+        return None
+    return int(shape[0])
+
+
+def swap_layernorm(model: nn.Module, factory: Callable[[int], nn.Module]) -> int:
+    """Replace every LayerNorm/RMSNorm over the last dim in `model` (see the module
+    docstring) by `factory(num_features)`, on the original's device and dtype, with its
+    weight and bias copied into the new layer's `gamma` and `beta` where both exist.
+
+    Modifies `model` in place (its root too, if it is such a norm it is not replaced:
+    wrap it) and returns the number of modules replaced."""
+    swapped = 0
+    for _, parent in list(model.named_modules()):
+        for name, child in list(parent.named_children()):
+            features = _token_norm_features(child)
+            if features is None:
+                continue
+            layer = factory(features)
+            reference = next(iter(child.parameters()), None)
+            if reference is not None:
+                layer = layer.to(device=reference.device, dtype=reference.dtype)
+            _copy_affine(child, layer)
+            setattr(parent, name, layer)
+            swapped += 1
+    return swapped
+
+
+def _copy_affine(original: nn.Module, layer: nn.Module) -> None:
+    with torch.no_grad():
+        for source, target in (("weight", "gamma"), ("bias", "beta")):
+            value, slot = getattr(original, source, None), getattr(layer, target, None)
+            if isinstance(value, torch.Tensor) and isinstance(slot, torch.Tensor) \
+                    and value.numel() == slot.numel():
+                slot.copy_(value.reshape(slot.shape))
+
+
 def _sequential_graph(seq: nn.Sequential) -> fx.Graph:
     graph = fx.Graph()
     value = graph.placeholder("input")
@@ -259,4 +334,4 @@ def _replace_with_rewritten(
     setattr(parent, attribute, rewritten)
 
 
-__all__ = ["NormActFactory", "SwapWarning", "swap_norm_act"]
+__all__ = ["NormActFactory", "SwapWarning", "swap_layernorm", "swap_norm_act"]

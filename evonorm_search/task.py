@@ -36,6 +36,9 @@ class DatasetSpec:
     max_train_examples: int | None = None  # None: all of the training split
     split_seed: int = 0  # fixes the train / validation (/ test) split
     download: bool = False  # cifar10: fetch the official archive into data_dir if missing
+    # The text of language-model proxies (charlm): None for the pinned corpus every Python
+    # carries (workers.corpus), else the path of a UTF-8 text file.
+    corpus: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -53,6 +56,13 @@ LARGER_IMAGE_TRAINING: dict[str, Any] = {"batch_size": 64, "steps": 300, "qualit
 DATASET_TRAINING: dict[str, dict[str, Any]] = {
     "cifar10": LARGER_IMAGE_TRAINING,
     "npz": LARGER_IMAGE_TRAINING,
+}
+# The Transformer proxies' budget (vit, charlm; any data set): AdamW with warm-up at
+# width 64, depth 4, chosen by benchmarks/transformer_fidelity.py (docs/RESULTS.md).
+TRANSFORMER_TRAINING: dict[str, Any] = {
+    "batch_size": 64, "steps": 600, "quality_steps": 150, "learning_rate": 2e-3,
+    "weight_decay": 0.05, "width": 64, "depth": 4, "stability_steps": 50,
+    "stability_batch_size": 32,
 }
 
 
@@ -87,9 +97,11 @@ class TrainSettings:
     threads: int | None = None  # torch intra-op threads during evaluate; None: leave as is
 
     @classmethod
-    def for_dataset(cls, name: str, **settings: Any) -> TrainSettings:
-        """The defaults for data set `name`, with `settings` given explicitly on top."""
-        return cls(**{**DATASET_TRAINING.get(name, {}), **settings})
+    def for_dataset(cls, name: str, slot: str = "norm_act", **settings: Any) -> TrainSettings:
+        """The defaults for data set `name` and proxies of `slot` ("norm": the Transformer
+        proxies, whatever the data set), with `settings` given explicitly on top."""
+        defaults = TRANSFORMER_TRAINING if slot == "norm" else DATASET_TRAINING.get(name, {})
+        return cls(**{**defaults, **settings})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -8,6 +8,8 @@ of this package.
 Calling conventions (what the compiler passes):
 - element-wise:      fn(a, eps) or fn(a, b, eps)
 - statistic:         fn(t, eps, groups) -> statistic kept with size-1 reduced dims
+                     (a `channel_group` statistic is repeated over its group's channels,
+                     so it has t's shape)
 - batch statistic:   fn(t, running, training, momentum, eps); in training mode it updates
                      the `running` buffer in place (initialised to `running_init`) and
                      returns the statistic of the batch, in eval mode it uses `running`.
@@ -20,8 +22,16 @@ from typing import Callable, Literal
 
 
 OpKind = Literal["elementwise", "statistic"]
-AxisSet = Literal["batch", "layer", "instance", "group"]
-AXIS_SETS: tuple[AxisSet, ...] = ("batch", "layer", "instance", "group")
+AxisSet = Literal["batch", "layer", "instance", "group", "channel", "channel_group"]
+# The paper's four, then the per-position ones: `channel` reduces over C at each (n, h, w),
+# `channel_group` over C/g channels at each (n, h, w). A Transformer's (B, T, C) activation
+# viewed as (B, C, T, 1) makes them per-token statistics (LayerNorm, RMSNorm, per-head
+# norms), while batch/layer/instance/group then reduce over tokens.
+PAPER_AXIS_SETS: tuple[AxisSet, ...] = ("batch", "layer", "instance", "group")
+AXIS_SETS: tuple[AxisSet, ...] = (*PAPER_AXIS_SETS, "channel", "channel_group")
+# Axis sets whose statistics mix the positions (tokens) of a sample: a causal language
+# model must not use them, or position t would see later tokens.
+TOKEN_AXIS_SETS: frozenset[AxisSet] = frozenset(PAPER_AXIS_SETS)
 
 
 @dataclass(frozen=True)
@@ -102,24 +112,39 @@ def get_op(name: str) -> Op:
         ) from None
 
 
+SlotKind = Literal["norm_act", "norm"]
+
+
 @dataclass(frozen=True)
 class SearchSpace:
     """A search space: the statistics' axis sets its layers may use (element-wise ops are
-    in every space) and a one-line description for help texts and errors."""
+    in every space), a one-line description for help texts and errors, and the slot its
+    layers fill: "norm_act" (a CNN's BN-ReLU pair, the paper's) or "norm" (a
+    Transformer's LayerNorm, with no activation after it)."""
 
     name: str
     axes: frozenset[AxisSet]
     doc: str
+    slot: SlotKind = "norm_act"
 
     def allows(self, op: Op) -> bool:
         return op.axes is None or op.axes in self.axes
 
 
-# Search spaces by name, in order from the most general. B is the paper's full space; S
-# leaves out batch statistics (layers usable at batch size 1).
+# Search spaces by name. B is the paper's full space of 24 primitives; S leaves out batch
+# statistics (layers usable at batch size 1). T is the Transformer norm slot with per-token
+# statistics only: its layers see no other token and no other sample, so they are safe in
+# causal language models, work at any batch size and sequence length, and behave the same
+# in training and inference (LayerNorm, RMSNorm, DyT live here). TB adds batch statistics
+# over all tokens (BatchNorm-style Transformer norms: RepBN, BCN), for non-causal proxies.
 SPACES: dict[str, SearchSpace] = {
-    "B": SearchSpace("B", frozenset(AXIS_SETS), "all 24 primitives"),
-    "S": SearchSpace("S", frozenset(AXIS_SETS) - {"batch"}, "no batch statistics"),
+    "B": SearchSpace("B", frozenset(PAPER_AXIS_SETS), "all 24 primitives of the paper"),
+    "S": SearchSpace("S", frozenset(PAPER_AXIS_SETS) - {"batch"}, "no batch statistics"),
+    "T": SearchSpace("T", frozenset({"channel", "channel_group"}),
+                     "Transformer norm slot, per-token statistics only (causal-safe)", "norm"),
+    "TB": SearchSpace("TB", frozenset({"channel", "channel_group", "batch"}),
+                      "Transformer norm slot, per-token and batch statistics (non-causal "
+                      "proxies only)", "norm"),
 }
 
 

@@ -1,10 +1,16 @@
-"""The 12 aggregate primitives: {mean, rms, std} x {batch, layer, instance, group}.
+"""The aggregate primitives: {mean, rms, std} x {batch, layer, instance, group} (the
+paper's 12) and x {channel, channel_group} (per position: over C, or over the C/g channels
+of a group, at each (n, h, w); LayerNorm and RMSNorm of a Transformer token when its
+(B, T, C) activation is viewed as (B, C, T, 1)).
 
 Each statistic keeps its reduced dims with size 1 and is broadcast back by torch's
 broadcasting at its consumer, never materialised at full size. std = sqrt(biased var +
 eps) (two-pass), rms = sqrt(mean(t^2) + eps), both bounded below by sqrt(eps).
 Group statistics use the channel-group count computed by the compiler (32 lowered until
 it divides C); a tensor that is constant over channels (C dim 1) uses its whole (C,H,W).
+Channel-group statistics use the same count and are repeated over each group's channels
+(shape of t); on a tensor constant over channels (C dim 1) they reduce over that one
+channel, as `channel` statistics do.
 Batch statistics keep a per-channel running average (see `primitives.registry`); for
 `std_batch` it is the running variance with BatchNorm's n/(n-1) correction, so that
 BN-ReLU written as a graph equals `nn.BatchNorm2d` + ReLU in both modes.
@@ -130,3 +136,52 @@ def op_std_batch(
     with torch.no_grad():
         running.mul_(1.0 - momentum).add_(var, alpha=momentum * _unbiased_factor(t))
     return torch.sqrt(var + eps)
+
+
+def _channel_grouped(t: Tensor, groups: int) -> Tensor:
+    """View `t` as (N, G, C/G, H, W) for per-group reduction over dim 2 (one group when
+    t is constant over channels)."""
+    g = groups if t.shape[1] > 1 else 1
+    return t.reshape(t.shape[0], g, t.shape[1] // g, *t.shape[2:])
+
+
+def _channel_ungrouped(stat: Tensor, t: Tensor) -> Tensor:
+    """Bring an (N, G, 1, H, W) statistic back to t's channels, each group's value repeated."""
+    return stat.expand(*stat.shape[:2], t.shape[1] // stat.shape[1], *stat.shape[3:]).reshape(
+        stat.shape[0], t.shape[1], *stat.shape[3:])
+
+
+@register("mean_channel", axes="channel", doc="mean over C, per sample and position")
+def op_mean_channel(t: Tensor, eps: float, groups: int) -> Tensor:
+    return t.mean(1, keepdim=True)
+
+
+@register("rms_channel", axes="channel", positive=True,
+          doc="sqrt(mean_C(t^2) + eps), per sample and position")
+def op_rms_channel(t: Tensor, eps: float, groups: int) -> Tensor:
+    return torch.sqrt((t * t).mean(1, keepdim=True) + eps)
+
+
+@register("std_channel", axes="channel", positive=True,
+          doc="sqrt(var_C(t) + eps), per sample and position (LayerNorm-like)")
+def op_std_channel(t: Tensor, eps: float, groups: int) -> Tensor:
+    return torch.sqrt(_biased_var(t, (1,)) + eps)
+
+
+@register("mean_channel_group", axes="channel_group",
+          doc="mean over C/g, per sample, group and position")
+def op_mean_channel_group(t: Tensor, eps: float, groups: int) -> Tensor:
+    return _channel_ungrouped(_channel_grouped(t, groups).mean(2, keepdim=True), t)
+
+
+@register("rms_channel_group", axes="channel_group", positive=True,
+          doc="sqrt(mean_{C/g}(t^2) + eps), per sample, group and position")
+def op_rms_channel_group(t: Tensor, eps: float, groups: int) -> Tensor:
+    tg = _channel_grouped(t, groups)
+    return _channel_ungrouped(torch.sqrt((tg * tg).mean(2, keepdim=True) + eps), t)
+
+
+@register("std_channel_group", axes="channel_group", positive=True,
+          doc="sqrt(var_{C/g}(t) + eps), per sample, group and position")
+def op_std_channel_group(t: Tensor, eps: float, groups: int) -> Tensor:
+    return _channel_ungrouped(torch.sqrt(_biased_var(_channel_grouped(t, groups), (2,)) + eps), t)

@@ -24,6 +24,7 @@ GRAPH = '{"format": "evonorm-layer-graph", "version": 1, "nodes": %s}'
 SEARCH = ["search", "--db", "{db}", "--executor", "inline", "--proxies", "resnet"]
 RAY = ["search", "--db", "{db}", "--executor", "ray", "--proxies", "resnet"]
 EVALUATE = ["evaluate", "bn_relu", "--proxies", "resnet"]
+TSEARCH = ["search", "--db", "{db}", "--executor", "inline", "--space", "T"]
 NPZ = [*SEARCH, "--dataset", "npz", "--data-dir"]
 HUGE = str(2**64)
 
@@ -331,6 +332,25 @@ TABLE = [
         "at least 2 classes", id="evaluate-npz-single-class"),
     row(["evaluate", "{files}/deep_nodes.json"], "nested too deeply", id="evaluate-deep-nodes"),
     row(["evaluate", "{files}/unknown_op.json"], "unknown op 'nope'", id="evaluate-unknown-op"),
+    # Transformer searches: layers and proxies of the wrong kind, corpora that cannot be read.
+    row([*TSEARCH, "--init", "layernorm,bn_relu"], "--init layers bn_relu use ops the T space excludes",
+        id="t-search-cnn-layer"),
+    row([*TSEARCH, "--init", "repbn"], "use ops the T space excludes", id="t-search-batch-layer"),
+    row([*TSEARCH, "--space", "TB", "--proxies", "vit,charlm"], "charlm is a causal character-level Transformer language "
+        "model: statistics over batch", id="t-search-token-axis-space-for-charlm"),
+    row([*TSEARCH, "--proxies", "resnet"], "space T holds Transformer norm layers", id="t-search-cnn-proxy"),
+    row([*SEARCH, "--space", "S", "--proxies", "vit"], "proxy vit (pre-norm Vision Transformer",
+        id="s-search-transformer-proxy"),
+    row([*TSEARCH, "--proxies", "vitt"], "unknown or no proxies ['vitt']", id="t-search-unknown-proxy"),
+    row([*TSEARCH, "--corpus", "{files}/missing.txt"], "missing.txt' is missing", id="t-search-corpus-missing"),
+    row([*TSEARCH, "--corpus", "{files}/latin1.json"], "is not UTF-8 text", id="t-search-corpus-not-utf8"),
+    row([*TSEARCH, "--corpus", "{files}/empty.json"], "too few for a", id="t-search-corpus-empty"),
+    row(["evaluate", "repbn", "--proxies", "charlm"], "which proxy charlm forbids",
+        id="evaluate-token-axis-layer-for-charlm"),
+    row(["evaluate", "layernorm", "--proxies", "vit,resnet"], "mix CNN norm-activation and Transformer",
+        id="evaluate-mixed-proxies"),
+    row(["evaluate", "layernorm", "--proxies", "charlm", "--corpus", "{files}/folder.json"],
+        "is a directory", id="evaluate-corpus-directory"),
     # show / export: layer graph files and candidate ids.
     row(["show", "{files}/deep_object.json"], "nested too deeply", id="show-deep-object"),
     row(["export", "{files}/deep_list.json"], "nested too deeply", id="export-deep-json"),

@@ -17,7 +17,7 @@ from evonorm_search import load_layer
 from evonorm_search.compile import compile_layer
 from evonorm_search.config import SearchConfig
 from evonorm_search.fingerprint import fingerprint
-from evonorm_search.known import DISCOVERED_LAYERS, KNOWN_LAYERS, get_known, known_name
+from evonorm_search.known import DISCOVERED_LAYERS, KNOWN_LAYERS, get_known, known_name, known_names
 from tests.cli_runner import run_evonorm
 from tests.test_export import assert_same_layer
 from tests.test_known_layers import group_std
@@ -81,7 +81,7 @@ def test_functionally_new_and_not_in_the_default_start() -> None:
     for graph in DISCOVERED_LAYERS.values():
         found = fingerprint(graph)
         assert found.finite and found.digest not in known_prints
-    known_s = [g for g in KNOWN_LAYERS.values() if g.space == "S"]
+    known_s = [KNOWN_LAYERS[n] for n in known_names("norm_act") if KNOWN_LAYERS[n].space == "S"]
     assert SearchConfig(space="S", init="known").init_layers() == known_s
     assert SearchConfig(space="S", init="known,swish_group_rmsnorm").init_layers() == [
         *known_s, get_known("swish_group_rmsnorm")]

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-import workers.evaluate as evaluate_module
+import workers.proxy_runs as proxy_runs
 from evonorm_search.graph import LayerGraph, Node
 from evonorm_search.known import get_known
 from evonorm_search.task import DatasetSpec, EvalResult, EvalTask, TrainSettings
@@ -95,14 +95,14 @@ class _Nan(nn.Module):
     (_Nan, "rejected", "stability"),
 ])
 def test_crashes_and_nans_are_values(digits, monkeypatch, module, status, stage) -> None:
-    monkeypatch.setattr(evaluate_module, "layer_factory", lambda graph: lambda c: module())
+    monkeypatch.setattr(proxy_runs, "layer_factory", lambda graph: lambda c: module())
     result = evaluate(_task("bn_relu", FAST), digits)
     assert (result.status, result.stage) == (status, stage)
     assert result.reason
 
 
 def test_nan_during_training_without_protocols(digits, monkeypatch) -> None:
-    monkeypatch.setattr(evaluate_module, "layer_factory", lambda graph: lambda c: _Nan())
+    monkeypatch.setattr(proxy_runs, "layer_factory", lambda graph: lambda c: _Nan())
     settings = TrainSettings(steps=4, quality_steps=0, stability_steps=0, width=4)
     result = evaluate(_task("bn_relu", settings), digits)
     assert (result.status, result.stage) == ("rejected", "training")

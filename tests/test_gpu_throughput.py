@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "gpu_throughput.py"
 
@@ -65,3 +67,25 @@ def test_checks_fail_on_rejections_bad_accuracies_and_cpu_nondeterminism() -> No
                    results=[{**good, "seed": 0, "accuracies": {"resnet": 0.45}}])
     problems, gap = gt._same_seeds([gpu], cpu)
     assert problems == [] and math.isclose(gap, 0.05)
+
+
+def test_transformer_proxies_get_their_layer_and_training_settings() -> None:
+    gt = _script()
+    plan, _ = gt.build_plan(gt.parse_args(["--smoke", "--proxies", "vit,charlm"]))
+    assert plan.layer == "layernorm" and plan.task.proxies == ("vit", "charlm")
+    assert (plan.task.train.width, plan.task.train.depth, plan.task.train.learning_rate) == (64, 4, 2e-3)
+    cnn, _ = gt.build_plan(gt.parse_args(["--smoke"]))
+    assert cnn.layer == "bn_relu" and cnn.task.train.width == 16
+
+
+@pytest.mark.slow
+def test_smoke_run_of_the_transformer_proxies(tmp_path: Path) -> None:
+    corpus = tmp_path / "text.txt"
+    corpus.write_text("a small text for the language model to learn from. " * 500)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--smoke", "--sharing", "1", "--proxies", "vit,charlm",
+         "--corpus", str(corpus)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=400, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count(": done vit ") == 2 and "OK:" in done.stdout, done.stdout

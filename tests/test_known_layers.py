@@ -12,7 +12,9 @@ from torch import Tensor, nn
 
 from evonorm_search.compile import compile_layer
 from evonorm_search.errors import GraphError
-from evonorm_search.known import KNOWN_LAYERS, get_known
+from evonorm_search.known import (
+    CNN_LAYERS, DISCOVERED_LAYERS, KNOWN_HOMES, KNOWN_LAYERS, TRANSFORMER_LAYERS, get_known,
+)
 
 EPS = 1e-5
 
@@ -118,7 +120,7 @@ def _twin(name: str, c: int, seed: int) -> tuple[nn.Module, nn.Module]:
 
 def _shapes(name: str) -> list[tuple[int, int, int, int]]:
     shapes = [(4, 24, 5, 5), (4, 24, 1, 1), (3, 64, 4, 4), (2, 48, 3, 3)]
-    if KNOWN_LAYERS[name].space == "S":
+    if CNN_LAYERS[name].space == "S":
         shapes += [(1, 24, 1, 1), (1, 24, 4, 4)]
     if name == "gn_relu":
         # With C=24 each group is one channel; on 1x1 maps torch's GroupNorm refuses
@@ -127,7 +129,9 @@ def _shapes(name: str) -> list[tuple[int, int, int, int]]:
     return shapes
 
 
-CASES = [(name, shape) for name in KNOWN_LAYERS for shape in _shapes(name)]
+# The paper's layers against torch references on maps; the Transformer layers are checked
+# on tokens in tests/test_transformer_layers.py.
+CASES = [(name, shape) for name in CNN_LAYERS for shape in _shapes(name)]
 
 
 @pytest.mark.parametrize(("name", "shape"), CASES)
@@ -169,7 +173,15 @@ def test_known_layers_are_in_their_paper_space() -> None:
         "bn_relu": "B", "gn_relu": "S", "bn_swish": "B",
         "evonorm_b0": "B", "evonorm_b1": "B", "evonorm_b2": "B",
         "evonorm_s0": "S", "evonorm_s1": "S", "evonorm_s2": "S",
+        # Transformer layers: element-wise ones are in every space (S is the first minimal).
+        "layernorm": "T", "rmsnorm": "T", "dyt": "S", "derf": "S", "no_norm": "S",
+        "repbn": "B", "bcn": "TB",
     }
+    assert {name for name, home in KNOWN_HOMES.items() if home == "norm_act"} == (
+        set(CNN_LAYERS) | set(DISCOVERED_LAYERS))
+    assert {name for name, home in KNOWN_HOMES.items() if home == "norm"} == set(TRANSFORMER_LAYERS)
+    assert all("T" in TRANSFORMER_LAYERS[name].spaces
+               for name in ("layernorm", "rmsnorm", "dyt", "derf", "no_norm"))
     assert get_known("evonorm_s0").formula() == "x * sigmoid(v1 * x) / std_group(x)"
     assert len({g.structural_hash() for g in KNOWN_LAYERS.values()}) == len(KNOWN_LAYERS)
 
@@ -177,3 +189,18 @@ def test_known_layers_are_in_their_paper_space() -> None:
 def test_unknown_layer_name() -> None:
     with pytest.raises(GraphError, match="unknown layer name 'evonorm_s9'.*evonorm_s0"):
         get_known("evonorm_s9")
+
+
+def test_init_known_starts_from_the_layers_of_the_spaces_slot() -> None:
+    """B/S searches start from exactly the paper's layers, whatever else is known."""
+    from evonorm_search.config import SearchConfig
+
+    def names(config: SearchConfig) -> list[str]:
+        by_hash = {g.structural_hash(): n for n, g in KNOWN_LAYERS.items()}
+        return [by_hash[g.structural_hash()] for g in config.init_layers()]
+
+    assert names(SearchConfig(space="B")) == list(CNN_LAYERS)
+    assert names(SearchConfig(space="S")) == ["gn_relu", "evonorm_s0", "evonorm_s1", "evonorm_s2"]
+    assert names(SearchConfig(space="T", proxies=("vit", "charlm"))) == [
+        "layernorm", "rmsnorm", "dyt", "derf", "no_norm"]
+    assert names(SearchConfig(space="TB", proxies=("vit",))) == list(TRANSFORMER_LAYERS)

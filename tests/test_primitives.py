@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from primitives import OPS, UnknownOpError, get_op, op_names
+from primitives import OPS, SPACES, UnknownOpError, get_op, op_names
 
 EPS = 1e-5
 STAT_NAMES = [f"{s}_{a}" for s in ("mean", "rms", "std") for a in ("batch", "layer", "instance", "group")]
+CHANNEL_STATS = [f"{s}_{a}" for s in ("mean", "rms", "std") for a in ("channel", "channel_group")]
 ELEMENTWISE = ["add", "mul", "div", "max", "neg", "sigmoid", "tanh", "exp", "log", "abs", "square", "sqrt"]
 SHAPES = [(4, 24, 5, 5), (4, 24, 1, 1), (1, 24, 3, 3), (1, 64, 1, 1), (2, 6, 2, 2)]
 
@@ -34,10 +35,10 @@ def apply(name: str, *args: torch.Tensor, running: torch.Tensor | None = None,
     return op.fn(*args, EPS)
 
 
-def test_registry_has_the_24_primitives_of_the_paper() -> None:
-    assert sorted(OPS) == sorted(ELEMENTWISE + STAT_NAMES)
+def test_registry_has_the_24_primitives_of_the_paper_and_the_channel_statistics() -> None:
+    assert sorted(OPS) == sorted(ELEMENTWISE + STAT_NAMES + CHANNEL_STATS)
     assert {n for n, op in OPS.items() if op.kind == "elementwise"} == set(ELEMENTWISE)
-    assert all(OPS[n].kind == "statistic" and OPS[n].arity == 1 for n in STAT_NAMES)
+    assert all(OPS[n].kind == "statistic" and OPS[n].arity == 1 for n in STAT_NAMES + CHANNEL_STATS)
     assert {n for n, op in OPS.items() if op.arity == 2} == {"add", "mul", "div", "max"}
     assert {n for n, op in OPS.items() if op.commutative} == {"add", "mul", "max"}
     assert {n for n, op in OPS.items() if op.reads_batch_stats} == {
@@ -45,13 +46,17 @@ def test_registry_has_the_24_primitives_of_the_paper() -> None:
     }
     for op in OPS.values():
         assert op.doc and op.name
-        assert op.axes == (None if op.kind == "elementwise" else op.name.split("_")[1])
+        assert op.axes == (None if op.kind == "elementwise" else op.name.split("_", 1)[1])
 
 
 def test_op_names_by_space() -> None:
-    assert set(op_names("B")) == set(OPS)
-    assert set(op_names("S")) == set(OPS) - {"mean_batch", "rms_batch", "std_batch"}
-    with pytest.raises(ValueError, match="unknown search space 'X'; use one of: B, S"):
+    """B and S are exactly the paper's spaces; T adds per-token statistics only."""
+    assert set(op_names("B")) == set(ELEMENTWISE + STAT_NAMES)
+    assert set(op_names("S")) == set(ELEMENTWISE + STAT_NAMES) - {"mean_batch", "rms_batch", "std_batch"}
+    assert set(op_names("T")) == set(ELEMENTWISE + CHANNEL_STATS)
+    assert set(op_names("TB")) == set(ELEMENTWISE + CHANNEL_STATS) | {"mean_batch", "rms_batch", "std_batch"}
+    assert [SPACES[name].slot for name in ("B", "S", "T", "TB")] == ["norm_act", "norm_act", "norm", "norm"]
+    with pytest.raises(ValueError, match="unknown search space 'X'; use one of: B, S, T, TB"):
         op_names("X")  # type: ignore[arg-type]
 
 
@@ -140,6 +145,29 @@ def test_statistics_match_definitions_over_their_axes() -> None:
     torch.testing.assert_close(apply("std_group", x).squeeze(), expected)
     expected_mean = xg.mean(2).repeat_interleave(2, dim=1)
     torch.testing.assert_close(apply("mean_group", x).squeeze(), expected_mean)
+
+
+def test_channel_statistics_are_per_position() -> None:
+    """channel: over C at each (n, h, w); channel_group: over each group's C/g channels,
+    repeated over them (64 channels in 32 groups of 2 here)."""
+    x = torch.randn(3, 64, 4, 5, dtype=torch.float64)
+    torch.testing.assert_close(apply("mean_channel", x), x.mean(1, keepdim=True))
+    torch.testing.assert_close(apply("rms_channel", x), (x.pow(2).mean(1, keepdim=True) + EPS).sqrt())
+    torch.testing.assert_close(apply("std_channel", x), (x.var(1, unbiased=False, keepdim=True) + EPS).sqrt())
+    xg = x.reshape(3, 32, 2, 4, 5)
+    torch.testing.assert_close(apply("std_channel_group", x),
+                               (xg.var(2, unbiased=False) + EPS).sqrt().repeat_interleave(2, dim=1))
+    torch.testing.assert_close(apply("rms_channel_group", x),
+                               (xg.pow(2).mean(2) + EPS).sqrt().repeat_interleave(2, dim=1))
+    torch.testing.assert_close(apply("mean_channel_group", x), xg.mean(2).repeat_interleave(2, dim=1))
+    # On a permuted (channel-last) view, as a Transformer's (B, T, C) is seen: same values.
+    tokens = x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+    for name in CHANNEL_STATS:
+        torch.testing.assert_close(apply(name, tokens), apply(name, x))
+    # A tensor constant over channels (a per-position statistic itself): its own value.
+    one = x[:, :1]
+    torch.testing.assert_close(apply("mean_channel_group", one), one)
+    torch.testing.assert_close(apply("std_channel_group", one), torch.full_like(one, EPS ** 0.5))
 
 
 def test_group_statistic_of_channel_constant_tensor_uses_whole_sample() -> None:

@@ -24,7 +24,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -32,6 +32,9 @@ import torch.nn.functional as F
 
 from evonorm_search.errors import DataError
 from evonorm_search.task import DatasetSpec
+
+if TYPE_CHECKING:
+    from workers.corpus import TextData
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -48,7 +51,8 @@ MAX_NPZ_CLASSES = 100_000
 
 @dataclass(frozen=True)
 class PreparedData:
-    """A data set ready for training: float32 NCHW tensors and int64 labels, on CPU."""
+    """A data set ready for training: float32 NCHW tensors and int64 labels, on CPU; with
+    `text`, also the corpus of the language-model proxies (`workers.corpus`)."""
 
     name: str
     num_classes: int
@@ -59,6 +63,7 @@ class PreparedData:
     test_x: torch.Tensor
     test_y: torch.Tensor
     augment: bool = False
+    text: TextData | None = None
 
     @property
     def in_channels(self) -> int:
@@ -73,7 +78,14 @@ class PreparedData:
         if self.train_x.device == device:
             return self
         tensors = ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")
-        return replace(self, **{name: getattr(self, name).to(device) for name in tensors})
+        moved = {name: getattr(self, name).to(device) for name in tensors}
+        return replace(self, **moved, text=None if self.text is None else self.text.to(device))
+
+    def test_as_validation(self) -> PreparedData:
+        """The same data with the test split in place of the validation split (images and
+        text): what re-ranking scores on."""
+        text = None if self.text is None else replace(self.text, val=self.text.test)
+        return replace(self, val_x=self.test_x, val_y=self.test_y, text=text)
 
 
 # --------------------------------------------------------------------------- raw arrays
@@ -385,6 +397,24 @@ def load_dataset(spec: DatasetSpec) -> PreparedData:
         test_y=torch.from_numpy(test_y),
         augment=spec.augment,
     )
+
+
+def load_proxy_data(spec: DatasetSpec, proxies: tuple[str, ...]) -> PreparedData:
+    """The data set `spec` names, with the text corpus `spec.corpus` attached when one
+    of `proxies` is a language model (`evonorm_search.proxy_info.needs_text`)."""
+    from evonorm_search.proxy_info import needs_text
+
+    data = load_dataset(spec)
+    return with_text(data, spec) if needs_text(proxies) else data
+
+
+def with_text(data: PreparedData, spec: DatasetSpec) -> PreparedData:
+    """`data` with the corpus of `spec` attached (loaded once per process)."""
+    from workers.corpus import load_text
+
+    if data.text is not None:
+        return data
+    return replace(data, text=load_text(spec.corpus, spec.validation_fraction, spec.split_seed))
 
 
 def augment_batch(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

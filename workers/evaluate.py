@@ -1,5 +1,10 @@
 """`evaluate(task) -> EvalResult`: score one candidate layer on the proxy networks.
 
+What differs between proxies (model, data, optimizer, stability protocol, score and
+quality bar) is `workers.proxy_runs`; the stages below are the same for all. A layer
+using statistics a proxy forbids (token-axis statistics in a causal language model,
+`evonorm_search.proxy_info`) is rejected before anything is built (stage "axes").
+
 A pure function of the task (and the prepared data, when the caller already loaded
 it): no database, no global state left changed, deterministic for a seed on CPU.
 It never raises: a rejection is a result with status "rejected", a candidate that
@@ -31,17 +36,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch import nn
 
-from evonorm_search.compile import layer_factory
 from evonorm_search.graph import LayerGraph
+from evonorm_search.proxy_info import PROXY_INFO, forbidden_ops, needs_text, proxy_info
 from evonorm_search.task import EvalResult, EvalTask, TrainSettings
 from evonorm_search.threads import torch_threads
-from workers.datasets import PreparedData, load_dataset
+from workers.datasets import PreparedData, load_proxy_data, with_text
 from workers.planted import evaluate_planted
-from workers.proxies import PROXIES, NormAct, is_own_proxy, resolve_proxy
-from workers.rejection import StabilityProbe, Verdict, check_quality
-from workers.training import NonFiniteError, Trainer
+from workers.proxies import is_own_proxy, resolve_proxy
+from workers.proxy_runs import ProxyRun, start_run
+from workers.rejection import Verdict
+from workers.training import NonFiniteError
 
 Progress = Callable[[str], None]
 # Upper bounds of the training settings: far above any useful proxy, low enough that a
@@ -77,12 +82,18 @@ def _seed_everything(seed: int) -> None:
 
 def check_settings(settings: TrainSettings, proxies: tuple[str, ...]) -> None:
     """`ValueError` naming the first inconsistent setting (the caller's mistake)."""
-    unknown = [name for name in proxies if name not in PROXIES and not is_own_proxy(name)]
+    unknown = [name for name in proxies if name not in PROXY_INFO and not is_own_proxy(name)]
     if unknown or not proxies:
-        raise ValueError(f"unknown or no proxies {unknown}; choose from {', '.join(PROXIES)}, "
+        raise ValueError(f"unknown or no proxies {unknown}; choose from {', '.join(PROXY_INFO)}, "
                          "or name your own builder as MODULE:FUNCTION (docs/own_proxy.md)")
+    slots = {proxy_info(name).slot for name in proxies}
+    if len(slots) > 1:
+        raise ValueError(f"proxies {', '.join(proxies)} mix CNN norm-activation and Transformer "
+                         "norm slots, which train with different recipes: name proxies of one "
+                         "kind (e.g. resnet,mobilenetv2 or vit,charlm)")
     for name in proxies:
-        resolve_proxy(name)  # ProxyError (a ValueError) saying what to fix
+        if name not in PROXY_INFO:
+            resolve_proxy(name)  # ProxyError (a ValueError) saying what to fix
     positive = {"batch_size": settings.batch_size, "steps": settings.steps,
                 "width": settings.width, "depth": settings.depth,
                 "stability_batch_size": settings.stability_batch_size}
@@ -137,61 +148,43 @@ class _Clock:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
 
 
-@dataclass
-class _ProxyRun:
-    name: str
-    trainer: Trainer
-    probe: StabilityProbe
-
-
 class _Evaluation:
     """The state of one `evaluate` call; methods are the stages, in order."""
 
-    def __init__(self, task: EvalTask, data: PreparedData, norm_act: NormAct,
+    def __init__(self, task: EvalTask, data: PreparedData, graph: LayerGraph,
                  progress: Progress) -> None:
         self.task = task
         self.settings = task.train
         self.data = data
-        self.norm_act = norm_act
+        self.graph = graph
         self.progress = progress
         self.clock = _Clock()
-        self.runs: list[_ProxyRun] = []
+        self.runs: list[ProxyRun] = []
         self.accuracies: dict[str, float] = {}
         self.early_accuracies: dict[str, float] = {}
 
     def build(self) -> None:
-        s = self.settings
         for name in self.task.proxies:
             seed = proxy_seed(self.task.seed, name)
             _seed_everything(seed)
-            model: nn.Module = resolve_proxy(name)(self.norm_act, self.data.num_classes,
-                                                   self.data.in_channels, s.width, s.depth)
-            model = model.to(self.data.train_x.device)
-            picker = torch.Generator().manual_seed(seed)
-            count = min(s.stability_batch_size, len(self.data.train_y))
-            index = torch.randperm(len(self.data.train_y), generator=picker)[:count]
-            probe = StabilityProbe(model, self.data.train_x[index], self.data.train_y[index],
-                                   s.stability_threshold, s.stability_step_size)
-            self.runs.append(_ProxyRun(name, Trainer(model, self.data, s, seed), probe))
+            self.runs.append(start_run(name, self.graph, self.data, self.settings, seed))
 
-    def stability(self, run: _ProxyRun, steps: int) -> None:
+    def stability(self, run: ProxyRun, steps: int) -> None:
         if self.settings.stability_steps == 0:
             return
         verdict: Verdict = run.probe.run(min(steps, self.settings.stability_steps))
         if not verdict.passed:
             raise _Rejected("stability", f"{run.name}: {verdict.reason}")
 
-    def quality(self, run: _ProxyRun) -> None:
+    def quality(self, run: ProxyRun) -> None:
         s = self.settings
         if s.quality_steps == 0:
             return
         run.trainer.train_until(s.quality_steps)
-        accuracy = run.trainer.accuracy("val", s.eval_batches)
-        self.early_accuracies[run.name] = accuracy
-        verdict = check_quality(accuracy, s.quality_steps, s.quality_threshold,
-                                self.data.num_classes)
-        self.progress(f"{run.name}: {accuracy:.3f} validation accuracy after "
-                      f"{s.quality_steps} steps")
+        score = run.score("val", s.eval_batches)
+        self.early_accuracies[run.name] = score
+        verdict = run.quality(score, s.quality_steps)
+        self.progress(f"{run.name}: {run.describe(score)} after {s.quality_steps} steps")
         if not verdict.passed:
             raise _Rejected("quality", f"{run.name}: {verdict.reason}")
 
@@ -204,12 +197,12 @@ class _Evaluation:
             self.progress(f"mean early accuracy {mean:.3f} below the hurdle {hurdle:.3f}")
             raise _Stopped(f"mean early accuracy {mean:.4f} < hurdle {hurdle:.4f}")
 
-    def train(self, run: _ProxyRun) -> None:
+    def train(self, run: ProxyRun) -> None:
         total, chunk = self.settings.steps, max(1, self.settings.steps // 4)
         while run.trainer.steps_done < total:
             run.trainer.train_until(min(total, run.trainer.steps_done + chunk))
             self.progress(f"{run.name}: trained {run.trainer.steps_done}/{total} steps")
-        self.accuracies[run.name] = run.trainer.accuracy("val", self.settings.eval_batches)
+        self.accuracies[run.name] = run.score("val", self.settings.eval_batches)
 
     def run_all(self) -> None:
         """Stages in the order of the module docstring; raises on the first rejection."""
@@ -264,13 +257,21 @@ def evaluate(task: EvalTask, data: PreparedData | None = None,
     say = progress or (lambda message: None)
     try:
         check_settings(task.train, task.proxies)
-        norm_act = layer_factory(LayerGraph.from_json(task.graph_json))
+        graph = LayerGraph.from_json(task.graph_json)
+        forbidden = forbidden_ops(graph, task.proxies)
+        if forbidden:
+            proxy = forbidden[0][0]
+            return EvalResult("rejected", stage="axes", reason=(
+                f"{proxy} forbids {', '.join(op for name, op in forbidden if name == proxy)}: "
+                f"statistics over the token axis let position t see later tokens"))
         if data is None:
-            data = load_dataset(task.dataset)
+            data = load_proxy_data(task.dataset, task.proxies)
+        elif needs_text(task.proxies):
+            data = with_text(data, task.dataset)
         data = data.to(training_device())
     except Exception as error:  # invalid graph, settings or data: nothing was trained
         return EvalResult("failed", stage="build", reason=f"{type(error).__name__}: {error}")
-    evaluation = _Evaluation(task, data, norm_act, say)
+    evaluation = _Evaluation(task, data, graph, say)
     with torch_threads(task.train.threads):
         try:
             evaluation.run_all()

@@ -88,9 +88,18 @@ def regime_data(name: str) -> RegimeData:
     with torch.no_grad():
         hidden = torch.relu(torch.nn.functional.conv2d(images, conv1, padding=1) - 0.1)
         features = torch.nn.functional.conv2d(hidden, conv2, padding=1)
-        features = torch.nn.functional.adaptive_avg_pool2d(features, regime.size)
+        if regime.tokens:
+            # The first `size` positions in raster order as tokens: (N, C, T, 1).
+            features = features.flatten(2)[:, :, :regime.size, None]
+        else:
+            features = torch.nn.functional.adaptive_avg_pool2d(features, regime.size)
         features = (features - features.mean((0, 2, 3), keepdim=True)) / (
             features.std((0, 2, 3), keepdim=True) + 1e-6)
+        if regime.tokens:
+            # A heavy-tailed scale per token, shared by its channels (what LayerNorm and
+            # RMSNorm remove).
+            features = features * torch.exp(0.5 * torch.randn(count, 1, regime.size, 1,
+                                                               generator=rng))
         # Heavy tails: a log-normal scale per sample and channel (a Gaussian scale mixture).
         features = features * torch.exp(0.5 * torch.randn(count, regime.channels, 1, 1,
                                                            generator=rng))

@@ -1,13 +1,17 @@
-"""Proxy training: SGD with a warmup + cosine schedule, seeded batches, accuracy.
+"""Proxy training: SGD (CNN proxies) or AdamW (Transformer proxies) with a warmup + cosine
+schedule, seeded batches, accuracy.
 
 A `Trainer` is resumable by design: the quality check trains it to `quality_steps`,
 reads validation accuracy, and full training continues from that same model, optimizer
-and schedule (the schedule spans `TrainSettings.steps`, so nothing restarts).
+and schedule (the schedule spans `TrainSettings.steps`, so nothing restarts). Batches
+are images of the prepared data set, or whatever a proxy's `sampler` draws (the language
+model's text windows).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -21,8 +25,37 @@ EVAL_BATCH_SIZE = 256
 WARMUP_FRACTION = 0.05
 
 
+# AdamW's betas for the Transformer proxies (the small-Transformer convention of GPT-style
+# recipes; 0.95 reacts faster to loss spikes than 0.999).
+ADAMW_BETAS = (0.9, 0.95)
+OPTIMIZERS = ("sgd", "adamw")
+Sampler = Callable[[torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+
+
 class NonFiniteError(ArithmeticError):
     """The candidate produced NaN or inf (a rejection, not a crash)."""
+
+
+def make_optimizer(kind: str, model: nn.Module, settings: TrainSettings,
+                   learning_rate: float | None = None) -> torch.optim.Optimizer:
+    """SGD with Nesterov momentum over every parameter ("sgd"), or AdamW ("adamw") with
+    weight decay on the weights of linear and convolution layers only: embeddings,
+    positions, biases and the norm layers' parameters are not decayed (GPT-style)."""
+    lr = settings.learning_rate if learning_rate is None else learning_rate
+    if kind == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=settings.momentum,
+                               weight_decay=settings.weight_decay,
+                               nesterov=settings.momentum > 0)
+    if kind != "adamw":
+        raise ValueError(f"unknown optimizer {kind!r}; use one of {', '.join(OPTIMIZERS)}")
+    decayed = {id(m.weight) for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
+    parameters = list(model.parameters())
+    groups = [
+        {"params": [p for p in parameters if id(p) in decayed],
+         "weight_decay": settings.weight_decay},
+        {"params": [p for p in parameters if id(p) not in decayed], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=lr, betas=ADAMW_BETAS)
 
 
 def lr_factor(step: int, total: int) -> float:
@@ -38,21 +71,21 @@ class Trainer:
     """Trains one proxy on one data set; `steps_done` counts optimizer steps so far."""
 
     def __init__(self, model: nn.Module, data: PreparedData, settings: TrainSettings,
-                 seed: int) -> None:
+                 seed: int, *, optimizer: str = "sgd", sampler: Sampler | None = None) -> None:
         self.model = model
         self.data = data
         self.settings = settings
         self.steps_done = 0
         self.generator = torch.Generator().manual_seed(seed)
-        self.optimizer = torch.optim.SGD(
-            model.parameters(), lr=settings.learning_rate, momentum=settings.momentum,
-            weight_decay=settings.weight_decay, nesterov=settings.momentum > 0,
-        )
+        self.optimizer = make_optimizer(optimizer, model, settings)
         self.loss_fn = nn.CrossEntropyLoss()
+        self._sampler = sampler
         self._order = torch.empty(0, dtype=torch.long)
         self._cursor = 0
 
     def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._sampler is not None:
+            return self._sampler(self.generator)
         size = min(self.settings.batch_size, len(self.data.train_y))
         if self._cursor + size > len(self._order):
             self._order = torch.randperm(len(self.data.train_y), generator=self.generator)

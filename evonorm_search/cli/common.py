@@ -25,7 +25,7 @@ from evonorm_search.errors import (
     SearchRunning,
 )
 from evonorm_search.output import DISK_ERRNOS
-from evonorm_search.task import DATASET_TRAINING, DatasetSpec, TrainSettings
+from evonorm_search.task import DATASET_TRAINING, TRANSFORMER_TRAINING, DatasetSpec, TrainSettings
 
 USER_ERROR_EXIT_CODE = 2
 SEARCH_RUNNING_EXIT_CODE = 3
@@ -95,10 +95,15 @@ def _fail(error: Exception) -> None:
 
 
 def training_default_help(setting: str) -> str:
-    """`[default: ...]` for a training setting whose default depends on the data set."""
-    text = f"{getattr(TrainSettings(), setting)} on {DatasetSpec().name}"
+    """`[default: ...]` for a training setting whose default depends on the data set or on
+    the proxies (the Transformer proxies have their own recipe)."""
+    text = f"{getattr(TrainSettings(), setting)}"
     overrides = {name: values[setting] for name, values in DATASET_TRAINING.items()
                  if setting in values}
+    if overrides:
+        text += f" on {DatasetSpec().name}"
     for value in sorted(set(overrides.values())):
         text += f", {value} on {' and '.join(n for n, v in overrides.items() if v == value)}"
+    if setting in TRANSFORMER_TRAINING:
+        text += f"; {TRANSFORMER_TRAINING[setting]} for the Transformer proxies (vit, charlm)"
     return f"[default: {text}]"

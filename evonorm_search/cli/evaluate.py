@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import click
 
@@ -12,18 +13,19 @@ from evonorm_search.cli.options import GroupedCommand, option
 from evonorm_search.errors import EvonormError
 from evonorm_search.graph import LayerGraph
 from evonorm_search.layer_spec import load_graph_spec
+from evonorm_search.proxy_info import check_layer_allowed, proxy_info, score_note, score_text
 from evonorm_search.task import DatasetSpec, EvalResult, EvalTask, TrainSettings
 
 DEFAULT_PROXIES = "resnet,mobilenetv2,efficientnet"
-_DEFAULTS = TrainSettings()
 
 
 def format_table(rows: list[tuple[str, EvalResult]], proxies: tuple[str, ...]) -> str:
-    """A plain-text table: one row per layer, validation accuracy per proxy."""
+    """A plain-text table: one row per layer, the score per proxy (validation accuracy, or
+    for charlm its score with the bits per character)."""
     header = ["layer", *proxies, "status", "seconds", "note"]
     body = []
     for name, result in rows:
-        accuracies = [f"{result.accuracies[p]:.4f}" if p in result.accuracies else "-"
+        accuracies = [score_text(p, result.accuracies[p]) if p in result.accuracies else "-"
                       for p in proxies]
         note = "" if result.status == "done" else f"{result.stage}: {result.reason}"
         body.append([name, *accuracies, result.status, f"{sum(result.seconds.values()):.1f}",
@@ -33,7 +35,8 @@ def format_table(rows: list[tuple[str, EvalResult]], proxies: tuple[str, ...]) -
     for row in [header, *body]:
         cells = [cell.ljust(width) for cell, width in zip(row, widths)] + [row[-1]]
         lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines)
+    note = score_note(proxies)
+    return "\n".join([*lines, *([note] if note else [])])
 
 
 # The sections of `evonorm evaluate --help`, in order (cli/options.py).
@@ -56,8 +59,9 @@ SPLITS = ("validation", "test")
              "check then reads it too, --quality-steps 0 turns that off).")
 @option("--proxies", group="scoring", default=DEFAULT_PROXIES, show_default=True,
         comma_list=True,
-        help="Comma-separated proxy networks: registry names, or your own builder "
-             "as MODULE:FUNCTION (see docs/own_proxy.md).")
+        help="Comma-separated proxy networks of one kind: CNNs (resnet, mobilenetv2, "
+             "efficientnet, or your own builder as MODULE:FUNCTION, see docs/own_proxy.md) "
+             "or Transformers (vit, charlm).")
 @option("--seed", group="scoring", type=int, default=0, show_default=True,
         help="Training seed (initialization and batch order).")
 @option("--eval-batches", group="scoring", type=int, default=None,
@@ -83,30 +87,36 @@ SPLITS = ("validation", "test")
         help="Random crop and horizontal flip while training.")
 @option("--max-train-examples", group="data", type=int, default=None,
         help="Use at most this many training images.")
+@option("--corpus", group="data", type=click.Path(dir_okay=False), default=None,
+        help="charlm's text: a UTF-8 text file. [default: the pinned corpus every Python "
+             "carries (docs/transformers.md)]")
 @option("--batch-size", group="training", type=int, default=None,
         help=f"Training batch size. {training_default_help('batch_size')}")
 @option("--steps", group="training", type=int, default=None,
         help="Training steps per proxy, quality-check steps included. "
              f"{training_default_help('steps')}")
-@option("--width", group="training", type=int, default=_DEFAULTS.width, show_default=True,
-        help="Proxy base width (channels of the first stage).")
-@option("--depth", group="training", type=int, default=_DEFAULTS.depth, show_default=True,
-        help="Proxy blocks per stage.")
-@option("--lr", "learning_rate", group="training", type=float,
-        default=_DEFAULTS.learning_rate, show_default=True,
-        help="SGD learning rate (warmup then cosine decay).")
-@option("--quality-steps", group="protocols", type=int, default=_DEFAULTS.quality_steps,
-        show_default=True, help="Steps before the quality check (0 disables it).")
-@option("--stability-steps", group="protocols", type=int, default=_DEFAULTS.stability_steps,
-        show_default=True, help="Gradient-ascent steps of the stability check (0: off).")
+@option("--width", group="training", type=int, default=None,
+        help="Proxy base width (channels of the first stage; Transformers: token "
+             f"dimension). {training_default_help('width')}")
+@option("--depth", group="training", type=int, default=None,
+        help=f"Proxy blocks per stage (Transformers: blocks). {training_default_help('depth')}")
+@option("--lr", "learning_rate", group="training", type=float, default=None,
+        help="Learning rate (SGD; AdamW for the Transformer proxies), warmup then cosine "
+             f"decay. {training_default_help('learning_rate')}")
+@option("--quality-steps", group="protocols", type=int, default=None,
+        help=f"Steps before the quality check (0 disables it). {training_default_help('quality_steps')}")
+@option("--stability-steps", group="protocols", type=int, default=None,
+        help="Steps of the stability check (0: off): gradient ascent, or a stress run for "
+             f"the Transformer proxies. {training_default_help('stability_steps')}")
 @option("--threads", group="execution", type=int, default=None,
         help="Torch threads (default: torch's choice).")
 def evaluate_command(layers: tuple[str, ...], split: str, dataset: str,
                      data_dir: str | None, download: bool, image_size: int | None,
                      augment: bool, max_train_examples: int | None, batch_size: int | None,
-                     steps: int | None,
-                     quality_steps: int, stability_steps: int, width: int, depth: int,
-                     learning_rate: float, eval_batches: int | None, proxies: str, seed: int,
+                     steps: int | None, quality_steps: int | None,
+                     stability_steps: int | None, width: int | None, depth: int | None,
+                     learning_rate: float | None, corpus: str | None,
+                     eval_batches: int | None, proxies: str, seed: int,
                      threads: int | None, task: str, target: str | None,
                      as_json: bool) -> None:
     """Train and score layers on the proxy networks, as the search does.
@@ -119,7 +129,7 @@ def evaluate_command(layers: tuple[str, ...], split: str, dataset: str,
     --batch-size 4. Progress goes to stderr.
     """
     from evonorm_search.rerank import evaluate_on_test
-    from workers.datasets import load_dataset  # torch import only when the command runs
+    from workers.datasets import load_proxy_data  # torch import only when the command runs
     from workers.evaluate import check_settings, evaluate
     from workers.proxies import ProxyError, check_proxy, is_own_proxy
 
@@ -127,27 +137,36 @@ def evaluate_command(layers: tuple[str, ...], split: str, dataset: str,
     if task == "planted" or target is not None:
         _evaluate_planted(graphs, task, target, seed, as_json)
         return
-    budget = {key: value for key, value in (("batch_size", batch_size), ("steps", steps))
-              if value is not None}
-    settings = TrainSettings.for_dataset(
-        dataset, **budget, quality_steps=quality_steps,
-        stability_steps=stability_steps, width=width, depth=depth,
-        learning_rate=learning_rate, eval_batches=eval_batches, threads=threads,
-    )
+    given = {"batch_size": batch_size, "steps": steps, "quality_steps": quality_steps,
+             "stability_steps": stability_steps, "width": width, "depth": depth,
+             "learning_rate": learning_rate}
     proxy_names = tuple(name.strip() for name in proxies.split(",") if name.strip())
+    slot = _slot(proxy_names)
+    settings = TrainSettings.for_dataset(
+        dataset, slot=slot, **{key: value for key, value in given.items() if value is not None},
+        eval_batches=eval_batches, threads=threads,
+    )
     try:
         check_settings(settings, proxy_names)
     except ProxyError:
         raise  # a MODULE:FUNCTION proxy: its message says what to fix
     except ValueError as error:
         raise EvonormError(f"{error}; fix the option (see `evonorm evaluate --help`)") from None
+    for name, graph in graphs:
+        check_layer_allowed(graph, proxy_names, name)
     spec = DatasetSpec(name=dataset, data_dir=data_dir, image_size=image_size, augment=augment,
-                       max_train_examples=max_train_examples, download=download)
+                       max_train_examples=max_train_examples, download=download,
+                       corpus=None if corpus is None else str(Path(corpus).expanduser().resolve()))
     click.echo(f"loading {dataset} ...", err=True)
-    data = load_dataset(spec)
+    data = load_proxy_data(spec, proxy_names)
+    if data.text is not None:
+        click.echo(f"corpus {data.text.name} (sha256 {data.text.digest}): "
+                   f"{len(data.text.train)} train / {len(data.text.val)} validation characters, "
+                   f"{data.text.size} ids, unigram entropy {data.text.unigram_bits:.3f} bits/char",
+                   err=True)
     for proxy in proxy_names:
         if is_own_proxy(proxy):
-            check_proxy(proxy, data.train_x, data.num_classes, width, depth)
+            check_proxy(proxy, data.train_x, data.num_classes, settings.width, settings.depth)
     scored = len(data.test_y if split == "test" else data.val_y)
     click.echo(f"{dataset}: {len(data.train_y)} train / {len(data.val_y)} validation / "
                f"{len(data.test_y)} test images, {data.in_channels}x{data.image_size}x"
@@ -169,11 +188,23 @@ def evaluate_command(layers: tuple[str, ...], split: str, dataset: str,
         click.echo(format_table(rows, proxy_names))
 
 
+def _slot(proxies: tuple[str, ...]) -> str:
+    """The slot of the proxies' layers ("norm" for Transformers), for default settings;
+    names that are not proxies are left to `check_settings` to refuse."""
+    kinds = set()
+    for name in proxies:
+        try:
+            kinds.add(proxy_info(name).slot)
+        except EvonormError:
+            continue
+    return "norm" if kinds == {"norm"} else "norm_act"
+
+
 # Options of `evaluate_command` that only proxy training reads.
 _PLANTED_IGNORES = ("split", "dataset", "data_dir", "download", "image_size", "augment",
                     "max_train_examples", "batch_size", "steps", "quality_steps",
                     "stability_steps", "width", "depth", "learning_rate", "eval_batches",
-                    "proxies", "threads")
+                    "proxies", "threads", "corpus")
 
 
 def _evaluate_planted(graphs: list[tuple[str, LayerGraph]], task: str, target: str | None,
@@ -182,7 +213,9 @@ def _evaluate_planted(graphs: list[tuple[str, LayerGraph]], task: str, target: s
     layer recovers it."""
     from click.core import ParameterSource
 
-    from evonorm_search.planted import REGIME_NAMES, recovered, recovery_kind, resolve_target
+    from evonorm_search.planted import (
+        recovered, recovery_kind, regime_names, resolve_target, target_slot,
+    )
     from workers.evaluate import evaluate
 
     if task != "planted":
@@ -198,18 +231,19 @@ def _evaluate_planted(graphs: list[tuple[str, LayerGraph]], task: str, target: s
                            "to proxy training, which --task planted does not do: drop "
                            f"{'it' if len(given) == 1 else 'them'}")
     target_graph, _ = resolve_target(target)
+    regimes = regime_names(target_slot(target_graph))
     rows = []
     for name, graph in graphs:
-        result = evaluate(EvalTask(graph.to_json(), REGIME_NAMES, seed=seed, kind="planted",
+        result = evaluate(EvalTask(graph.to_json(), regimes, seed=seed, kind="planted",
                                    target_json=target_graph.to_json()))
-        done = result.status == "done" and recovered(result.accuracies, REGIME_NAMES)
+        done = result.status == "done" and recovered(result.accuracies, regimes)
         verdict = recovery_kind(graph, target_graph) if done else "no"
         if as_json:
             click.echo(json.dumps({"layer": name, "recovered": verdict, **result.to_dict()}))
         rows.append((name, result, verdict))
     if not as_json:
         click.echo(f"R^2 against the planted target {target}:")
-        click.echo(format_table([(name, result) for name, result, _ in rows], REGIME_NAMES))
+        click.echo(format_table([(name, result) for name, result, _ in rows], regimes))
         for name, _, verdict in rows:
             click.echo(f"{name}: recovered: {verdict}")
 

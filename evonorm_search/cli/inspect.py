@@ -19,6 +19,7 @@ from db.leases import LeaseRecord, LeaseStore, describe, holder_alive
 from db.models import SCHEMA_VERSION, STATUSES, TRIAL_STATUSES
 from db.store import DEFAULT_DB_PATH, CandidateRecord, SearchRecord, SearchStore, SearchSummary
 from evonorm_search.cli.common import numbers_text
+from evonorm_search.proxy_info import score_note
 from evonorm_search.cli.layers import (
     accuracy_text,
     candidate_json,
@@ -191,6 +192,9 @@ def describe_status(view: StatusView, now: datetime) -> str:
             for proxy, (candidate_id, _) in summary.best.items()
         )
         lines.append(f"  best per proxy: {best}")
+        note = score_note(summary.best)
+        if note:
+            lines.append(f"  {note}")
     else:
         lines.append("  best per proxy: none yet (no done candidates)")
     work = proposals_summary(summary)
@@ -341,6 +345,9 @@ def front(name: str, db_path: Path, as_json: bool) -> None:
     click.echo(table(header, rows, [True, False, *([True] * len(proxies)), True]))
     if any(r.standard_errors for r in members):
         click.echo("accuracy: mean over the candidate's seeds ± its standard error (2 or more seeds)")
+    note = score_note(proxies)
+    if note:
+        click.echo(note)
 
 
 @click.command("migrate")

@@ -18,7 +18,9 @@ from db.store import DEFAULT_DB_PATH
 from evonorm_search.errors import EvonormError
 from evonorm_search.export import to_source
 from evonorm_search.graph import INITIAL_NODES, NUM_INITIAL, LayerGraph
-from evonorm_search.known import DISCOVERED_LAYERS, KNOWN_LAYERS, formula_label, known_name
+from evonorm_search.known import (
+    DISCOVERED_LAYERS, HOME_LABELS, KNOWN_HOMES, KNOWN_LAYERS, formula_label, known_name,
+)
 from evonorm_search.layer_spec import load_graph_spec
 from evonorm_search.output import write_text_file
 
@@ -65,6 +67,9 @@ def layer_json(graph: LayerGraph) -> dict[str, Any]:
         "formula": graph.formula(),
         "known_name": known_name(graph.structural_hash()),
         "space": graph.space,
+        "spaces": list(graph.spaces),
+        "home": None if known_name(graph.structural_hash()) is None
+        else KNOWN_HOMES[known_name(graph.structural_hash())],
         "uses_batch_stats": graph.uses_batch_stats,
         "structural_hash": graph.structural_hash(),
         "initial_nodes": list(INITIAL_NODES),
@@ -210,11 +215,14 @@ def describe(graph: LayerGraph) -> str:
     """Formula (with the layer's name when it is a named one, and the origin of a
     discovered one), space, hash and node list of `graph`, dead nodes marked."""
     live = graph.live_nodes()
+    name = known_name(graph.structural_hash())
     lines = [f"formula: {formula_label(graph)}"]
-    if known_name(graph.structural_hash()) in DISCOVERED_LAYERS:
+    if name in DISCOVERED_LAYERS:
         lines.append("origin:  discovered by evonorm searches (docs/RESULTS.md, Discovered layers)")
     lines += [
-        f"space:   {graph.space} ({'uses' if graph.uses_batch_stats else 'no'} batch statistics)",
+        f"space:   {graph.space or 'none'} ({'uses' if graph.uses_batch_stats else 'no'} batch "
+        f"statistics; in {', '.join(graph.spaces) or 'no space'}"
+        f"{'' if name is None else f'; made for the {HOME_LABELS[KNOWN_HOMES[name]]} slot'})",
         f"hash:    {graph.structural_hash()}",
         "nodes:",
     ]
@@ -236,7 +244,7 @@ def describe(graph: LayerGraph) -> str:
 @click.option("--db", "db_path", type=click.Path(path_type=Path, dir_okay=False),
               default=DEFAULT_DB_PATH, show_default=True, help=DB_HELP)
 def show(layer: str, as_json: bool, as_graph: bool, db_path: Path) -> None:
-    """Print a layer's formula (and its name), search space (B/S), hash and nodes.
+    """Print a layer's formula (and its name), search space, hash and nodes.
 
     NAME_OR_JSON_FILE_OR_ID: a layer name, known (e.g. evonorm_s0, bn_relu) or discovered
     (swish_group_rmsnorm), a layer graph JSON
@@ -276,23 +284,58 @@ def show(layer: str, as_json: bool, as_graph: bool, db_path: Path) -> None:
     "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
     help="File to write the module to (default: standard output).",
 )
-@click.option("--class-name", default="EvolvedNormAct", show_default=True,
-              help="Name of the generated nn.Module class.")
-def export(layer: str, db_path: Path, output: Path | None, class_name: str) -> None:
+@click.option("--class-name", default=None,
+              help="Name of the generated nn.Module class. [default: EvolvedNormAct, or "
+                   "EvolvedNorm with --transformer]")
+@click.option("--transformer/--maps", "transformer", default=None,
+              help="--transformer: a Transformer norm over the last dim of (B, T, C) "
+                   "tensors (timm's norm_layer constructor); --maps: a layer on (N, C, H, W) "
+                   "maps. [default: --transformer for a Transformer layer (a known one made "
+                   "for that slot, or a candidate of a T/TB search), else --maps]")
+def export(layer: str, db_path: Path, output: Path | None, class_name: str | None,
+           transformer: bool | None) -> None:
     """Write a layer as a stand-alone PyTorch module that imports only torch.
 
-    NAME_OR_JSON_FILE_OR_ID: a layer name, known (e.g. evonorm_s0, bn_relu) or discovered
-    (swish_group_rmsnorm), a layer graph JSON file, or an integer: a candidate ID in the
-    database given by --db. The class takes
-    (num_channels, groups=32, eps=1e-5, momentum=0.1).
+    NAME_OR_JSON_FILE_OR_ID: a layer name, known (e.g. evonorm_s0, bn_relu, layernorm) or
+    discovered (swish_group_rmsnorm), a layer graph JSON file, or an integer: a candidate ID
+    in the database given by --db. The maps class takes (num_channels, groups=32,
+    eps=1e-5, momentum=0.1); the Transformer class (--transformer) takes (num_features,
+    eps=1e-5, groups=32, momentum=0.1, device=None, dtype=None) and normalizes the last
+    dim of (B, T, C) or (B, heads, T, head_dim) tensors.
     """
-    source = to_source(resolve_layer(layer, db_path)[0], class_name=class_name)
+    graph, record, _, _ = _resolve(layer, db_path)
+    if transformer is None:
+        transformer = _is_transformer_layer(layer, record, db_path)
+    if transformer:
+        from evonorm_search.export_tokens import DEFAULT_CLASS_NAME, to_token_source
+
+        class_name = class_name or DEFAULT_CLASS_NAME
+        source = to_token_source(graph, class_name=class_name)
+    else:
+        class_name = class_name or "EvolvedNormAct"
+        source = to_source(graph, class_name=class_name)
     if output is None:
         click.echo(source, nl=False)
         return
     write_text_file(output, source, what="the layer module",
                     fix="choose another path with -o")
     click.echo(f"wrote {class_name} to {output}", err=True)
+
+
+def _is_transformer_layer(layer: str, record: CandidateRecord | None, db_path: Path) -> bool:
+    """Whether LAYER was made for a Transformer norm slot: a known layer whose home that
+    is, or a candidate of a search in a "norm" space (T, TB)."""
+    from evonorm_search.known import KNOWN_HOMES
+    from primitives import SPACES
+
+    if record is None:
+        return KNOWN_HOMES.get(layer) == "norm"
+    from db.store import SearchStore
+
+    with SearchStore.open(db_path, readonly=True) as store:
+        search = next(s for s in store.list_searches() if s.id == record.search_id)
+    space = SPACES.get(str(search.config.get("space", "B")))
+    return space is not None and space.slot == "norm"
 
 
 COMMANDS: list[click.Command] = [show, export]

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import click
 
-from evonorm_search.rerank import RERANK_BASELINES, RerankError, format_ranking, ranking
+from evonorm_search.rerank import (
+    RERANK_BASELINES, TRANSFORMER_BASELINES, RerankError, format_ranking, ranking,
+)
 
 DEFAULT_DB = "evonorm.db"
 
@@ -34,14 +36,16 @@ def _baselines(text: str) -> tuple[str, ...]:
               help="Training seeds per layer (the same seeds for every layer).")
 @click.option("--steps", type=int, default=None,
               help="Training steps per proxy. [default: 3x the search's steps]")
-@click.option("--baselines", default=",".join(RERANK_BASELINES), show_default=True,
-              help="Comma-separated known layers re-ranked for reference ('' for none).")
+@click.option("--baselines", default=None,
+              help="Comma-separated known layers re-ranked for reference ('' for none). "
+                   f"[default: {','.join(RERANK_BASELINES)}; "
+                   f"{','.join(TRANSFORMER_BASELINES)} for a T/TB search]")
 @click.option("--executor", type=click.Choice(["ray", "inline"]), default="ray", show_default=True,
               help="Where evaluations run: a local Ray instance, or in this process.")
 @click.option("--workers", type=int, default=None,
               help="Evaluations in flight with --executor ray. [default: the machine's CPUs]")
-def rerank(name: str, db_path: str, top: int, seeds: int, steps: int | None, baselines: str,
-           executor: str, workers: int | None) -> None:
+def rerank(name: str, db_path: str, top: int, seeds: int, steps: int | None,
+           baselines: str | None, executor: str, workers: int | None) -> None:
     """Re-rank the best layers of search NAME on the held-out TEST split.
 
     Retrains the top layers of the Pareto front, plus known baselines for reference, with
@@ -54,21 +58,25 @@ def rerank(name: str, db_path: str, top: int, seeds: int, steps: int | None, bas
     from db.store import SearchStore
     from evonorm_search.config import stored_config
     from evonorm_search.rerank import evaluate_on_test, rerank_seeds, rerank_train_settings, run_rerank
-    from workers.datasets import load_dataset
+    from primitives import SPACES
+    from workers.datasets import load_proxy_data
     from workers.executors import make_evaluator
 
     if workers is not None and workers < 1:
         raise RerankError(f"--workers must be at least 1, got {workers}")
-    baseline_names = _baselines(baselines)
+    baseline_names = None if baselines is None else _baselines(baselines)
     path = Path(db_path).expanduser()
     with SearchStore.open(path) as store:
         search = store.get_search(name)
         config = stored_config(search.config)
+        if baseline_names is None:  # the references of the search's slot
+            transformer = SPACES[config.space].slot == "norm"
+            baseline_names = TRANSFORMER_BASELINES if transformer else RERANK_BASELINES
         rerank_train_settings(config.train, steps)
         rerank_seeds(search.seed, seeds)
         if top < 1:
             raise RerankError(f"--top must be at least 1, got {top}")
-        data = load_dataset(config.dataset)
+        data = load_proxy_data(config.dataset, config.proxies)
         evaluator = make_evaluator(executor, evaluate_fn=evaluate_on_test, data=data, workers=workers)
         try:
             run = run_rerank(

@@ -26,6 +26,7 @@ from evonorm_search.config import (
     STRATEGIES, ConfigError, SearchConfig, new_search_config, read_init_files, stored_config,
 )
 from evonorm_search.errors import DatabaseWriteError, ExecutorLost, StoreError
+from evonorm_search.proxy_info import score_note
 from evonorm_search.search.controller import Progress, SearchController
 from evonorm_search.search.engines import ENGINES
 from primitives import SPACES
@@ -76,6 +77,7 @@ _SETTINGS = {
     "quality_threshold": "train.quality_threshold",
     "stability_steps": "train.stability_steps",
     "threads": "train.threads",
+    "corpus": "dataset.corpus",
     "task": "task",
     "hurdle": "hurdle",
     "reevaluate": "reevaluate",
@@ -121,8 +123,9 @@ def _overrides(options: dict[str, Any]) -> dict[str, Any]:
             overrides[key] = tuple(p.strip() for p in overrides[key].split(",") if p.strip())
     if "init" in overrides:  # layer graph files are read now and stored with the search
         overrides["init_graphs"] = read_init_files(overrides["init"])
-    if "dataset.data_dir" in overrides:
-        overrides["dataset.data_dir"] = str(Path(overrides["dataset.data_dir"]).expanduser().resolve())
+    for key in ("dataset.data_dir", "dataset.corpus"):
+        if key in overrides:
+            overrides[key] = str(Path(overrides[key]).expanduser().resolve())
     return overrides
 
 
@@ -230,11 +233,11 @@ SEARCH_GROUPS = {
              "or a layer graph JSON file.")
 @option("--space", group="search", type=click.Choice(list(SPACES)),
         help="; ".join(f"{s.name}: {s.doc}" for s in SPACES.values())
-             + f". [default: {_DEFAULTS.space}]")
+             + f". [default: {_DEFAULTS.space}; T and TB search Transformer norms]")
 @option("--proxies", group="search", comma_list=True,
         help="Comma-separated proxy architectures: registry names, or your own builder as "
              "MODULE:FUNCTION (see docs/own_proxy.md); planted: regimes. "
-             f"[default: {','.join(_DEFAULTS.proxies)}]")
+             f"[default: {','.join(_DEFAULTS.proxies)}; vit,charlm for space T, vit for TB]")
 @option("--budget", group="search", type=int,
         help="Candidates to evaluate (submitted for training; duplicates and hash or "
              f"NaN rejects do not count). May grow on resume. [default: {_DEFAULTS.budget}]")
@@ -308,24 +311,28 @@ SEARCH_GROUPS = {
 @option("--validation-fraction", group="data", type=float,
         help="Share of training images held out for fitness. "
              f"[default: {_DATA.validation_fraction}]")
+@option("--corpus", group="data", type=click.Path(dir_okay=False),
+        help="charlm's text: a UTF-8 text file. [default: the pinned corpus every Python "
+             "carries, pydoc topics and stdlib docstrings; see docs/transformers.md]")
 @option("--steps", group="training", type=int,
         help=f"Training steps per proxy. {training_default_help('steps')}")
 @option("--batch-size", group="training", type=int,
         help=f"Training batch size. {training_default_help('batch_size')}")
 @option("--learning-rate", group="training", type=float,
-        help=f"SGD learning rate. [default: {_TRAIN.learning_rate}]")
+        help="Learning rate (SGD; AdamW for the Transformer proxies). "
+             f"{training_default_help('learning_rate')}")
 @option("--width", group="training", type=int,
-        help=f"Proxy base width. [default: {_TRAIN.width}]")
+        help=f"Proxy base width. {training_default_help('width')}")
 @option("--depth", group="training", type=int,
-        help=f"Proxy blocks per stage. [default: {_TRAIN.depth}]")
+        help=f"Proxy blocks per stage (Transformers: blocks). {training_default_help('depth')}")
 @option("--quality-steps", group="protocols", type=int,
-        help=f"Steps before the quality check (0: off). [default: {_TRAIN.quality_steps}]")
+        help=f"Steps before the quality check (0: off). {training_default_help('quality_steps')}")
 @option("--quality-threshold", group="protocols", type=float,
         help="Minimum accuracy (0 to 1, on 10 classes; scaled for others) after the quality "
              f"steps. [default: {_TRAIN.quality_threshold}]")
 @option("--stability-steps", group="protocols", type=int,
-        help="Gradient-ascent steps of the stability check (0: off). "
-             f"[default: {_TRAIN.stability_steps}]")
+        help="Steps of the stability check (0: off): gradient ascent, or a stress run for "
+             f"the Transformer proxies. {training_default_help('stability_steps')}")
 @option("--hurdle", group="protocols", type=float,
         help="Multi-fidelity: after the quality check a new candidate trains on only if "
              "its mean accuracy over the proxies reaches this quantile (0-1) of the "
@@ -372,7 +379,7 @@ def search(name: str, db_path: str, workers: int | None, executor: str,
     engine; see docs/method.md).
     """
     from db.store import SearchStore
-    from workers.datasets import load_dataset
+    from workers.datasets import load_proxy_data
     from workers.executors import make_evaluator
 
     if workers is not None and workers < 1:
@@ -384,7 +391,7 @@ def search(name: str, db_path: str, workers: int | None, executor: str,
     if resuming and _budget_done(path, name, config):
         return
     # A planted search builds its own inputs (workers.planted): no data set to load.
-    data = None if config.task == "planted" else load_dataset(config.dataset)
+    data = None if config.task == "planted" else load_proxy_data(config.dataset, config.proxies)
     if data is not None:
         _check_own_proxies(config, data)
     # The executor is built (and --address reached) before the database is written.
@@ -521,6 +528,9 @@ def _print_summary(store: Any, search_id: int, config: SearchConfig) -> None:
         count = f"  {candidate.seed_count} seeds" if config.reevaluate > 1 else ""
         formula = formula_label(LayerGraph.from_json(candidate.graph_json))
         click.echo(f"  id {candidate.id:>5}  {scores}{count}  {formula}")
+    note = score_note(config.proxies) if config.task == "classification" else None
+    if note:
+        click.echo(note)
 
 
 def _mean_with_error(candidate: Any, proxy: str) -> str:

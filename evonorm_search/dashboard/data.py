@@ -35,7 +35,7 @@ from evonorm_search.errors import (
     GraphError,
     StoreError,
 )
-from evonorm_search.planted import score_name
+from evonorm_search.proxy_info import metric_of, score_label
 from evonorm_search.graph import LayerGraph
 from evonorm_search.known import known_name
 from evonorm_search.report.data import ReportData, gather, lineage
@@ -152,7 +152,10 @@ def search_view(data: ReportData, summary_best: dict[str, tuple[int, float]],
         "search": {**_search_head(data.search), "versions": data.search.versions},
         "config": data.config.to_dict(),
         "proxies": list(proxies),
-        "score": score_name(data.config.task),  # what the per-proxy numbers are
+        "score": score_label(data.config.task, proxies),  # what the per-proxy numbers are
+        # ... per proxy, for axis titles ("validation accuracy", "1 - bits/char / 8 ...")
+        "metrics": {p: (metric_of(p) if data.config.task != "planted" else
+                        score_label("planted", proxies)) for p in proxies},
         "budget": data.config.budget,
         "evaluated": len(data.progress.evaluated),
         "total": len(rows),

@@ -14,7 +14,7 @@ from html import escape
 from typing import TYPE_CHECKING
 
 from evonorm_search.graph import LayerGraph
-from evonorm_search.planted import score_name
+from evonorm_search.proxy_info import score_label
 from evonorm_search.report.data import ReportData
 from evonorm_search.report.plots import funnel_png, graph_png, pareto_pngs, progress_png
 
@@ -126,7 +126,7 @@ def _pareto(data: ReportData) -> str:
         if c.status == "done" and all(p in c.accuracies for p in proxies)
     ]
     front = [c.accuracies for c in data.front]
-    score = score_name(data.config.task)
+    score = score_label(data.config.task, data.config.proxies)
     pictures = pareto_pngs(points, front, data.known, proxies, score)
     images = "".join(_img(png, f"Pareto front, {x} vs {y}") for x, y, png in pictures)
     return (
@@ -198,10 +198,10 @@ def render(data: ReportData) -> str:
     sections = [
         ("Settings", _settings(data)),
         ("Progress", '<p class="note">Per proxy, after each candidate evaluated (counted as the '
-                     f"budget counts them): best {score_name(data.config.task)} so far, and "
+                     f"budget counts them): best {score_label(data.config.task, data.config.proxies)} so far, and "
                      f"the median of the population (the {data.config.population} most recent "
                      "done members).</p>"
-                     + _img(progress_png(data.progress, proxies, score_name(data.config.task)),
+                     + _img(progress_png(data.progress, proxies, score_label(data.config.task, data.config.proxies)),
                             "progress curves")),
         ("Pareto front", _pareto(data) + _front(data)),
         ("Rejection funnel", _funnel(data)),

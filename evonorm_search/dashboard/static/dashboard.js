@@ -178,6 +178,11 @@ function renderProgress(view) {
   draw("progress", traces, { xaxis: { title: { text: "candidates evaluated" } }, yaxis: { title: { text: view.score } } });
 }
 
+// What proxy p's score is (its own metric where the proxies differ, e.g. charlm's bits).
+function metricOf(view, p) {
+  return (view.metrics && view.metrics[p]) || view.score;
+}
+
 function hoverText(c, proxies) {
   const scores = proxies.map((p) => `${p} ${fmtScore(c, p)}`).join("<br>");
   const name = c.known ? ` (${c.known})` : "";
@@ -222,9 +227,9 @@ function renderPareto(view) {
     trace(front, "Pareto front (all proxies)", { color: "rgba(0,0,0,0)", size: 13, line: { color: FRONT_COLOR, width: 2.5 } }),
     trace(known, "known layers", { color: KNOWN_COLOR, size: 13, symbol: "star" }),
   ], {
-    xaxis: { title: { text: single ? "candidate number" : `${xp} ${view.score}` },
+    xaxis: { title: { text: single ? "candidate number" : `${xp} ${metricOf(view, xp)}` },
              range: single ? undefined : accuracyRange(done.map(x)) },
-    yaxis: { title: { text: `${single ? proxies[0] : yp} ${view.score}` }, range: accuracyRange(done.map(y)) },
+    yaxis: { title: { text: `${single ? proxies[0] : yp} ${metricOf(view, single ? proxies[0] : yp)}` }, range: accuracyRange(done.map(y)) },
   });
   const plot = document.getElementById("pareto");
   if (!plot.dataset.clicks) {
