@@ -31,28 +31,40 @@ RECOVERY_R2 = 0.999
 
 @dataclass(frozen=True)
 class Regime:
-    """One input shape (N, C, H, W) the candidate and the target are compared on."""
+    """One input shape (N, C, H, W) the candidate and the target are compared on.
+    `scored`: a search scores its candidates on it (one of its K "proxies"); a regime
+    that is not scored only confirms a recovery (see `strictly_recovered`)."""
 
     name: str
     batch: int
     channels: int
     size: int
     doc: str
+    scored: bool = True
 
 
-# Chosen so that every statistic differs from every other on at least one regime:
+# Chosen so that every statistic differs from every other on at least one scored regime
+# (channel groups: 32 lowered until it divides C, see compile.effective_groups):
 # - small_batch: 2 images, so batch statistics are noisy and differ from the layer and
-#   group ones; 48 channels are 16 groups of 3 (group != instance != layer);
+#   group ones; 48 channels are 24 groups of 2 (group != instance != layer);
 # - pixels_1x1: 1x1 maps, so instance statistics degenerate (std = sqrt(eps)) while batch
 #   statistics over 64 images are well defined; 35 channels (not divisible by 32) are
 #   7 groups of 5;
 # - maps_2x2: 2x2 maps of 40 channels (20 groups of 2), batch 8.
+# - unseen_shape (not scored): batch, channel count, group size and map size that no
+#   scored regime has, so a formula that only coincides with the target on the scored
+#   shapes (e.g. through a group size or a degenerate statistic) shows there.
+# A new regime (e.g. for another search space) is one row.
 REGIMES: tuple[Regime, ...] = (
-    Regime("small_batch", 2, 48, 6, "batch 2, 48 channels (16 groups of 3), 6x6 maps"),
+    Regime("small_batch", 2, 48, 6, "batch 2, 48 channels (24 groups of 2), 6x6 maps"),
     Regime("pixels_1x1", 64, 35, 1, "batch 64, 35 channels (7 groups of 5), 1x1 maps"),
     Regime("maps_2x2", 8, 40, 2, "batch 8, 40 channels (20 groups of 2), 2x2 maps"),
+    Regime("unseen_shape", 4, 68, 3, "batch 4, 68 channels (17 groups of 4), 3x3 maps; "
+           "never scored by a search, it confirms recoveries", scored=False),
 )
-REGIME_NAMES: tuple[str, ...] = tuple(regime.name for regime in REGIMES)
+# The regimes a planted search scores (its default proxies) and the ones it never sees.
+REGIME_NAMES: tuple[str, ...] = tuple(regime.name for regime in REGIMES if regime.scored)
+CHECK_REGIME_NAMES: tuple[str, ...] = tuple(r.name for r in REGIMES if not r.scored)
 
 
 def score_name(task: str) -> str:
@@ -61,10 +73,12 @@ def score_name(task: str) -> str:
 
 
 def get_regime(name: str) -> Regime:
+    """The regime called `name`, scored or not."""
     for regime in REGIMES:
         if regime.name == name:
             return regime
-    raise GraphError(f"unknown planted regime {name!r}; use one of: {', '.join(REGIME_NAMES)}")
+    raise GraphError(f"unknown planted regime {name!r}; use one of: "
+                     f"{', '.join(r.name for r in REGIMES)}")
 
 
 def resolve_target(spec: str) -> tuple[LayerGraph, str]:
