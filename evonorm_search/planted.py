@@ -25,8 +25,10 @@ from evonorm_search.layer_spec import load_graph_spec
 
 TASKS: tuple[str, ...] = ("classification", "planted")
 DEFAULT_TASK = "classification"
-# R^2 on held-out inputs that counts as reproducing the target, on every regime.
+# R^2 that counts as reproducing the target on every scored regime (the search's own
+# criterion), and on every regime no search scores (the strict criterion's check).
 RECOVERY_R2 = 0.999
+CHECK_R2 = 0.99999
 
 
 @dataclass(frozen=True)
@@ -92,8 +94,19 @@ def resolve_target(spec: str) -> tuple[LayerGraph, str]:
 
 
 def recovered(scores: dict[str, float], regimes: tuple[str, ...]) -> bool:
-    """Whether per-regime R^2 `scores` reproduce the target on every regime."""
+    """Whether per-regime R^2 `scores` reach RECOVERY_R2 on every regime of `regimes`
+    (the search's own criterion, on the scores it has)."""
     return all(scores.get(name, 0.0) >= RECOVERY_R2 for name in regimes)
+
+
+def strictly_recovered(scores: dict[str, float], regimes: tuple[str, ...],
+                       check_scores: dict[str, float]) -> bool:
+    """The strict criterion, besides the identical formula: RECOVERY_R2 on every scored
+    regime and CHECK_R2 on every regime no search scores (`check_scores`, for
+    CHECK_REGIME_NAMES), so that a formula that only coincides with the target on the
+    scored shapes does not count."""
+    return recovered(scores, regimes) and all(
+        check_scores.get(name, 0.0) >= CHECK_R2 for name in CHECK_REGIME_NAMES)
 
 
 def recovery_kind(candidate: LayerGraph, target: LayerGraph) -> str:
@@ -110,17 +123,47 @@ class Recovery:
     evaluations: int  # candidates evaluated up to and including it (the budget's count)
     kind: str  # "identical" or "equivalent" (see `recovery_kind`)
     formula: str
+    # The candidate simplified up to the affine (evonorm_search.simplify), and whether
+    # that is the target's own formula (a bloated copy of it is "equivalent" above).
+    simplified: str
+    simplified_identical: bool
+
+
+# Scores a candidate on the regimes no search scores (CHECK_REGIME_NAMES): the
+# evaluation's `workers.planted.check_scores` bound to the target.
+CheckScores = Callable[[LayerGraph], dict[str, float]]
+
+
+def recovery_of(candidate_id: int, evaluations: int, graph: LayerGraph,
+                target: LayerGraph) -> Recovery:
+    """Describe `graph` as a recovery of `target`: its kind, formula and simplified form."""
+    from evonorm_search.simplify import simplify
+
+    simple = simplify(graph, up_to_affine=True, prefer=(target,))
+    identical = simple.structural_hash() == simplify(
+        target, up_to_affine=True, prefer=(target,)).structural_hash()
+    return Recovery(candidate_id, evaluations, recovery_kind(graph, target), formula_label(graph),
+                    formula_label(simple), identical)
 
 
 def first_recovery(candidates: list, regimes: tuple[str, ...], target: LayerGraph,
-                   counts: Callable[[object], bool]) -> Recovery | None:
+                   counts: Callable[[object], bool],
+                   check: CheckScores | None = None) -> Recovery | None:
     """The earliest (by number) done candidate among `candidates` that recovers `target`;
-    `counts(candidate)` says whether it counted toward the budget."""
+    `counts(candidate)` says whether it counted toward the budget. With `check`, by the
+    strict criterion (`strictly_recovered`, or the identical formula); without, by the
+    search's own scores only (`recovered`)."""
     evaluations = 0
+    target_hash = target.structural_hash()
     for candidate in sorted(candidates, key=lambda c: c.number):
         evaluations += bool(counts(candidate))
-        if candidate.status == "done" and recovered(candidate.accuracies, regimes):
-            graph = LayerGraph.from_json(candidate.graph_json)
-            return Recovery(candidate.id, evaluations, recovery_kind(graph, target),
-                            formula_label(graph))
+        if candidate.status != "done":
+            continue
+        identical = check is not None and candidate.structural_hash == target_hash
+        if not (identical or recovered(candidate.accuracies, regimes)):
+            continue
+        graph = LayerGraph.from_json(candidate.graph_json)
+        if check is None or identical or strictly_recovered(candidate.accuracies, regimes,
+                                                            check(graph)):
+            return recovery_of(candidate.id, evaluations, graph, target)
     return None

@@ -20,6 +20,7 @@ from evonorm_search.export import to_source
 from evonorm_search.graph import INITIAL_NODES, NUM_INITIAL, LayerGraph
 from evonorm_search.known import KNOWN_LAYERS, formula_label, known_name
 from evonorm_search.layer_spec import load_graph_spec
+from evonorm_search.simplify import simplify
 
 if TYPE_CHECKING:
     from db.store import CandidateRecord, TrialRecord
@@ -57,11 +58,18 @@ def echo_json(kind: str, document: dict[str, Any]) -> None:
     click.echo(json.dumps(whole, indent=2, allow_nan=False))
 
 
+def _simplified_json(graph: LayerGraph) -> dict[str, Any]:
+    return {"formula": graph.formula(), "known_name": known_name(graph.structural_hash()),
+            "structural_hash": graph.structural_hash(), "graph": graph.to_dict()}
+
+
 def layer_json(graph: LayerGraph) -> dict[str, Any]:
     """What `describe` prints, plus the layer graph file form under "graph"."""
     live = graph.live_nodes()
     return {
         "formula": graph.formula(),
+        "simplified": _simplified_json(simplify(graph)),
+        "simplified_up_to_affine": _simplified_json(simplify(graph, up_to_affine=True)),
         "known_name": known_name(graph.structural_hash()),
         "space": graph.space,
         "uses_batch_stats": graph.uses_batch_stats,
@@ -201,8 +209,15 @@ def describe(graph: LayerGraph) -> str:
     """Formula (with the known layer's name), space, hash and node list of `graph`, dead
     nodes marked."""
     live = graph.live_nodes()
+    exact, affine = simplify(graph), simplify(graph, up_to_affine=True)
     lines = [
         f"formula: {formula_label(graph)}",
+        *([f"simplified: {formula_label(exact)}  (the same output for every parameter "
+           "value; what `evonorm export` writes)"]
+          if exact.structural_hash() != graph.structural_hash() else []),
+        *([f"up to the affine: {formula_label(affine)}  (the same up to the per-channel "
+           "* gamma + beta; `evonorm export --simplify affine`)"]
+          if affine.structural_hash() != exact.structural_hash() else []),
         f"space:   {graph.space} ({'uses' if graph.uses_batch_stats else 'no'} batch statistics)",
         f"hash:    {graph.structural_hash()}",
         "nodes:",
@@ -265,14 +280,27 @@ def show(layer: str, as_json: bool, as_graph: bool, db_path: Path) -> None:
 )
 @click.option("--class-name", default="EvolvedNormAct", show_default=True,
               help="Name of the generated nn.Module class.")
-def export(layer: str, db_path: Path, output: Path | None, class_name: str) -> None:
+@click.option("--simplify", "simplification", type=click.Choice(["exact", "affine", "off"]),
+              default="exact", show_default=True,
+              help="Write the layer simplified: 'exact' keeps the output for every parameter "
+              "value (so it trains the same) and drops only redundant nodes; 'affine' writes "
+              "the shortest form that is the same up to the per-channel * gamma + beta (e.g. "
+              "without a factor v1 or a division by the zero node), which starts from another "
+              "output at initialisation; 'off' writes the graph as stored.")
+def export(layer: str, db_path: Path, output: Path | None, class_name: str,
+           simplification: str) -> None:
     """Write a layer as a stand-alone PyTorch module that imports only torch.
 
     NAME_OR_JSON_FILE_OR_ID: a known layer (e.g. evonorm_s0, bn_relu), a layer graph JSON
     file, or an integer: a candidate ID in the database given by --db. The class takes
-    (num_channels, groups=32, eps=1e-5, momentum=0.1).
+    (num_channels, groups=32, eps=1e-5, momentum=0.1). By default the layer is simplified
+    without changing its function (see --simplify); its node numbering, and so the names
+    of batch-statistic buffers, are then the simplified graph's.
     """
-    source = to_source(resolve_layer(layer, db_path)[0], class_name=class_name)
+    graph = resolve_layer(layer, db_path)[0]
+    if simplification != "off":
+        graph = simplify(graph, up_to_affine=simplification == "affine")
+    source = to_source(graph, class_name=class_name)
     if output is None:
         click.echo(source, nl=False)
         return
