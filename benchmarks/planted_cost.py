@@ -1,11 +1,12 @@
 """Cost and ranking fidelity of the planted fit, measured in one run (issues 10, 16).
 
 1. The fit's settings (`workers.planted.FitSettings`): CPU per candidate of the default
-   fit and of variants (fewer restarts, fewer iterations, no gate, the issue's 3 x 3
-   starts) over mutants of known layers, against an expensive reference fit (a dense
-   grid of starts, 6 restarts, 40 iterations, no gate): the Spearman correlation of
-   their min-over-regimes R^2 with the reference's (does the cheaper fit rank layers
-   the same?) and how many layers each puts above R^2 0.95 and 0.999.
+   fit and of variants (fewer restarts, fewer iterations, the full fit from R^2 0.5, no
+   gate, the issue's 3 x 3 starts) over mutants of known layers, against an expensive
+   reference fit (a dense grid of starts, 6 restarts, 40 iterations, no gate): the
+   Spearman correlation of their min-over-regimes R^2 with the reference's (does the
+   cheaper fit rank layers the same?), how many layers each puts above R^2 0.95 and
+   0.999, and the largest shortfall of a layer's R^2 below the reference's.
    With --baseline FILE, also another version's whole planted evaluation (its
    `evaluate_planted`), e.g. the issue-10 fit that started at the target's values:
        git show d3f0101:workers/planted.py > /tmp/planted_issue10.py
@@ -37,11 +38,12 @@ from workers.planted import DEFAULT_FIT, FitSettings
 REFERENCE = FitSettings(starts=(("v0", (-1.5, -1.0, -0.75, -0.5, -0.25, 0.0, 0.25, 0.5, 0.75,
                                         1.0, 1.5)),
                                 ("v1", (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0))),
-                        restarts=6, iterations=40, gate=0.0)
+                        restarts=6, iterations=40, gate=0.0, full_gate=0.0)
 VARIANTS: dict[str, FitSettings] = {
     "default": DEFAULT_FIT,
     "1 restart": FitSettings(restarts=1),
     "4 iterations": FitSettings(iterations=4),
+    "full from 0.5": FitSettings(full_gate=0.5),
     "no gate": FitSettings(gate=0.0),
     "3 x 3 starts": FitSettings(starts=(("v0", (-1.0, 0.0, 1.0)), ("v1", (0.5, 1.0, 2.0)))),
 }

@@ -82,7 +82,9 @@ class FitSettings:
     interact). `iterations`: Levenberg-Marquardt iterations (two batched forward passes
     each). `gate`: v0/v1 are fitted only where the layer at its best start already
     explains this share of the target's variance: below it the iterations would cost
-    most of the evaluation and hardly ever lift a layer near recovery.
+    most of the evaluation and hardly ever lift a layer near recovery. Layers below
+    `full_gate` get a quick fit (see below); the restarts and all iterations go to the
+    layers that may recover.
     """
 
     starts: tuple[tuple[str, tuple[float, ...]], ...] = (
@@ -90,11 +92,15 @@ class FitSettings:
     restarts: int = 3
     iterations: int = 8
     gate: float = 0.5
+    # Between `gate` and `full_gate` a layer gets one copy and `quick_iterations`: its fit
+    # moves its rank little (measured), and most fitted candidates of a search are there.
+    full_gate: float = 0.9
+    quick_iterations: int = 3
 
 
 DEFAULT_FIT = FitSettings()
 # Confirming a recovery on a regime the search never scored: rare, so fitted thoroughly.
-CHECK_FIT = FitSettings(restarts=6, iterations=30, gate=0.0)
+CHECK_FIT = FitSettings(restarts=6, iterations=30, gate=0.0, full_gate=0.0)
 
 
 def _generator(*parts: object) -> torch.Generator:
@@ -329,9 +335,11 @@ class _Fit:
             # Levenberg's damping, isotropic: v0 and v1 can be nearly redundant (e.g.
             # relu(v1 * z + v0) depends on v0 / v1 only, gamma takes the scale), and a
             # damping scaled per parameter would let the step run along that valley.
-            size = torch.diagonal(jtj, dim1=-2, dim2=-1).mean(-1) + 1e-30
+            jtj, jtr = torch.nan_to_num(jtj), torch.nan_to_num(jtr)
+            size = torch.diagonal(jtj, dim1=-2, dim2=-1).mean(-1) + 1e-20 * self.total
             system = jtj + torch.diag_embed((damping * size).unsqueeze(-1).expand(jtr.shape))
-            delta = -torch.linalg.solve(system, jtr.unsqueeze(-1)).squeeze(-1)
+            # A singular system (a parameter without effect on a channel) gives no step.
+            delta = -torch.linalg.solve_ex(system, jtr.unsqueeze(-1))[0].squeeze(-1)
             delta = torch.nan_to_num(delta, nan=0.0, posinf=0.0, neginf=0.0).permute(2, 0, 1)
             trials = theta + scales * delta.clamp(-MAX_STEP, MAX_STEP)  # (S, P, R, C)
             flat = trials.permute(1, 0, 2, 3).reshape(count, -1, channels)
@@ -387,11 +395,14 @@ def score_regime(graph: LayerGraph, target_json: str, regime_name: str,
         if names:
             fitter = _Fit(layer, names, batches, target.outputs)
             theta = fitter.starts(dict(fit.starts), fit.restarts)
-            start = fitter.residuals(theta).min(0).values.sum()
-            if torch.isfinite(start) and 1.0 - float(start) / max(target.total, VARIANCE_FLOOR) >= fit.gate:
-                theta, done = fitter.levenberg_marquardt(theta, fit.iterations)
-            else:
+            start = fitter.residuals(theta[:, :1]).sum()
+            explained = 1.0 - float(start) / max(target.total, VARIANCE_FLOOR)
+            if not torch.isfinite(start) or explained < fit.gate:
                 theta = theta[:, 0]
+            elif explained < fit.full_gate:
+                theta, done = fitter.levenberg_marquardt(theta[:, :1], fit.quick_iterations)
+            else:
+                theta, done = fitter.levenberg_marquardt(theta, fit.iterations)
             for name, row in zip(names, theta):
                 getattr(layer, name).copy_(row.reshape(1, -1, 1, 1))
         y = torch.cat([layer(x) for x in batches])
