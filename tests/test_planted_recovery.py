@@ -78,22 +78,34 @@ def test_the_fit_never_reads_the_targets_parameters(monkeypatch) -> None:
     assert after == before
 
 
-def test_copies_in_one_forward_pass_equal_one_by_one() -> None:
-    layer_graph = get_known("evonorm_s0")
-    batches = planted.regime_data("maps_2x2")
-    target = planted.target_outputs(layer_graph.to_json(), "maps_2x2").outputs
+BATCH_AND_GROUP = LayerGraph([Node("std_batch", (X,)), Node("mul", (V1, X)),
+                              Node("std_group", (X,)), Node("add", (5, 6)), Node("max", (4, 7)),
+                              Node("div", (X, 8))])  # x / max(std_batch, v1 x + std_group)
+
+
+@pytest.mark.parametrize("graph", [get_known("evonorm_s0"), get_known("bn_relu"), BATCH_AND_GROUP],
+                         ids=["as samples", "as channels", "one by one"])
+def test_parameter_copies_together_equal_one_by_one(graph: LayerGraph) -> None:
     from evonorm_search.compile import compile_layer
 
-    layer = compile_layer(layer_graph, 40).train()
-    fit = planted._Fit(layer, ["v1"], batches, target)
-    theta = torch.rand(1, 3, 40) + 0.5  # three copies
+    batches = planted.regime_data("maps_2x2")
+    target = planted.target_outputs(graph.to_json(), "maps_2x2").outputs
+    layer = compile_layer(graph, 40).train()
+    names = [name for index, name in ((2, "v0"), (3, "v1")) if index in graph.live_nodes()]
+    fit = planted._Fit(layer, names, batches, target)
+    theta = torch.rand(len(names), 3, 40) + 0.5  # three copies
     together = fit.outputs(theta)
     for copy in range(3):
         with torch.no_grad():
-            layer.v1.copy_(theta[0, copy].reshape(1, -1, 1, 1))
+            for name, row in zip(names, theta[:, copy]):
+                getattr(layer, name).copy_(row.reshape(1, -1, 1, 1))
             alone = torch.cat([layer(x) for x in batches])
-        assert torch.allclose(together[copy], alone, atol=1e-6)
-    assert not planted.channels_interact(layer_graph)
+        assert torch.allclose(together[copy], alone, atol=1e-5)
+
+
+def test_channels_interact_through_layer_and_group_statistics_of_parameters() -> None:
+    assert not planted.channels_interact(get_known("evonorm_s0"))
+    assert not planted.channels_interact(BATCH_AND_GROUP)  # std_group reads x only
     assert planted.channels_interact(LayerGraph([Node("mul", (X, V1)), Node("std_group", (4,)),
                                                  Node("div", (X, 5))]))
 

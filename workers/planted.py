@@ -234,15 +234,22 @@ def channels_interact(graph: LayerGraph) -> bool:
     return False
 
 
+def _reads_across_channels(graph: LayerGraph) -> bool:
+    """Whether a live node is a layer or group statistic (mixes channels)."""
+    return any(OPS[graph.node(i).op].axes in ("layer", "group")
+               for i in graph.live_nodes() if i >= NUM_INITIAL)
+
+
 class _Fit:
     """v0/v1 of one layer fitted to the target on one regime's batches.
 
     Parameters are (P, R, C): the P of v0/v1 that the layer uses, for R copies (restarts
-    or trial steps) of every channel. R copies run in one forward pass as R times the
-    samples, each copy with its own parameter values: every op but a batch statistic
-    works per sample, so the copies do not mix (with a batch statistic they run one by
-    one). Unless channels interact (`channels_interact`), a channel's output depends on
-    its own parameters only, so each channel is its own 1- or 2-parameter problem and
+    or trial steps) of every channel. R copies run in one forward pass, each with its own
+    parameter values, as R times the samples (every op but a batch statistic works per
+    sample, so the copies do not mix), or else as R times the channels (every op but a
+    layer or group statistic works per channel); a layer with both kinds runs them one
+    by one. Unless channels interact (`channels_interact`), a channel's output depends
+    on its own parameters only, so each channel is its own 1- or 2-parameter problem and
     keeps the best of its copies."""
 
     def __init__(self, layer: CompiledLayer, names: list[str], batches: tuple[Tensor, ...],
@@ -251,21 +258,31 @@ class _Fit:
         self.inputs = torch.cat(batches)
         self.interact = channels_interact(layer.graph)
         self.batch_stats = layer.graph.uses_batch_stats
+        self.across_channels = _reads_across_channels(layer.graph)
+        self._wide: dict[int, CompiledLayer] = {}  # copies -> the layer on copies * C channels
         tc = target - target.mean((0, 2, 3), keepdim=True)
         self.total = float((tc * tc).sum())
 
     def outputs(self, theta: Tensor) -> Tensor:
         """The layer's output (R, N, C, H, W) for parameters (P, R, C)."""
         copies, channels = theta.shape[1], theta.shape[2]
-        if self.batch_stats:
-            return torch.stack([
-                torch.cat([functional_call(self.layer, self._values(theta[:, r:r + 1], 1), (x,))
+        if not self.batch_stats:
+            samples = self.inputs.shape[0]
+            y = functional_call(self.layer, self._values(theta, samples),
+                                (self.inputs.repeat(copies, 1, 1, 1),))
+            return y.reshape(copies, samples, channels, *y.shape[2:])
+        if not self.across_channels:
+            if copies not in self._wide:
+                self._wide[copies] = compile_layer(self.layer.graph, copies * channels).train()
+            wide = self._wide[copies]
+            values = {name: row.reshape(1, -1, 1, 1) for name, row in zip(self.names, theta)}
+            y = torch.cat([functional_call(wide, values, (x.repeat(1, copies, 1, 1),))
                            for x in self.batches])
-                for r in range(copies)])
-        samples = self.inputs.shape[0]
-        y = functional_call(self.layer, self._values(theta, samples),
-                            (self.inputs.repeat(copies, 1, 1, 1),))
-        return y.reshape(copies, samples, channels, *y.shape[2:])
+            return y.reshape(y.shape[0], copies, channels, *y.shape[2:]).transpose(0, 1)
+        return torch.stack([
+            torch.cat([functional_call(self.layer, self._values(theta[:, r:r + 1], 1), (x,))
+                       for x in self.batches])
+            for r in range(copies)])
 
     def _values(self, theta: Tensor, samples: int) -> dict[str, Tensor]:
         copies, channels = theta.shape[1], theta.shape[2]
