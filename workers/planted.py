@@ -63,13 +63,13 @@ GAMMA_RANGE, BETA_RANGE = (0.5, 1.5), (-1.0, 1.0)
 DIFFERENCE_STEP = 1e-3
 # Largest change of v0 or v1 in one step: the planted values span about 2.
 MAX_STEP = 0.5
+# Starts whose residuals differ by less than this share count as one plateau.
+PLATEAU = 0.01
 # Fractions of the Levenberg-Marquardt step tried at once (a batched line search).
 STEP_SCALES = (1.0, 0.5, 0.25, 0.1)
 # The restarts run together for this many iterations; then each channel goes on from
 # its best copy only (the basin is found by then; the rest is refinement).
 RESTART_ITERATIONS = 2
-# The fit stops when an iteration gains less than this share of the target's variance.
-STOP_GAIN = 1e-7
 
 
 @dataclass(frozen=True)
@@ -96,11 +96,17 @@ class FitSettings:
     # moves its rank little (measured), and most fitted candidates of a search are there.
     full_gate: float = 0.9
     quick_iterations: int = 3
+    # The fit stops when an iteration gains less than this share of the target's
+    # variance (1e-7 below R^2 0.99999; the quick fit only ranks, so less precisely).
+    stop_gain: float = 1e-7
+    quick_stop_gain: float = 1e-4
+    # The starts are scored on this many of the regime's batches (the fit uses all).
+    start_batches: int = BATCHES
 
 
 DEFAULT_FIT = FitSettings()
 # Confirming a recovery on a regime the search never scored: rare, so fitted thoroughly.
-CHECK_FIT = FitSettings(restarts=6, iterations=30, gate=0.0, full_gate=0.0)
+CHECK_FIT = FitSettings(restarts=6, iterations=30, gate=0.0, full_gate=0.0, start_batches=BATCHES)
 
 
 def _generator(*parts: object) -> torch.Generator:
@@ -215,6 +221,9 @@ def _channel_residuals(y: Tensor, t: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class RegimeScore:
+    """A layer's R^2 on one regime, the fit's iterations, and whether its output was
+    finite (else `reason` says where it was not)."""
+
     r2: float
     iterations: int
     finite: bool
@@ -232,6 +241,18 @@ def channels_interact(graph: LayerGraph) -> bool:
             return True
         depends.add(index)
     return False
+
+
+def _solve_small(system: Tensor, right: Tensor) -> Tensor:
+    """Solutions of many 1x1 or 2x2 systems (..., P, P) x = (..., P), in closed form
+    (torch.linalg.solve costs far more than the arithmetic at these sizes)."""
+    if system.shape[-1] == 1:
+        return right / system[..., 0]
+    a, b = system[..., 0, 0], system[..., 0, 1]
+    c, d = system[..., 1, 0], system[..., 1, 1]
+    determinant = a * d - b * c
+    return torch.stack([d * right[..., 0] - b * right[..., 1],
+                        a * right[..., 1] - c * right[..., 0]], -1) / determinant.unsqueeze(-1)
 
 
 def _reads_across_channels(graph: LayerGraph) -> bool:
@@ -260,6 +281,7 @@ class _Fit:
         self.batch_stats = layer.graph.uses_batch_stats
         self.across_channels = _reads_across_channels(layer.graph)
         self._wide: dict[int, CompiledLayer] = {}  # copies -> the layer on copies * C channels
+        self._repeated: dict[int, Tensor] = {}  # copies -> the inputs repeated as samples
         tc = target - target.mean((0, 2, 3), keepdim=True)
         self.total = float((tc * tc).sum())
 
@@ -268,8 +290,10 @@ class _Fit:
         copies, channels = theta.shape[1], theta.shape[2]
         if not self.batch_stats:
             samples = self.inputs.shape[0]
+            if copies not in self._repeated:
+                self._repeated[copies] = self.inputs.repeat(copies, 1, 1, 1)
             y = functional_call(self.layer, self._values(theta, samples),
-                                (self.inputs.repeat(copies, 1, 1, 1),))
+                                (self._repeated[copies],))
             return y.reshape(copies, samples, channels, *y.shape[2:])
         if not self.across_channels:
             if copies not in self._wide:
@@ -303,7 +327,15 @@ class _Fit:
         grid = grid.reshape(-1, len(self.names))  # (K, P)
         channels = self.layer.num_channels
         residuals = self.residuals(grid.T.unsqueeze(-1).expand(-1, -1, channels))  # (K, C)
-        ranked = residuals.argsort(dim=0, stable=True)[:max(1, restarts)]  # (R, C)
+        # Starts that fit a channel (nearly) as well often lie on one plateau (e.g. a
+        # ReLU whose threshold almost no data point crosses, where the fit has no
+        # gradient): the restarts take one of each, so that they start in other basins.
+        order = residuals.argsort(dim=0, stable=True)
+        ordered = residuals.gather(0, order)
+        same = torch.zeros_like(ordered, dtype=torch.bool)
+        same[1:] = (ordered[1:] - ordered[:-1]).abs() <= PLATEAU * ordered[1:].abs() + 1e-30
+        ranked = order.gather(0, torch.where(same, torch.inf, ordered).argsort(
+            dim=0, stable=True))[:max(1, restarts)]  # (R, C)
         best = grid[ranked].permute(2, 0, 1)  # (P, R, C)
         if not self.interact:
             return best
@@ -314,7 +346,8 @@ class _Fit:
             return uniform.clone()
         return mixed.clone()
 
-    def levenberg_marquardt(self, theta: Tensor, iterations: int) -> tuple[Tensor, int]:
+    def levenberg_marquardt(self, theta: Tensor, iterations: int,
+                            stop_gain: float) -> tuple[Tensor, int]:
         """Levenberg-Marquardt on the variable-projection residual (gamma and beta solved
         per channel, Kaufman's Jacobian) from every copy of `theta` (P, R, C): a 1x1 or
         2x2 system per copy and channel. The Jacobian comes from forward differences and
@@ -330,34 +363,42 @@ class _Fit:
         damping = torch.full_like(residual, 1e-2)
         scales = torch.tensor(STEP_SCALES).reshape(-1, 1, 1, 1)
         done = 0
+        samples = y[0].numel() // channels
         for done in range(1, iterations + 1):
             yc = y - y.mean(dims, keepdim=True)
-            syy = (yc * yc).sum(dims, keepdim=True) + VARIANCE_FLOOR
-            gamma = (yc * tc).sum(dims, keepdim=True) / syy
-            r = tc - gamma * yc
+            syy = (yc * yc).sum(dims) + VARIANCE_FLOOR  # (R, C)
+            gamma = (yc * tc).sum(dims) / syy
+            r = tc - gamma.reshape(copies, 1, channels, 1, 1) * yc
             steps = DIFFERENCE_STEP * (1.0 + theta.abs())  # (P, R, C)
             # Copy (k, r) has parameter k of copy r moved by its step: (P, P * R, C).
             shifted = theta.unsqueeze(1) + torch.eye(count).reshape(count, count, 1, 1) * steps
             shifted = shifted.reshape(count, count * copies, channels)
-            differences = self.outputs(shifted).reshape(count, copies, *y.shape[1:]) - y
-            columns = []
-            for k in range(count):
-                d = differences[k] / steps[k].reshape(copies, 1, channels, 1, 1)
-                d = d - d.mean(dims, keepdim=True)
-                d = d - (d * yc).sum(dims, keepdim=True) / syy * yc
-                columns.append(-gamma * d)
-            jtj = torch.stack([torch.stack([(a * b).sum(dims) for b in columns], -1)
-                               for a in columns], -2)  # (R, C, P, P)
-            jtr = torch.stack([(a * r).sum(dims) for a in columns], -1)  # (R, C, P)
+            d = self.outputs(shifted).reshape(count, copies, *y.shape[1:]) - y  # step * dy/dp
+            # Kaufman's Jacobian column k is -gamma * (dy/dp_k with the constant and y
+            # projected out), from plain sums over the samples, accumulated in float64:
+            # the projections subtract nearly equal sums (near the optimum r is tiny, and
+            # its float32 sum far from the zero it is in exact arithmetic).
+            wide = torch.float64
+            total = d.sum((2, 4, 5), dtype=wide)  # (P, R, C)
+            along = (d * yc).sum((2, 4, 5), dtype=wide)
+            r_total, r_along = r.sum(dims, dtype=wide), (r * yc).sum(dims, dtype=wide)
+            projected = ((d * r).sum((2, 4, 5), dtype=wide) - total * r_total / samples
+                         - along * r_along / syy)
+            jtr = (-gamma * projected / steps).permute(1, 2, 0)  # (R, C, P)
+            products = (d.unsqueeze(1) * d.unsqueeze(0)).sum((3, 5, 6), dtype=wide)
+            inner = (products - total.unsqueeze(1) * total.unsqueeze(0) / samples
+                     - along.unsqueeze(1) * along.unsqueeze(0) / syy)  # (P, P, R, C)
+            jtj = (gamma * gamma * inner / (steps.unsqueeze(1) * steps.unsqueeze(0))
+                   ).permute(2, 3, 0, 1)  # (R, C, P, P)
+            jtj, jtr = torch.nan_to_num(jtj), torch.nan_to_num(jtr)
             # Levenberg's damping, isotropic: v0 and v1 can be nearly redundant (e.g.
             # relu(v1 * z + v0) depends on v0 / v1 only, gamma takes the scale), and a
             # damping scaled per parameter would let the step run along that valley.
-            jtj, jtr = torch.nan_to_num(jtj), torch.nan_to_num(jtr)
             size = torch.diagonal(jtj, dim1=-2, dim2=-1).mean(-1) + 1e-20 * self.total
-            system = jtj + torch.diag_embed((damping * size).unsqueeze(-1).expand(jtr.shape))
+            delta = _solve_small(jtj + torch.diag_embed((damping * size).unsqueeze(-1)
+                                                        .expand(jtr.shape)), -jtr)
             # A singular system (a parameter without effect on a channel) gives no step.
-            delta = -torch.linalg.solve_ex(system, jtr.unsqueeze(-1))[0].squeeze(-1)
-            delta = torch.nan_to_num(delta, nan=0.0, posinf=0.0, neginf=0.0).permute(2, 0, 1)
+            delta = torch.nan_to_num(delta.float(), nan=0.0, posinf=0.0, neginf=0.0).permute(2, 0, 1)
             trials = theta + scales * delta.clamp(-MAX_STEP, MAX_STEP)  # (S, P, R, C)
             flat = trials.permute(1, 0, 2, 3).reshape(count, -1, channels)
             outputs = self.outputs(flat).reshape(len(STEP_SCALES), copies, *y.shape[1:])
@@ -371,7 +412,7 @@ class _Fit:
             better = chosen < residual
             if self.interact:
                 better = torch.full_like(better, float(chosen.sum()) < float(residual.sum()))
-            gain = float((residual - chosen)[better].sum())
+            gain = float(torch.where(better, residual - chosen, 0.0).sum())
             theta = torch.where(better, trials.gather(0, pick.expand(count, -1, -1).unsqueeze(0))[0],
                                 theta)
             index = pick.reshape(1, copies, 1, channels, 1, 1).expand(
@@ -381,7 +422,7 @@ class _Fit:
             residual = torch.where(better, chosen, residual)
             damping = torch.where(better & (pick == 0), damping / 3.0,
                                   torch.where(better, damping, (damping * 8.0).clamp_max(1e8)))
-            if gain <= STOP_GAIN * self.total and (bool(better.any()) or float(damping.min()) >= 1e8):
+            if gain <= stop_gain * self.total and (bool(better.any()) or float(damping.min()) >= 1e8):
                 break
             if done == RESTART_ITERATIONS and copies > 1:  # each channel: its best copy on
                 keep = residual.argmin(0).reshape(1, channels)
@@ -411,15 +452,18 @@ def score_regime(graph: LayerGraph, target_json: str, regime_name: str,
     with torch.no_grad():
         if names:
             fitter = _Fit(layer, names, batches, target.outputs)
-            theta = fitter.starts(dict(fit.starts), fit.restarts)
+            rows = sum(len(x) for x in batches[:fit.start_batches])
+            theta = _Fit(layer, names, batches[:fit.start_batches], target.outputs[:rows]).starts(
+                dict(fit.starts), fit.restarts)
             start = fitter.residuals(theta[:, :1]).sum()
             explained = 1.0 - float(start) / max(target.total, VARIANCE_FLOOR)
             if not torch.isfinite(start) or explained < fit.gate:
                 theta = theta[:, 0]
             elif explained < fit.full_gate:
-                theta, done = fitter.levenberg_marquardt(theta[:, :1], fit.quick_iterations)
+                theta, done = fitter.levenberg_marquardt(theta[:, :1], fit.quick_iterations,
+                                                         fit.quick_stop_gain)
             else:
-                theta, done = fitter.levenberg_marquardt(theta, fit.iterations)
+                theta, done = fitter.levenberg_marquardt(theta, fit.iterations, fit.stop_gain)
             for name, row in zip(names, theta):
                 getattr(layer, name).copy_(row.reshape(1, -1, 1, 1))
         y = torch.cat([layer(x) for x in batches])
