@@ -34,8 +34,13 @@ TOTAL_MEAN = "= all calls, mean"
 TOTAL_CPU = "= all calls, mean CPU"
 
 
-def bulk_fill(path: Path, search_id: int, start: int, stop: int, rng: random.Random) -> None:
-    """Insert candidates number start..stop-1 in one transaction (done 70%, rejected 20%, dup 10%)."""
+PLACEHOLDER_GRAPH = '{"format": "evonorm-layer-graph", "version": 1, "nodes": []}'
+
+
+def bulk_fill(path: Path, search_id: int, start: int, stop: int, rng: random.Random,
+              graph_json: Callable[[random.Random], str] | None = None) -> None:
+    """Insert candidates number start..stop-1 in one transaction (done 70%, rejected 20%, dup
+    10%); `graph_json(rng)` gives each its layer (default: a short placeholder)."""
     engine = create_engine(f"sqlite:///{path}")
     now = datetime.now(UTC)
     with engine.begin() as connection:
@@ -46,7 +51,7 @@ def bulk_fill(path: Path, search_id: int, start: int, stop: int, rng: random.Ran
             rows.append(
                 {
                     "search_id": search_id, "number": number, "parent_id": None,
-                    "graph_json": '{"format": "evonorm-layer-graph", "version": 1, "nodes": []}',
+                    "graph_json": PLACEHOLDER_GRAPH if graph_json is None else graph_json(rng),
                     "structural_hash": f"{rng.getrandbits(128):032x}",
                     "fingerprint": f"{rng.getrandbits(128):032x}", "status": status,
                     "stage": "stability" if status == "rejected" else None, "reason": None,

@@ -1,23 +1,29 @@
 """Opening the search database: file checks, migration on open, the SQLite engine.
 
 Owns everything between a path and an open connection: the checks that refuse a missing,
-foreign, too-new or unreachable database without touching it (`read_meta` reads the
-`meta` table through an immutable URI), creation at the current schema, migration of an
-older schema after a backup copy, and the engine (WAL journal, foreign keys, BEGIN
-IMMEDIATE for the writer, read-only URIs for readers). `Database` is an open file; the
-stores build on it: `db.store.SearchStore` is one, `db.rerank.RerankStore` wraps one.
+foreign, damaged, too-new or unreachable database without touching it (`read_meta` reads
+the `meta` table and runs `PRAGMA quick_check` through an immutable URI), creation at the
+current schema, migration of an older schema after a backup copy, and the engine (WAL
+journal, foreign keys, BEGIN IMMEDIATE for the writer, read-only URIs for readers, and
+every driver error about the file or the disk turned into a `db.errors` error naming the
+fix). `Database` is an open file; the stores build on it: `db.store.SearchStore` is one,
+`db.rerank.RerankStore` and `db.leases.LeaseStore` wrap one.
 
 Durability: each write method of the stores commits before it returns (one
 `Database.transaction()` each). `synchronous=NORMAL` in WAL mode keeps every commit across
 a crash or SIGKILL of the process (only an OS crash or power loss may drop the last
-commits), at a fraction of the cost of an fsync per call.
+commits), at a fraction of the cost of an fsync per call. A write that fails (a full disk,
+an I/O error) rolls its transaction back, so the file holds exactly the commits before it.
+In WAL mode SQLite goes on writing to a file that was deleted or moved while open (the
+writes would be lost), so a writer checks before each transaction that its path still
+names the file it opened.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from importlib import metadata
@@ -29,11 +35,24 @@ from sqlalchemy import Connection, Engine, create_engine, event, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import QueuePool
 
-from db.errors import StoreError
+from db.errors import (
+    DAMAGE_CODES,
+    DatabaseDamaged,
+    DatabaseWriteError,
+    StoreError,
+    damaged_message,
+    driver_error,
+    moved_message,
+)
 from db.migrations import migrate
 from db.models import APPLICATION, SCHEMA_VERSION, Base, Meta
 
 SQLITE_HEADER = b"SQLite format 3\x00"
+# Where a damaged file that SQLite cannot read at all is still recognised as one of ours:
+# the `meta` row naming the application sits in the first pages.
+MARKER_SCAN_BYTES = 1 << 20
+# Execution option marking a connection whose transactions only read.
+READ_OPTION = "evonorm_read_only"
 
 
 def utc_now() -> datetime:
@@ -65,7 +84,9 @@ def readonly_uri(path: Path, *, probe: bool) -> str:
 def read_meta(path: Path) -> dict[str, str]:
     """The `meta` table of the SQLite file at `path`, read without writing anything to it.
 
-    Raises StoreError when the file is not an evonorm database.
+    Raises StoreError when the file is not an evonorm database, DatabaseDamaged when it is
+    one that SQLite cannot read or whose `PRAGMA quick_check` fails (its b-trees and
+    records are checked, not the values in them: about 2 ms per MB of database).
     """
     foreign = StoreError(
         f"{path} is not an evonorm database (it was not created by evonorm_search); "
@@ -88,19 +109,36 @@ def read_meta(path: Path) -> dict[str, str]:
         if not has_meta:
             raise foreign
         meta = {str(key): str(value) for key, value in connection.execute("SELECT key, value FROM meta")}
+        if meta.get("application") != APPLICATION:
+            raise foreign
+        problems = damage_found(connection)
     except sqlite3.OperationalError as error:
         if "unable to open" in str(error):
             raise StoreError(
                 f"cannot read {path} ({error}); check the file's and its directory's permissions"
             ) from error
-        raise foreign from error
+        raise _unreadable(path, error, foreign) from error
     except sqlite3.DatabaseError as error:  # a damaged file or one with an SQLite-like header
-        raise foreign from error
+        raise _unreadable(path, error, foreign) from error
     finally:
         connection.close()
-    if meta.get("application") != APPLICATION:
-        raise foreign
+    if problems != ["ok"]:
+        raise DatabaseDamaged(damaged_message(path, "quick_check: " + "; ".join(problems)))
     return meta
+
+
+def damage_found(connection: sqlite3.Connection) -> list[str]:
+    """SQLite's `PRAGMA quick_check` (at most 3 problems): ["ok"] for a sound file."""
+    return [line for row in connection.execute("PRAGMA quick_check(3)")
+            for line in str(row[0]).splitlines() if not line.startswith("***")]
+
+
+def _unreadable(path: Path, error: sqlite3.Error, foreign: StoreError) -> StoreError:
+    """Damaged when SQLite calls the file malformed and it carries our marker; else foreign."""
+    damaged = (getattr(error, "sqlite_errorcode", 0) & 0xFF) in DAMAGE_CODES
+    with path.open("rb") as handle:
+        ours = APPLICATION.encode() in handle.read(MARKER_SCAN_BYTES)
+    return DatabaseDamaged(damaged_message(path, str(error))) if damaged and ours else foreign
 
 
 def schema_version(path: Path, meta: dict[str, str]) -> int:
@@ -132,10 +170,28 @@ def backup(path: Path, version: int) -> Path:
     destination = sqlite3.connect(target)
     try:
         source.backup(destination)
+    except sqlite3.Error as error:
+        destination.close()
+        target.unlink(missing_ok=True)
+        translated = driver_error(error, target)
+        if translated is None:
+            raise
+        raise DatabaseWriteError(
+            f"cannot back up {path} before migrating it: {translated}"
+        ) from error
     finally:
         destination.close()
         source.close()
     return target
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file at `path`; None when there is none."""
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
 
 
 def check_writable_directory(directory: Path, path: Path) -> None:
@@ -186,7 +242,19 @@ def make_engine(path: Path, *, readonly: bool) -> Engine:
     def _on_begin(connection: Any) -> None:
         # The writer takes the write lock up front so that a transaction never has to
         # upgrade a read lock (which can fail with SQLITE_BUSY under a concurrent writer).
-        connection.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+        # Reads (`Database.reading`) do not: in WAL mode they never wait for a writer.
+        deferred = readonly or connection.get_execution_options().get(READ_OPTION, False)
+        connection.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
+
+    @event.listens_for(engine, "handle_error")
+    def _on_error(context: Any) -> None:
+        # The one place where the driver's errors about the file or the disk (damaged,
+        # full, I/O error) become errors that name the fix; others pass unchanged.
+        original = context.original_exception
+        if isinstance(original, sqlite3.Error):
+            translated = driver_error(original, path)
+            if translated is not None:
+                raise translated from original
 
     return engine
 
@@ -201,6 +269,11 @@ class Database:
         # Set by `open` when it upgraded an older schema: the old version and its backup.
         self.migrated_from: int | None = None
         self.backup: Path | None = None
+        # The file a writer opened (device, inode): checked before each transaction.
+        self._identity = None if readonly else _identity(path)
+        # Run inside each write transaction when set (db.leases: this process still holds
+        # its search's lease); raising aborts the transaction before it writes anything.
+        self._fence: Callable[[Connection], None] | None = None
 
     @classmethod
     def open(cls, path: str | Path, *, create: bool = False, readonly: bool = False) -> Self:
@@ -268,11 +341,13 @@ class Database:
                         {"key": "created_at", "value": utc_now().isoformat()},
                     ],
                 )
-        except DBAPIError as error:
+        except (DBAPIError, DatabaseWriteError) as error:
             engine.dispose()
             if not existed:
                 for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
                     leftover.unlink(missing_ok=True)
+            if isinstance(error, DatabaseWriteError):
+                raise
             raise StoreError(
                 f"cannot create database {path} ({error.orig}); pass --db with a path in a "
                 "writable directory"
@@ -310,6 +385,11 @@ class Database:
                 f"migrating {path} from schema v{version} failed ({error.orig}); the database was "
                 f"left at v{version} and a backup is next to it"
             ) from error
+        except DatabaseWriteError as error:
+            raise DatabaseWriteError(
+                f"{error} (the migration from schema v{version} was rolled back: the database "
+                f"is still at v{version}, and a backup is next to it)"
+            ) from error
         finally:
             engine.dispose()
         return copy
@@ -317,8 +397,11 @@ class Database:
     def _probe(self) -> None:
         """Fail at open, not at first use, when SQLite cannot actually read the file."""
         try:
-            with self.transaction() as connection:
+            with self.reading() as connection:
                 connection.execute(select(Meta.value).where(Meta.key == "schema_version")).one()
+        except StoreError:
+            self.close()
+            raise
         except DBAPIError as error:
             self.close()
             raise StoreError(
@@ -338,10 +421,28 @@ class Database:
     # ---- for the stores in db/ -------------------------------------------------------
 
     @contextmanager
-    def transaction(self) -> Iterator[Connection]:
-        """One transaction: commits when the block succeeds, rolls back otherwise."""
+    def transaction(self, *, fenced: bool = True) -> Iterator[Connection]:
+        """One transaction: commits when the block succeeds, rolls back otherwise. With a
+        fence set (`set_fence`) it runs first, unless `fenced` is False."""
+        if self._identity is not None and _identity(self.path) != self._identity:
+            raise DatabaseWriteError(moved_message(self.path, "its path no longer names it"))
         with self._engine.begin() as connection:
+            if fenced and self._fence is not None:
+                self._fence(connection)
             yield connection
+
+    def set_fence(self, fence: Callable[[Connection], None] | None) -> None:
+        """A check each later write transaction runs first (None: none)."""
+        self._fence = fence
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """One transaction that only reads: a deferred BEGIN, which in WAL mode neither waits
+        for nor blocks another process's writes (several searches can share a file)."""
+        with self._engine.connect() as connection:
+            connection.execution_options(**{READ_OPTION: True})
+            with connection.begin():
+                yield connection
 
     def require_writable(self) -> None:
         """StoreError when the database was opened read-only (every write calls this first)."""

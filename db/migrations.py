@@ -14,10 +14,14 @@ History:
       status "stopped" (missed the hurdle), and per candidate its quality-check accuracies
       (`early_json`), `hurdle`, `seed_count` and `standard_errors_json`. Each finished,
       trained candidate of an older database becomes trial 0 of itself (seed count 1).
+  v5: the `leases` table (one row per running `evonorm search`: which process on which
+      host, since when, its last heartbeat; db/leases.py).
 
 `db.engine` runs migrations with foreign-key enforcement off (SQLite's procedure for
 rebuilding a table: v4 rebuilds `candidates` to widen its status CHECK constraint) and
-runs `PRAGMA foreign_key_check` before committing.
+runs `PRAGMA foreign_key_check` before committing. Every step of one upgrade runs in
+that one transaction (SQLite's DDL is transactional), so a process killed mid-migration
+leaves the file at its old schema, untouched but for the backup copy next to it.
 """
 
 from __future__ import annotations
@@ -128,7 +132,22 @@ def _v3_to_v4(connection: Connection) -> None:
     """)
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1_to_v2, _v2_to_v3, _v3_to_v4]
+# The v5 layout, frozen here as SQL: later model changes need their own step.
+_V5_LEASES = """
+CREATE TABLE leases (
+    search_name VARCHAR NOT NULL, token VARCHAR NOT NULL, pid INTEGER NOT NULL,
+    host VARCHAR NOT NULL, process VARCHAR, started_at DATETIME NOT NULL,
+    heartbeat_at DATETIME NOT NULL,
+    PRIMARY KEY (search_name))
+"""
+
+
+def _v4_to_v5(connection: Connection) -> None:
+    """Create `leases` (no search of an older database is running: it starts empty)."""
+    connection.exec_driver_sql(_V5_LEASES)
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1_to_v2, _v2_to_v3, _v3_to_v4, _v4_to_v5]
 
 assert len(MIGRATIONS) == SCHEMA_VERSION - 1, "every schema version needs a migration from the previous one"
 

@@ -4,7 +4,8 @@ Owns the table layout only: `meta` (application marker + schema version), `searc
 `candidates`, per-proxy `evaluations` (a candidate's validation accuracies: the mean over
 its trials, since v4), `trials` (one row per training seed of a candidate: the first
 evaluation and its re-evaluations, since v4), and the re-ranking tables `rerank_runs` /
-`rerank_evaluations` (test accuracies per seed, since v3). Nothing here opens a database or knows about torch; `db.engine` creates the tables,
+`rerank_evaluations` (test accuracies per seed, since v3), and `leases` (which process runs
+a search, since v5). Nothing here opens a database or knows about torch; `db.engine` creates the tables,
 `db.store` and `db.rerank` query them. A change to these models needs a new entry in
 `db.migrations.MIGRATIONS` and a bump of `SCHEMA_VERSION`.
 """
@@ -29,7 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 APPLICATION = "evonorm_search"  # the `meta` marker that tells our databases from foreign ones
 # "stopped" (v4): passed the protocols but missed the multi-fidelity hurdle, not trained on.
 STATUSES = ("pending", "running", "done", "stopped", "rejected", "duplicate", "failed")
@@ -198,3 +199,23 @@ class RerankEvaluation(Base):
     accuracies_json: Mapped[str] = mapped_column(Text)
     seconds_json: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+# ---- leases (schema v5; written by `db.leases.LeaseStore`) -----------------------------
+
+
+class Lease(Base):
+    """The process that runs a search: one row while `evonorm search NAME` runs, keyed by
+    the search's name (a new search is leased before its row exists). `process` tells a
+    live process from a later one that reuses its pid (Linux: boot id and start time);
+    `heartbeat_at` is renewed every few seconds while the process runs."""
+
+    __tablename__ = "leases"
+
+    search_name: Mapped[str] = mapped_column(String, primary_key=True)
+    token: Mapped[str] = mapped_column(String)
+    pid: Mapped[int] = mapped_column(Integer)
+    host: Mapped[str] = mapped_column(String)
+    process: Mapped[str | None] = mapped_column(String)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime)

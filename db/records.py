@@ -82,6 +82,9 @@ class SearchSummary:
     rejected_by_stage: dict[str, int]
     best: dict[str, tuple[int, float]]  # proxy -> (candidate id, accuracy) over done candidates
     last_activity: datetime | None  # latest candidate creation, start or finish
+    # Numbers of the candidates submitted more than once (their own evaluation or one of
+    # their re-evaluations): an evaluation lost to a dead worker, node or controller.
+    retried: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ class RerankStore:
     def find_run(self, search_id: int, settings: dict[str, Any]) -> RerankRunRecord | None:
         """The latest run of the search with exactly these settings (to resume it)."""
         wanted = json.dumps(settings, sort_keys=True)
-        with self._database.transaction() as connection:
+        with self._database.reading() as connection:
             row = connection.execute(
                 select(RUNS)
                 .where(RUNS.c.search_id == search_id, RUNS.c.settings_json == wanted)
@@ -72,7 +72,7 @@ class RerankStore:
 
     def runs(self, search_id: int) -> list[RerankRunRecord]:
         """Every re-ranking of the search, oldest first."""
-        with self._database.transaction() as connection:
+        with self._database.reading() as connection:
             rows = connection.execute(
                 select(RUNS).where(RUNS.c.search_id == search_id).order_by(RUNS.c.id)
             ).all()
@@ -128,7 +128,7 @@ class RerankStore:
             ) from error
 
     def evaluations(self, run_id: int) -> list[RerankEvaluationRecord]:
-        with self._database.transaction() as connection:
+        with self._database.reading() as connection:
             rows = connection.execute(
                 select(EVALUATIONS).where(EVALUATIONS.c.run_id == run_id).order_by(EVALUATIONS.c.id)
             ).all()

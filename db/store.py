@@ -124,7 +124,7 @@ class SearchStore(Database):
             ) from error
 
     def find_search(self, name: str) -> SearchRecord | None:
-        with self.transaction() as connection:
+        with self.reading() as connection:
             row = connection.execute(select(SEARCHES).where(SEARCHES.c.name == name)).one_or_none()
             return None if row is None else search_record(row)
 
@@ -141,7 +141,7 @@ class SearchStore(Database):
         return record
 
     def list_searches(self) -> list[SearchRecord]:
-        with self.transaction() as connection:
+        with self.reading() as connection:
             rows = connection.execute(select(SEARCHES).order_by(SEARCHES.c.id)).all()
             return [search_record(row) for row in rows]
 
@@ -198,7 +198,7 @@ class SearchStore(Database):
     # ---- candidates: writes ----------------------------------------------------------
 
     def next_number(self, search_id: int) -> int:
-        with self.transaction() as connection:
+        with self.reading() as connection:
             highest = connection.scalar(
                 select(func.max(CANDIDATES.c.number)).where(CANDIDATES.c.search_id == search_id)
             )
@@ -441,7 +441,7 @@ class SearchStore(Database):
 
     def trials(self, candidate_id: int) -> list[TrialRecord]:
         """The candidate's trials, by trial number."""
-        with self.transaction() as connection:
+        with self.reading() as connection:
             rows = connection.execute(
                 select(TRIALS).where(TRIALS.c.candidate_id == candidate_id).order_by(TRIALS.c.trial)
             ).all()
@@ -449,7 +449,7 @@ class SearchStore(Database):
 
     def trial_counts(self, search_id: int) -> dict[int, int]:
         """candidate id -> number of its trials in any status (first evaluation included)."""
-        with self.transaction() as connection:
+        with self.reading() as connection:
             rows = connection.execute(
                 select(TRIALS.c.candidate_id, func.count()).where(TRIALS.c.search_id == search_id)
                 .group_by(TRIALS.c.candidate_id)
@@ -458,7 +458,7 @@ class SearchStore(Database):
 
     def trial_outcomes(self, search_id: int) -> dict[str, int]:
         """Re-evaluations (trials 1, 2, ...) of the search by status, for the funnel."""
-        with self.transaction() as connection:
+        with self.reading() as connection:
             rows = connection.execute(
                 select(TRIALS.c.status, func.count())
                 .where(TRIALS.c.search_id == search_id, TRIALS.c.trial > 0)
@@ -493,10 +493,37 @@ class SearchStore(Database):
                 CANDIDATES.c.number,
             )
 
+    def release_inflight(self, search_id: int) -> list[int]:
+        """Running candidates and re-evaluations back to pending, their last attempt not
+        counted: the run stopped or lost its executor, which is not the candidate's doing
+        (a resume submits them again). Returns the numbers of the candidates concerned.
+
+        Only the holder of the search's lease may call this (`db.leases`): another process
+        would take work away from a running controller.
+        """
+        self.require_writable()
+        with self.transaction() as connection:
+            running = [CANDIDATES.c.search_id == search_id, CANDIDATES.c.status == "running"]
+            numbers = set(connection.scalars(select(CANDIDATES.c.number).where(*running)))
+            connection.execute(
+                update(CANDIDATES).where(*running)
+                .values(status="pending", started_at=None,
+                        attempts=func.max(CANDIDATES.c.attempts - 1, 0))
+            )
+            trials = [TRIALS.c.search_id == search_id, TRIALS.c.status == "running"]
+            numbers.update(connection.scalars(
+                select(CANDIDATES.c.number)
+                .join(TRIALS, TRIALS.c.candidate_id == CANDIDATES.c.id).where(*trials)))
+            connection.execute(
+                update(TRIALS).where(*trials)
+                .values(status="pending", attempts=func.max(TRIALS.c.attempts - 1, 0))
+            )
+            return sorted(numbers)
+
     # ---- candidates: reads -----------------------------------------------------------
 
     def get_candidate(self, candidate_id: int) -> CandidateRecord:
-        with self.transaction() as connection:
+        with self.reading() as connection:
             return self._one(connection, candidate_id)
 
     def candidates(self, search_id: int, statuses: Iterable[str] | None = None) -> list[CandidateRecord]:
@@ -504,12 +531,12 @@ class SearchStore(Database):
         where = [CANDIDATES.c.search_id == search_id]
         if statuses is not None:
             where.append(CANDIDATES.c.status.in_(list(statuses)))
-        with self.transaction() as connection:
+        with self.reading() as connection:
             return self._load(connection, where, CANDIDATES.c.number)
 
     def population(self, search_id: int, size: int) -> list[CandidateRecord]:
         """The aging population: the `size` most recent done candidates, by number."""
-        with self.transaction() as connection:
+        with self.reading() as connection:
             newest_first = self._load(
                 connection,
                 [CANDIDATES.c.search_id == search_id, CANDIDATES.c.status == "done"],
@@ -519,7 +546,7 @@ class SearchStore(Database):
             return newest_first[::-1]
 
     def has_hash(self, search_id: int, structural_hash: str) -> bool:
-        with self.transaction() as connection:
+        with self.reading() as connection:
             found = connection.scalar(
                 select(CANDIDATES.c.id)
                 .where(CANDIDATES.c.search_id == search_id, CANDIDATES.c.structural_hash == structural_hash)
@@ -529,7 +556,7 @@ class SearchStore(Database):
 
     def find_by_fingerprint(self, search_id: int, fingerprint: str) -> CandidateRecord | None:
         """The earliest done candidate of the search with this fingerprint, if any."""
-        with self.transaction() as connection:
+        with self.reading() as connection:
             found = self._load(
                 connection,
                 [
@@ -544,7 +571,7 @@ class SearchStore(Database):
 
     def counts(self, search_id: int) -> dict[str, int]:
         """status -> number of candidates (statuses with none are left out)."""
-        with self.transaction() as connection:
+        with self.reading() as connection:
             return self._counts(connection, search_id)
 
     @staticmethod
@@ -558,7 +585,7 @@ class SearchStore(Database):
 
     def summary(self, search_id: int) -> SearchSummary:
         """Counts, rejections by stage, best done candidate per proxy, last activity."""
-        with self.transaction() as connection:
+        with self.reading() as connection:
             search = connection.execute(select(SEARCHES).where(SEARCHES.c.id == search_id)).one_or_none()
             if search is None:
                 raise StoreError(f"no search with id {search_id} in {self.path}; see `evonorm list`")
@@ -606,12 +633,23 @@ class SearchStore(Database):
                 ).where(CANDIDATES.c.search_id == search_id)
             ).one()
             times = [t for t in last if t is not None]
+            retried_trials = (
+                select(TRIALS.c.candidate_id)
+                .where(TRIALS.c.search_id == search_id, TRIALS.c.trial > 0, TRIALS.c.attempts > 1)
+            )
+            retried = connection.scalars(
+                select(CANDIDATES.c.number)
+                .where(CANDIDATES.c.search_id == search_id,
+                       (CANDIDATES.c.attempts > 1) | CANDIDATES.c.id.in_(retried_trials))
+                .order_by(CANDIDATES.c.number)
+            ).all()
             return SearchSummary(
                 search=search_record(search),
                 counts=counts,
                 rejected_by_stage=rejected,
                 best=best,
                 last_activity=max(times) if times else None,
+                retried=tuple(retried),
             )
 
 

@@ -2,11 +2,18 @@
 and export candidates, so what was evaluated is what ships.
 
 At construction the live nodes become a flat execution plan (a tuple of (function,
-input slots, constant arguments, running buffer)); `forward` only walks that tuple. Parameters:
-v0, v1 (per channel, init 0 and 1) and the final affine gamma (init 1), beta (init 0),
-all shaped (1, C, 1, 1); one running buffer `running_<node>` per live batch statistic.
+input slots, constant arguments, running buffer)); `forward` only walks that tuple.
 Statistics stay at their reduced shape and broadcast; the output is expanded to x's shape
 only when the graph does not vary over every axis.
+
+State (the names are a stable contract, docs/using_a_layer.md "Checkpoints"): `v0`, `v1`
+(per channel, init 0 and 1) only where the graph's output depends on them, else the
+attribute is None; the final affine `gamma` (init 1), `beta` (init 0) always, all shaped
+(1, C, 1, 1); one buffer `running_<node index>` per live batch statistic (and the constant
+`zero`, not saved, where the plan reads it). A parameter the output does not use would get
+no gradient, which DistributedDataParallel (default find_unused_parameters=False) refuses
+on the second step. State dicts written before that rule (format 1, with unused v0/v1)
+still load, strict: their unused v0/v1 are dropped.
 """
 
 from __future__ import annotations
@@ -22,6 +29,10 @@ from primitives import OPS
 
 
 ZERO_NODE = INITIAL_NODES.index("zero")
+# Initial nodes held as per-channel parameters, by graph index.
+PARAMETER_NODES = {INITIAL_NODES.index(name): name for name in ("v0", "v1")}
+# `state_dict` format: 1 created v0 and v1 always; 2 only where the output uses them.
+STATE_VERSION = 2
 
 
 def effective_groups(num_channels: int, groups: int) -> int:
@@ -64,6 +75,30 @@ def relu_input(graph: LayerGraph, index: int) -> int | None:
     return node.inputs[0] if node.inputs[1] == ZERO_NODE else node.inputs[1]
 
 
+def reads_zero(graph: LayerGraph) -> bool:
+    """Whether the compiled plan reads the constant zero (`max(t, zero)` runs as relu)."""
+    return any(
+        ZERO_NODE in graph.node(index).inputs and relu_input(graph, index) is None
+        for index in graph.live_nodes() if index >= NUM_INITIAL
+    )
+
+
+def unused_parameters(graph: LayerGraph) -> tuple[str, ...]:
+    """Names of v0/v1 that `graph`'s output does not depend on (so not created)."""
+    live = graph.live_nodes()
+    return tuple(name for index, name in PARAMETER_NODES.items() if index not in live)
+
+
+def drop_unused_legacy_parameters(
+    state_dict: dict, prefix: str, local_metadata: dict, unused: tuple[str, ...]
+) -> None:
+    """Remove, in place, the unused v0/v1 entries that a format-1 state dict carries
+    (one without a version counts as format 1); they never affected the output."""
+    if local_metadata.get("version", 1) < STATE_VERSION:
+        for name in unused:
+            state_dict.pop(prefix + name, None)
+
+
 def execution_order(graph: LayerGraph) -> list[int]:
     """Live intermediate nodes in a topological order that runs statistics as early as
     possible (then by index): reducing over x while it is still in cache, as a
@@ -95,6 +130,8 @@ class _Step(NamedTuple):
 class CompiledLayer(nn.Module):
     """A layer graph as a module for inputs of shape (N, num_channels, H, W)."""
 
+    _version = STATE_VERSION
+
     def __init__(
         self,
         graph: LayerGraph,
@@ -113,11 +150,14 @@ class CompiledLayer(nn.Module):
         self.eps = eps
         self.momentum = momentum
         shape = (1, num_channels, 1, 1)
-        self.v0 = nn.Parameter(torch.zeros(shape))
-        self.v1 = nn.Parameter(torch.ones(shape))
+        self._unused = unused_parameters(graph)
+        for name, init in (("v0", torch.zeros), ("v1", torch.ones)):
+            parameter = None if name in self._unused else nn.Parameter(init(shape))
+            self.register_parameter(name, parameter)
         self.gamma = nn.Parameter(torch.ones(shape))
         self.beta = nn.Parameter(torch.zeros(shape))
-        self.register_buffer("zero", torch.zeros(1, 1, 1, 1), persistent=False)
+        zero = torch.zeros(1, 1, 1, 1) if reads_zero(graph) else None
+        self.register_buffer("zero", zero, persistent=False)
         self._plan = self._build_plan(graph, shape)
 
     def _build_plan(self, graph: LayerGraph, shape: tuple[int, ...]) -> tuple[_Step, ...]:
@@ -162,6 +202,12 @@ class CompiledLayer(nn.Module):
         if y.shape != x.shape:
             y = y.expand(x.shape).contiguous()
         return y
+
+    def _load_from_state_dict(  # type: ignore[no-untyped-def]
+        self, state_dict, prefix, local_metadata, *args
+    ) -> None:
+        drop_unused_legacy_parameters(state_dict, prefix, local_metadata, self._unused)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args)
 
     def extra_repr(self) -> str:
         return f"{self.num_channels}, groups={self.groups}, formula={self.graph.formula()!r}"

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from evonorm_search.config import SearchConfig
-from evonorm_search.errors import EvonormError
+from evonorm_search.errors import EvonormError, ExecutorLost
 from evonorm_search.fidelity import hurdle_for, to_reevaluate
 from evonorm_search.fingerprint import Fingerprint, fingerprint
 from evonorm_search.graph import LayerGraph
@@ -204,7 +204,8 @@ class SearchController:
 
     def run(self) -> Progress:
         """Run until the budget is evaluated, or Ctrl-C (then in-flight work stays pending
-        in the database and is resubmitted by the next run). Returns the final snapshot."""
+        in the database and is resubmitted by the next run). Returns the final snapshot.
+        ExecutorLost (the evaluator can evaluate nothing more) stops the run at once."""
         self._started = time.monotonic()
         self._load_state()
         self._queue = deque(self._requeue())
@@ -506,6 +507,11 @@ class SearchController:
                 result = future.result()
                 if not isinstance(result, EvalResult):
                     raise TypeError(f"the evaluator returned {type(result).__name__}, not EvalResult")
+            except ExecutorLost:
+                # Nothing can be evaluated any more, through no fault of the candidate: stop
+                # without recording anything; what is in flight stays running in the store
+                # for the caller to hand back (SearchStore.release_inflight) or a resume.
+                raise
             except (Exception, CancelledError) as error:
                 attempts = self._attempts[job.key]
                 if attempts < self.config.max_attempts and not self.evaluator.retries_lost_work:

@@ -12,7 +12,9 @@ import inspect
 import keyword
 import types
 
-from evonorm_search.compile import execution_order, plain_division, relu_input
+from evonorm_search.compile import (
+    STATE_VERSION, execution_order, plain_division, reads_zero, relu_input, unused_parameters,
+)
 from evonorm_search.errors import EvonormError
 from evonorm_search.graph import LayerGraph
 from primitives import OPS
@@ -42,13 +44,17 @@ def to_source(graph: LayerGraph, class_name: str = "EvolvedNormAct") -> str:
         f"class {class_name}(nn.Module):",
         f'    """y = ({formula}) * gamma + beta',
         "",
-        "    Per-channel parameters v0 (init 0), v1 (init 1), gamma (init 1), beta (init 0).",
+        f"    Per-channel parameters {_parameter_summary(graph)}.",
         f"    Graph: {graph.to_json()}",
         '    """',
+        "",
+        f"    # state_dict format {STATE_VERSION}: v0/v1 exist only where the output uses them.",
+        f"    _version = {STATE_VERSION}",
         "",
         *_init_lines(graph, order),
         "",
         *_forward_lines(graph, order),
+        *_legacy_load_lines(graph),
         "",
     ])
 
@@ -79,8 +85,33 @@ def _def_source(fn: types.FunctionType) -> str:
     return "\n".join(lines[start:]) + "\n"
 
 
+def _parameter_summary(graph: LayerGraph) -> str:
+    unused = unused_parameters(graph)
+    used = [f"{name} (init {init})" for name, init in (("v0", 0), ("v1", 1)) if name not in unused]
+    return ", ".join([*used, "gamma (init 1)", "beta (init 0)"])
+
+
+def _legacy_load_lines(graph: LayerGraph) -> list[str]:
+    """Where the layer leaves v0/v1 unused, the load hook that drops them from format-1
+    checkpoints, as `CompiledLayer` does."""
+    unused = unused_parameters(graph)
+    if not unused:
+        return []
+    return [
+        "",
+        "    def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args):",
+        "        # Format-1 checkpoints carry v0/v1 even where unused: drop those, they never",
+        "        # affected the output.",
+        f"        if local_metadata.get(\"version\", 1) < {STATE_VERSION}:",
+        f"            for name in {unused!r}:",
+        "                state_dict.pop(prefix + name, None)",
+        "        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args)",
+    ]
+
+
 def _init_lines(graph: LayerGraph, order: list[int]) -> list[str]:
     """`__init__`: parameters and buffers as `CompiledLayer` registers them."""
+    unused = unused_parameters(graph)
     lines = [
         "    def __init__(",
         "        self, num_channels: int, groups: int = 32, eps: float = 1e-5, momentum: float = 0.1",
@@ -95,12 +126,16 @@ def _init_lines(graph: LayerGraph, order: list[int]) -> list[str]:
         "        self.eps = eps",
         "        self.momentum = momentum",
         "        shape = (1, num_channels, 1, 1)",
-        "        self.v0 = nn.Parameter(torch.zeros(shape))",
-        "        self.v1 = nn.Parameter(torch.ones(shape))",
+        *(
+            f"        self.{name} = nn.Parameter(torch.{init}(shape))"
+            for name, init in (("v0", "zeros"), ("v1", "ones"))
+            if name not in unused
+        ),
         "        self.gamma = nn.Parameter(torch.ones(shape))",
         "        self.beta = nn.Parameter(torch.zeros(shape))",
-        '        self.register_buffer("zero", torch.zeros(1, 1, 1, 1), persistent=False)',
     ]
+    if reads_zero(graph):
+        lines.append('        self.register_buffer("zero", torch.zeros(1, 1, 1, 1), persistent=False)')
     for index in order:
         op = OPS[graph.node(index).op]
         if op.reads_batch_stats:

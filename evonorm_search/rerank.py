@@ -32,7 +32,7 @@ from db.records import CandidateRecord, RerankEvaluationRecord, RerankRunRecord
 from db.rerank import RerankStore
 from db.store import SearchStore
 from evonorm_search.config import SearchConfig, stored_config
-from evonorm_search.errors import EvonormError
+from evonorm_search.errors import EvonormError, ExecutorLost
 from evonorm_search.known import KNOWN_LAYERS, get_known, known_name
 from evonorm_search.selection import pareto_front
 from evonorm_search.task import DatasetSpec, EvalResult, EvalTask, TrainSettings
@@ -248,6 +248,8 @@ def run_rerank(
         for future in completed:
             entry, seed, attempt = in_flight.pop(future)
             error = future.exception()
+            if isinstance(error, ExecutorLost):
+                raise error  # not the entry's failure: the command stops, a rerun resumes
             if error is not None and attempt <= INFRASTRUCTURE_RETRIES:
                 submit(entry, seed, attempt + 1)
                 continue

@@ -108,7 +108,8 @@ def _outputs(graph: LayerGraph, probes: tuple[_Probe, ...]) -> list[Tensor] | No
             layer = compile_layer(graph, probe.inputs.shape[1], groups=probe.groups).double().train()
             for parameters in probe.parameters:
                 for name, value in parameters.items():
-                    getattr(layer, name).copy_(value)
+                    if getattr(layer, name) is not None:  # only where the output uses it
+                        getattr(layer, name).copy_(value)
                 y = layer(probe.inputs)
                 if not torch.isfinite(y).all():
                     return None

@@ -20,7 +20,7 @@ from evonorm_search.known import KNOWN_LAYERS
 from tests.cli_runner import run_evonorm
 from tests.test_store import (
     make_v1_database,
-    readonly_directory,
+    read_only,
     set_schema_version,
     snapshot,
 )
@@ -340,7 +340,7 @@ def test_inspection_works_in_a_read_only_directory(tmp_path: Path) -> None:
     path = directory / "evonorm.db"
     populate(path)
     before = snapshot(directory)
-    with readonly_directory(directory):
+    with read_only(directory):
         code, out, err = run_evonorm("status", "alpha", "--db", str(path))
         assert code == 0 and "done 6" in out, err
         code, _, err = run_evonorm("migrate", "--db", str(path))

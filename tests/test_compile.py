@@ -20,8 +20,11 @@ from tests.test_graph import graphs
 
 def test_parameters_buffers_and_state_dict_round_trip() -> None:
     layer = compile_layer(get_known("evonorm_b0"), 6)
-    assert set(layer.state_dict()) == {"v0", "v1", "gamma", "beta", "running_4"}
-    assert torch.equal(layer.v1, torch.ones(1, 6, 1, 1)) and torch.equal(layer.v0, torch.zeros(1, 6, 1, 1))
+    assert set(layer.state_dict()) == {"v1", "gamma", "beta", "running_4"}  # v0 unused
+    assert torch.equal(layer.v1, torch.ones(1, 6, 1, 1)) and layer.v0 is None
+    bn_relu = compile_layer(get_known("bn_relu"), 6)
+    assert set(bn_relu.state_dict()) == {"v0", "v1", "gamma", "beta", "running_4", "running_7"}
+    assert torch.equal(bn_relu.v0, torch.zeros(1, 6, 1, 1))
     x = torch.randn(4, 6, 3, 3)
     for _ in range(3):
         layer(x * 2)

@@ -98,15 +98,14 @@ def _twin(name: str, c: int, seed: int) -> tuple[nn.Module, nn.Module]:
     compiled = compile_layer(get_known(name), c)
     rand = lambda: 1 + 0.5 * torch.randn(1, c, 1, 1, generator=gen)  # noqa: E731
     with torch.no_grad():
-        for p in (compiled.v0, compiled.v1, compiled.gamma, compiled.beta):
+        for _, p in sorted(compiled.named_parameters()):
             p.copy_(rand())
     if name.startswith("evonorm"):
         ref: nn.Module = HandEvoNorm(name, c)
+        assert compiled.v0 is None  # unused by EvoNorms, so not created
         with torch.no_grad():
-            for attr in ("v1", "gamma", "beta"):
-                getattr(ref, attr).copy_(getattr(compiled, attr))
-            compiled.v0.zero_()  # unused by EvoNorms: a nonzero v0 must change nothing
-            compiled.v0.add_(3.0)
+            for attr, p in compiled.named_parameters():
+                getattr(ref, attr).copy_(p)
     else:
         ref = Reference(name, c)
         with torch.no_grad():  # the baselines' own affine lives on v1/v0

@@ -10,6 +10,7 @@ directory to report how often and where they ran.
 from __future__ import annotations
 
 import os
+import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,9 +20,9 @@ import pytest
 import ray
 from ray.cluster_utils import Cluster
 
-from evonorm_search.errors import EvonormError
+from evonorm_search.errors import EvonormError, ExecutorLost
 from evonorm_search.task import DatasetSpec, EvalResult, EvalTask
-from workers.ray_executor import EvaluationLost, RayEvaluator
+from workers.ray_executor import ClusterLost, EvaluationLost, RayEvaluator
 from tests.ray_cluster import two_node_cluster
 
 FakeEvaluate = Callable[[EvalTask, Any], EvalResult]
@@ -148,7 +149,7 @@ def test_candidate_killing_every_worker_fails_after_the_cap(
     try:
         doomed = killer.submit(_task(7))
         others = [healthy.submit(_task(n)) for n in range(3)]
-        with pytest.raises(EvaluationLost, match="candidate 7: .*died on all 2 attempts"):
+        with pytest.raises(EvaluationLost, match="^its worker process or node died on all 2 attempts"):
             doomed.result(timeout=60)
         assert [f.result(timeout=60).status for f in others] == ["done"] * 3
     finally:
@@ -161,7 +162,7 @@ def test_candidate_killing_every_worker_fails_after_the_cap(
 def test_an_evaluation_that_raises_is_not_retried(cluster: Cluster) -> None:
     evaluator = RayEvaluator(_raises, dataset_loader=_load)
     try:
-        with pytest.raises(EvaluationLost, match="candidate 3: the evaluation function raised"):
+        with pytest.raises(EvaluationLost, match="^the evaluation function raised"):
             evaluator.submit(_task(3)).result(timeout=60)
     finally:
         evaluator.shutdown()
@@ -220,3 +221,42 @@ def _wait_for(condition: Callable[[], object], timeout: float = 60.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("timed out waiting for the evaluations to start")
         time.sleep(0.05)
+
+
+def test_a_lost_cluster_fails_what_is_in_flight_with_cluster_lost(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """The watchdog: once the GCS refuses connections (the head is gone), the futures in
+    flight, `submit` and `capacity` raise ClusterLost (an ExecutorLost: the caller stops
+    and records nothing), within a few probe intervals. The head is simulated by pointing
+    the watchdog at a closed port; test_lost_node.py kills a real one."""
+    evaluator = RayEvaluator(_logging(tmp_path, kill_attempts=0, seconds=60),
+                             dataset_loader=_load, max_retries=0)
+    try:
+        future = evaluator.submit(_task(1))
+        _wait_for(lambda: _attempts(tmp_path, 1))
+        with socket.socket() as probe:  # a port nothing listens on
+            probe.bind(("127.0.0.1", 0))
+            closed = probe.getsockname()[1]
+        evaluator._gcs = f"127.0.0.1:{closed}"
+        with pytest.raises(ClusterLost, match=f"its GCS at 127.0.0.1:{closed} refuses connections"):
+            future.result(timeout=30)
+        assert isinstance(future.exception(), ExecutorLost)
+        with pytest.raises(ClusterLost):
+            evaluator.submit(_task(2))
+        with pytest.raises(ClusterLost):
+            evaluator.capacity  # noqa: B018 - the property raises
+    finally:
+        (tmp_path / RELEASE).touch()
+        evaluator.shutdown()
+    assert ray.is_initialized()  # the module's connection is not this evaluator's to close
+
+
+def test_rays_notices_go_to_stderr(cluster: Cluster, capsys: pytest.CaptureFixture[str]) -> None:
+    """Ray prints `(raylet) ...` notices from a thread of its own; the commands print their
+    results on stdout, so the notices must go to stderr."""
+    ray._private.worker.print_to_stdstream(
+        {"lines": ["a worker died (test notice)"], "pid": "raylet", "is_err": False},
+        ignore_prefix=False)
+    captured = capsys.readouterr()
+    assert "a worker died (test notice)" in captured.err and captured.out == ""

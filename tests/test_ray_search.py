@@ -16,6 +16,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -231,3 +232,70 @@ def test_controller_sigkilled_with_evaluations_in_flight_resumes(
             assert by_number[number].attempts == 2
         else:
             assert by_number[number].status == status and by_number[number].attempts <= 1
+
+
+def _held(log_dir: Path) -> Callable[..., EvalResult]:
+    """A fake evaluation that records (candidate id, attempt, node) and then holds until
+    the test creates `log_dir/release` (a loaded machine cannot finish it too early)."""
+
+    def evaluate(task: EvalTask, data: Any) -> EvalResult:
+        node = ray.get_runtime_context().get_node_id()
+        attempt = len(list(log_dir.glob(f"{task.candidate_id}-*")))
+        (log_dir / f"{task.candidate_id}-{attempt}-{os.getpid()}-{node}").touch()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (log_dir / "release").exists():
+            time.sleep(0.05)
+        return EvalResult("done", accuracies=_scores(task))
+
+    return evaluate
+
+
+def test_a_lost_node_costs_an_attempt_that_the_controller_redoes_and_status_shows(
+    evaluator_factory: Callable[..., RayEvaluator], cluster: Cluster, tmp_path: Path
+) -> None:
+    """As `evonorm search` runs it (Ray retries off, the controller resubmits): a node lost
+    mid-evaluation loses no candidate; the one it ran is submitted again (attempts 2), which
+    `SearchStore.summary` (`evonorm status`) reports. Runs last: it takes a node away."""
+    doomed = cluster.add_node(num_cpus=1)
+    evaluator = evaluator_factory(_held(tmp_path), max_retries=0, workers=3)
+    config = _config(budget=3, max_attempts=3)
+
+    def kill_the_node_once_it_evaluates() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            on_doomed = [p for p in tmp_path.glob("*-*-*-*") if p.name.endswith(doomed.node_id)]
+            if on_doomed:
+                pid = int(on_doomed[0].name.split("-")[2])
+                cluster.remove_node(doomed, allow_graceful=False)
+                while time.monotonic() < deadline and _alive(pid):
+                    time.sleep(0.05)
+                break
+            time.sleep(0.05)
+        (tmp_path / "release").touch()
+
+    killer = threading.Thread(target=kill_the_node_once_it_evaluates)
+    killer.start()
+    try:
+        with SearchStore.open(tmp_path / "s.db", create=True) as store:
+            record = store.create_search("s", config.to_dict(), config.seed)
+            final = SearchController(store, record, config, evaluator).run()
+            candidates = store.candidates(record.id)
+            summary = store.summary(record.id)
+    finally:
+        killer.join()
+    assert final.complete
+    evaluated = _evaluated(candidates)
+    assert [c.status for c in evaluated] == ["done"] * 3
+    assert [c.number for c in candidates] == list(range(len(candidates)))
+    retried = [c for c in evaluated if c.attempts == 2]
+    assert len(retried) == 1 and summary.retried == (retried[0].number,)
+    attempts = sorted(p.name.split("-")[1:] for p in tmp_path.glob(f"{retried[0].id}-*"))
+    assert attempts[0][2] == doomed.node_id and attempts[1][2] != doomed.node_id
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -89,26 +89,27 @@ def snapshot(directory: Path) -> dict[str, tuple[bytes, int]]:
 
 
 @contextmanager
-def readonly_directory(directory: Path) -> Iterator[None]:
-    """Make `directory` read-only for this process, also when running as root.
+def read_only(path: Path) -> Iterator[None]:
+    """Make the directory or file `path` read-only for this process, also as root.
 
-    Root ignores permission bits, so as root the directory is made immutable (chattr +i),
-    which the kernel enforces for root too; without chattr support the test is skipped.
+    Root ignores permission bits, so as root it is made immutable (chattr +i), which the
+    kernel enforces for root too; without chattr support the test is skipped.
     """
     if os.geteuid() != 0:
-        directory.chmod(0o555)
+        mode = path.stat().st_mode
+        path.chmod(0o555 if path.is_dir() else 0o444)
         try:
             yield
         finally:
-            directory.chmod(0o755)
+            path.chmod(mode)
         return
-    done = subprocess.run(["chattr", "+i", str(directory)], capture_output=True, check=False)
+    done = subprocess.run(["chattr", "+i", str(path)], capture_output=True, check=False)
     if done.returncode != 0:
         pytest.skip(f"running as root and chattr +i is unavailable here: {done.stderr!r}")
     try:
         yield
     finally:
-        subprocess.run(["chattr", "-i", str(directory)], check=True)
+        subprocess.run(["chattr", "-i", str(path)], check=True)
 
 
 def schema_of(path: Path) -> dict[str, object]:
@@ -404,7 +405,7 @@ def test_read_only_directory(tmp_path: Path) -> None:
     with SearchStore.open(directory / "existing.db", create=True) as store:
         store.create_search("alpha", {}, seed=0)
     before = snapshot(directory)
-    with readonly_directory(directory):
+    with read_only(directory):
         with pytest.raises(StoreError, match="read-only"):
             SearchStore.open(directory / "new.db", create=True)
         with pytest.raises(StoreError, match="read-only"):

@@ -5,7 +5,9 @@ The controller only sees `Evaluator`: `submit(task)` returns a standard
 `InlineEvaluator` evaluates inside `submit` (deterministic, for tests and debugging);
 `make_evaluator("ray", ...)` returns the Ray one from `workers.ray_executor`.
 A future that raises means an infrastructure failure; a candidate's own failure is an
-`EvalResult` value.
+`EvalResult` value. A future (or `submit`, or `capacity`) that raises
+`evonorm_search.errors.ExecutorLost` means the executor can evaluate nothing more (the
+Ray cluster is gone): the caller stops and leaves that work for a resume.
 """
 
 from __future__ import annotations
@@ -110,5 +112,8 @@ def make_evaluator(
             gpus_per_eval=0.0 if gpus_per_eval is None else gpus_per_eval,
             # The caller's data set was loaded and checked already: ship that one.
             dataset_loader=None if data is None else (lambda _spec: data),
+            # The callers (the search controller, the re-ranking) resubmit a lost evaluation
+            # themselves, recording each attempt (`evonorm status` shows the retries).
+            max_retries=0,
         )
     raise EvonormError(f"unknown executor {kind!r}: use one of {', '.join(EXECUTOR_KINDS)}")

@@ -190,7 +190,8 @@ def target_outputs(target_json: str, regime_name: str) -> TargetOutputs:
     layer = compile_layer(LayerGraph.from_json(target_json), regime.channels).train()
     with torch.no_grad():
         for name, value in target_parameters(regime_name).items():
-            getattr(layer, name).copy_(value)
+            if getattr(layer, name) is not None:  # v0/v1 exist only where the layer uses them
+                getattr(layer, name).copy_(value)
         outputs = torch.cat([layer(x) for x in regime_data(regime_name)])
     if not torch.isfinite(outputs).all():
         raise ValueError(f"the target is not finite on the inputs of {regime_name}")
@@ -446,8 +447,8 @@ def score_regime(graph: LayerGraph, target_json: str, regime_name: str,
     layer = compile_layer(graph, regime.channels).train()
     for parameter in layer.parameters():  # gamma/beta: solved in closed form
         parameter.requires_grad_(False)
-    live = graph.live_nodes()
-    names = [name for index, name in ((2, "v0"), (3, "v1")) if index in live]
+    # The layer has v0/v1 only where its output uses them: those are fitted.
+    names = [name for name in ("v0", "v1") if getattr(layer, name) is not None]
     done = 0
     with torch.no_grad():
         if names:

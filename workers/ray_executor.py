@@ -2,9 +2,19 @@
 
 Owns everything Ray-specific in the search: attaching to a cluster (or starting a local
 instance), sizing the number of evaluations in flight from the cluster's resources,
-shipping each data set once through the object store, and fault tolerance for workers
-and nodes that die mid-evaluation (Ray's task retries; after the cap the candidate's
-future raises `EvaluationLost` and the controller marks it failed).
+shipping each data set once through the object store, and telling apart the faults of
+a run on a cluster:
+- a worker process or a worker node that dies mid-evaluation: Ray reruns the task up to
+  `max_retries` times, then (and at once with `max_retries=0`, as the CLI runs it, leaving
+  the resubmission to its caller, who records each attempt) the future raises
+  `EvaluationLost`;
+- the cluster itself lost (its head's GCS stops accepting connections, or this machine's
+  raylet dies): every future in flight, and every later `submit` or `capacity`, raises
+  `evonorm_search.errors.ExecutorLost`, so the caller stops instead of recording failures.
+  A watchdog thread probes the GCS port every `WATCH_INTERVAL` seconds, well before Ray's
+  own client gives up (it ends the process after 60 s without the GCS).
+Ray's `(raylet)` notices (a worker or node died, ...) are printed on stderr, not on stdout
+where the commands print their results.
 
 Only plain values cross the Ray boundary: tasks and results travel as their JSON-able
 dicts (`EvalTask.to_dict`, `EvalResult.to_dict`); the data set is a `ray.put` object the
@@ -31,7 +41,7 @@ from typing import Any
 import ray
 import ray.exceptions
 
-from evonorm_search.errors import EvonormError
+from evonorm_search.errors import EvonormError, ExecutorLost
 from evonorm_search.task import DatasetSpec, EvalResult, EvalTask
 
 EvaluateFn = Callable[[EvalTask, Any], EvalResult]
@@ -42,6 +52,14 @@ DatasetLoader = Callable[[DatasetSpec], Any]
 CONNECT_TIMEOUT = 5.0
 # Seconds between re-reads of the cluster's resources for `capacity` (nodes may join).
 CAPACITY_REFRESH = 5.0
+# The cluster watchdog probes the GCS port every WATCH_INTERVAL seconds. The cluster is
+# lost after WATCH_REFUSALS refusals in a row (its host is up and nothing listens: the
+# head process died), or after WATCH_SILENCE seconds without an answer (the head machine
+# or the network is gone; Ray's own client ends the process after 60 s of that).
+WATCH_INTERVAL = 0.5
+WATCH_REFUSALS = 3
+WATCH_SILENCE = 20.0
+PROBE_TIMEOUT = 2.0
 # File where `ray start --head` records the address of the cluster it started; None:
 # where Ray puts it (`_ray_address_file`). Tests point it elsewhere.
 _RAY_ADDRESS_FILE: str | None = None
@@ -50,6 +68,10 @@ _RAY_ADDRESS_FILE: str | None = None
 class EvaluationLost(RuntimeError):
     """Ray gave up on an evaluation: its worker or node died more often than the retry cap,
     or the evaluation function itself raised (a bug: `evaluate` returns failures as values)."""
+
+
+class ClusterLost(ExecutorLost):
+    """The Ray cluster this evaluator uses is gone: nothing more can be evaluated."""
 
 
 @dataclass(frozen=True)
@@ -241,17 +263,26 @@ class RayEvaluator:
         self._capacity = 1
         self._capacity_read_at = -math.inf
         self._closed = False
+        self._address = address
+        self._cluster_loss: str | None = None  # why the cluster is lost, once it is
+        self._gcs = ray.get_runtime_context().gcs_address
+        self._stop_watch = threading.Event()
+        self._watchdog = threading.Thread(target=self._watch, name="evonorm-ray-watchdog",
+                                          daemon=True)
+        self._watchdog.start()
 
     # ---- the Evaluator protocol -------------------------------------------------------
 
     @property
     def retries_lost_work(self) -> bool:
-        """Ray re-runs an evaluation whose worker died (`max_retries`) before failing it."""
-        return True
+        """Whether Ray re-runs an evaluation whose worker died (`max_retries` > 0) before
+        failing it; with 0 the caller resubmits (and records each attempt)."""
+        return self.max_retries > 0
 
     @property
     def capacity(self) -> int:
         """Evaluations to keep in flight: `workers`, else what the cluster fits right now."""
+        self._raise_if_lost()
         if self._workers is not None:
             return self._workers
         now = time.monotonic()
@@ -265,6 +296,7 @@ class RayEvaluator:
         `EvaluationLost` when Ray gave up on it."""
         if self._closed:
             raise RuntimeError("RayEvaluator.submit after shutdown")
+        self._raise_if_lost()
         # A planted task builds its own inputs: no data set to ship.
         data_box = [] if task.kind == "planted" else [self._data_ref(task.dataset)]
         ref = self._remote.remote(self._evaluate, task.to_dict(), data_box)
@@ -272,11 +304,12 @@ class RayEvaluator:
         outer.set_running_or_notify_cancel()
         with self._lock:
             self._pending[outer] = ref
-        ref.future().add_done_callback(lambda inner: self._finish(outer, task, inner))
+        ref.future().add_done_callback(lambda inner: self._finish(outer, inner))
         return outer
 
     def shutdown(self) -> None:
         """Cancel what is still running, fail its futures, and leave Ray if we joined it."""
+        self._stop_watch.set()
         with self._lock:
             if self._closed:
                 return
@@ -284,11 +317,15 @@ class RayEvaluator:
             pending = list(self._pending.items())
             self._pending.clear()
         for outer, ref in pending:
-            ray.cancel(ref, force=True)
+            if self._cluster_loss is None:  # a lost cluster cannot cancel anything
+                ray.cancel(ref, force=True)
             if not outer.done():
                 outer.set_exception(EvaluationLost("the evaluator was shut down"))
         self._data_refs.clear()
-        self._disconnect()
+        if self._cluster_loss is None:
+            self._disconnect()
+        # else: leaving a lost cluster takes Ray ~5 s; its exit handler does that once the
+        # command has said what happened (call ray.shutdown() to leave it sooner).
 
     # ---- observations ------------------------------------------------------------------
 
@@ -331,12 +368,16 @@ class RayEvaluator:
             self._data_refs[spec] = ref
         return ref
 
-    def _finish(self, outer: Future[EvalResult], task: EvalTask, inner: Future[Any]) -> None:
+    def _finish(self, outer: Future[EvalResult], inner: Future[Any]) -> None:
         """Runs on Ray's callback thread when the task's object is ready (or lost)."""
+        error = inner.exception()
+        loss = None if error is None else self._cluster_loss_behind(error)
+        if loss is not None:
+            self._declare_lost(loss)
+            return
         with self._lock:
             if self._pending.pop(outer, None) is None:
-                return  # shut down meanwhile: the future already failed
-            error = inner.exception()
+                return  # shut down or cluster lost meanwhile: the future already failed
             if error is None:
                 reply = inner.result()
                 self._completed += 1
@@ -349,22 +390,95 @@ class RayEvaluator:
         if error is None:
             outer.set_result(EvalResult.from_dict(reply["result"]))
         else:
-            outer.set_exception(self._lost_error(task, error))
+            outer.set_exception(self._lost_error(error))
 
-    def _lost_error(self, task: EvalTask, error: BaseException) -> EvaluationLost:
-        who = f"candidate {task.candidate_id}" if task.candidate_id is not None else "evaluation"
+    def _lost_error(self, error: BaseException) -> EvaluationLost:
+        # The caller stores this as the candidate's reason, which names it already (a row
+        # id here would be no help: users know candidates by their number).
         if isinstance(error, ray.exceptions.RayTaskError):
             last = str(error).strip().splitlines()[-1] if str(error).strip() else ""
-            return EvaluationLost(f"{who}: the evaluation function raised: {last}")
-        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            return EvaluationLost(f"the evaluation function raised: {last}")
+        tries = f" on all {self.max_retries + 1} attempts" if self.max_retries else ""
         return EvaluationLost(
-            f"{who}: its worker process or node died on all {self.max_retries + 1} attempts "
-            f"({type(error).__name__}: {first})"
+            f"its worker process or node died{tries} ({type(error).__name__}: {_first_line(error)})"
         )
+
+    # ---- the cluster itself ---------------------------------------------------------------
+
+    def _watch(self) -> None:
+        """Declare the cluster lost when its GCS refuses WATCH_REFUSALS probes in a row or
+        answers none for WATCH_SILENCE seconds."""
+        refusals, silent_since = 0, None
+        while not self._stop_watch.wait(WATCH_INTERVAL):
+            answer = _probe(self._gcs)
+            if answer == "accepted":
+                refusals, silent_since = 0, None
+                continue
+            refusals = refusals + 1 if answer == "refused" else 0
+            silent_since = silent_since if silent_since is not None else time.monotonic()
+            if refusals >= WATCH_REFUSALS:
+                self._declare_lost(self._gcs_refuses())
+                return
+            if time.monotonic() - silent_since >= WATCH_SILENCE:
+                self._declare_lost(f"its GCS at {self._gcs} has not answered for "
+                                   f"{WATCH_SILENCE:.0f} s (the head machine or the network is down)")
+                return
+
+    def _gcs_refuses(self) -> str:
+        return (f"its GCS at {self._gcs} refuses connections (the Ray processes of the head "
+                "node are gone)")
+
+    def _cluster_loss_behind(self, error: BaseException) -> str | None:
+        """Why a failed evaluation means the cluster is lost: this machine's raylet died, or
+        a node died and the GCS went with it (the head); None for a lost worker or node."""
+        if isinstance(error, ray.exceptions.LocalRayletDiedError):
+            return "the Ray processes of this machine (its raylet) died"
+        if (isinstance(error, ray.exceptions.NodeDiedError | ray.exceptions.RaySystemError)
+                and _probe(self._gcs) == "refused"):
+            return self._gcs_refuses()
+        return None
+
+    def _declare_lost(self, reason: str) -> None:
+        """Fail every future in flight with ClusterLost; later calls raise it too."""
+        with self._lock:
+            if self._cluster_loss is not None:
+                return
+            self._cluster_loss = reason
+            pending = list(self._pending)
+            self._pending.clear()
+        for outer in pending:
+            if not outer.done():
+                outer.set_exception(self._cluster_lost())
+
+    def _cluster_lost(self) -> ClusterLost:
+        where = ("the local Ray instance" if self._address is None
+                 else f"the Ray cluster at {self._address}")
+        return ClusterLost(f"lost {where}: {self._cluster_loss}")
+
+    def _raise_if_lost(self) -> None:
+        if self._cluster_loss is not None:
+            raise self._cluster_lost()
 
     def _disconnect(self) -> None:
         if self._owns_connection and ray.is_initialized():
             ray.shutdown()
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def _probe(address: str) -> str:
+    """Whether HOST:PORT "accepted" a TCP connection, "refused" it, or stayed "silent"."""
+    host, port = _split_host_port(address)
+    try:
+        with socket.create_connection((host, port), timeout=PROBE_TIMEOUT):
+            return "accepted"
+    except ConnectionRefusedError:
+        return "refused"
+    except OSError:
+        return "silent"
 
 
 def _check_settings(
@@ -387,6 +501,7 @@ def _check_settings(
 
 def _connect(address: str | None) -> bool:
     """Join or start Ray; True when this call did (so `shutdown` should leave it)."""
+    _notices_to_stderr()
     if ray.is_initialized():
         return False
     quiet: dict[str, Any] = {
@@ -412,6 +527,22 @@ def _connect(address: str | None) -> bool:
             "if the cluster uses token authentication), or fix --address"
         ) from None
     return True
+
+
+def _notices_to_stderr() -> None:
+    """Ray prints the cluster's error notices (`(raylet) A worker died ...`) on stdout from a
+    thread of its own (ray._private.worker.listen_error_messages, Ray 2.60), where they
+    would interleave with a command's results: send them to stderr with the progress."""
+    worker_module = ray._private.worker
+    printer = getattr(worker_module, "print_to_stdstream", None)
+    if printer is None or getattr(printer, "to_stderr", False):
+        return
+
+    def to_stderr(data: dict[str, Any], ignore_prefix: bool) -> None:
+        printer({**data, "is_err": True}, ignore_prefix)
+
+    to_stderr.to_stderr = True  # type: ignore[attr-defined]
+    worker_module.print_to_stdstream = to_stderr
 
 
 def _authenticate(address: str, resolved: str) -> None:

@@ -15,8 +15,10 @@ from typing import Any
 
 import click
 
+from db.leases import LeaseRecord, LeaseStore, describe, holder_alive
 from db.models import SCHEMA_VERSION, STATUSES, TRIAL_STATUSES
 from db.store import DEFAULT_DB_PATH, CandidateRecord, SearchRecord, SearchStore, SearchSummary
+from evonorm_search.cli.common import numbers_text
 from evonorm_search.cli.layers import (
     accuracy_text,
     candidate_json,
@@ -81,6 +83,7 @@ class StatusView:
     summary: SearchSummary
     best_records: dict[int, CandidateRecord]
     reevaluations: dict[str, int]  # every trial status, zeros included
+    lease: LeaseRecord | None  # the process running the search, or one that died running it
 
 
 def status_view(store: SearchStore, search: SearchRecord) -> StatusView:
@@ -88,7 +91,30 @@ def status_view(store: SearchStore, search: SearchRecord) -> StatusView:
     records = {cid: store.get_candidate(cid) for cid, _ in summary.best.values()}
     reevaluations = dict.fromkeys(TRIAL_STATUSES, 0)
     reevaluations.update(store.trial_outcomes(search.id))
-    return StatusView(summary, records, reevaluations)
+    return StatusView(summary, records, reevaluations, LeaseStore(store).lease(search.name))
+
+
+def _lease_json(lease: LeaseRecord | None, now: datetime) -> dict[str, Any] | None:
+    if lease is None:
+        return None
+    return {"pid": lease.pid, "host": lease.host, "started_at": iso_time(lease.started_at),
+            "heartbeat_at": iso_time(lease.heartbeat_at), "alive": holder_alive(lease, now)}
+
+
+def _lease_text(lease: LeaseRecord | None, now: datetime) -> str | None:
+    if lease is None:
+        return None
+    if holder_alive(lease, now):
+        beat = (now - lease.heartbeat_at).total_seconds()
+        return f"  running: {describe(lease)} (last heartbeat {beat:.0f} s ago)"
+    return (f"  not running: its last run ({describe(lease)}) ended without stopping cleanly "
+            "(killed?); `evonorm search` resumes it")
+
+
+def _retried_text(numbers: tuple[int, ...]) -> str:
+    plural = "s" if len(numbers) > 1 else ""
+    return (f"  retried (an evaluation lost to a dead worker, node or run, submitted again): "
+            f"{len(numbers)} candidate{plural}, number{plural} {numbers_text(numbers)}")
 
 
 def status_json(view: StatusView, now: datetime) -> dict[str, Any]:
@@ -110,6 +136,8 @@ def status_json(view: StatusView, now: datetime) -> dict[str, Any]:
             for proxy, (candidate_id, accuracy) in summary.best.items()
         },
         "reevaluations": dict(view.reevaluations),
+        "retried": list(summary.retried),
+        "running": _lease_json(view.lease, now),
         "last_activity": iso_time(last),
         "elapsed_seconds": None if last is None else (last - summary.search.created_at).total_seconds(),
         "idle_seconds": None if last is None else (now - last).total_seconds(),
@@ -153,6 +181,11 @@ def describe_status(view: StatusView, now: datetime) -> str:
             f"  re-evaluations (further seeds): {sum(view.reevaluations.values())}  "
             + "  ".join(f"{status} {count}" for status, count in view.reevaluations.items())
         )
+    if summary.retried:
+        lines.append(_retried_text(summary.retried))
+    running = _lease_text(view.lease, now)
+    if running is not None:
+        lines.append(running)
     lines.append(f"  elapsed: {_elapsed(summary, now)}")
     return "\n".join(lines)
 
@@ -165,8 +198,9 @@ def status(name: str | None, db_path: Path, as_json: bool) -> None:
     """Show progress of search NAME (all searches without NAME).
 
     Counts by status, rejections by stage, the best accuracy per proxy (± standard error
-    over its seeds once re-evaluated), re-evaluations by status and the elapsed time.
-    Reads the database only, so it is safe while a search is running.
+    over its seeds once re-evaluated), re-evaluations by status, the candidates whose
+    evaluation was lost and submitted again, the process running the search (if any)
+    and the elapsed time. Reads the database only, so it is safe while a search is running.
     """
     with SearchStore.open(db_path, readonly=True) as store:
         searches = [store.get_search(name)] if name is not None else store.list_searches()

@@ -20,6 +20,7 @@ from evonorm_search.export import to_source
 from evonorm_search.graph import INITIAL_NODES, NUM_INITIAL, LayerGraph
 from evonorm_search.known import KNOWN_LAYERS, formula_label, known_name
 from evonorm_search.layer_spec import load_graph_spec
+from evonorm_search.output import write_text_file
 from evonorm_search.simplify import simplify
 
 if TYPE_CHECKING:
@@ -304,12 +305,8 @@ def export(layer: str, db_path: Path, output: Path | None, class_name: str,
     if output is None:
         click.echo(source, nl=False)
         return
-    try:
-        output.write_text(source, encoding="utf-8")
-    except OSError as error:
-        raise EvonormError(
-            f"cannot write {str(output)!r} ({error.strerror}); choose a writable path with -o"
-        ) from None
+    write_text_file(output, source, what="the layer module",
+                    fix="choose another path with -o")
     click.echo(f"wrote {class_name} to {output}", err=True)
 
 

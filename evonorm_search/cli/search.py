@@ -2,8 +2,11 @@
 
 Composes the parts: settings (`SearchConfig`), the store, the data set, the executor and
 the controller. Every check that can fail on user input (settings, conflicts with a
-stored search, the data set, the database path) runs before the database is created or
-written, so a refused command leaves it untouched.
+stored search, the data set, the database path, another process running the search)
+runs before the database is created or written, so a refused command leaves it untouched.
+The run holds the search's lease (`cli/lease.py`); when it stops before its budget (Ctrl-C,
+a lost Ray cluster, a full disk) the evaluations in flight go back to pending, their
+attempt not counted, for the resume (docs/faults.md).
 """
 
 from __future__ import annotations
@@ -15,11 +18,13 @@ from typing import Any
 
 import click
 
-from evonorm_search.cli.common import training_default_help
+from evonorm_search.cli.common import INTERRUPTED_EXIT_CODE, numbers_text, training_default_help
+from evonorm_search.cli.lease import hold_lease
 from evonorm_search.config import (
     STRATEGIES, ConfigError, SearchConfig, new_search_config, stored_config,
 )
 from evonorm_search.controller import Progress, SearchController
+from evonorm_search.errors import DatabaseWriteError, ExecutorLost, StoreError
 from primitives import SPACES
 
 _DEFAULTS = SearchConfig()
@@ -30,7 +35,6 @@ DEFAULT_DB = "evonorm.db"
 # Seconds between progress lines on stderr (the final line is always printed).
 PROGRESS_INTERVAL = 2.0
 HEARTBEAT_INTERVAL = 30.0
-INTERRUPTED_EXIT_CODE = 130  # as a shell reports a process stopped by SIGINT
 
 # CLI option -> SearchConfig key (None values mean "not given": stored/default value).
 _SETTINGS = {
@@ -165,11 +169,16 @@ class _ProgressPrinter:
 
 
 def _resolve(store_path: Path, name: str, overrides: dict[str, Any]) -> tuple[SearchConfig, bool]:
-    """The settings to run with, and whether the search exists already (a resume)."""
+    """The settings to run with, and whether the search exists already (a resume).
+
+    SearchRunning when a live process runs the search already: refused at once, before
+    the data set is loaded or an executor started (the lease itself is taken later)."""
+    from db.leases import LeaseStore
     from db.store import SearchStore
 
     if store_path.exists():
         with SearchStore.open(store_path) as store:
+            LeaseStore(store).check_free(name)
             existing = store.find_search(name)
         if existing is not None:
             stored = stored_config(existing.config)
@@ -268,7 +277,9 @@ def search(name: str, db_path: str, workers: int | None, executor: str,
     ./evonorm.db as "default". Resuming needs only --name (and --db): the stored settings
     are used; a different value for any setting but --budget or --threads is refused (a
     larger --budget extends the search for that run). Progress goes to stderr; Ctrl-C
-    stops cleanly (exit 130) and the search can be resumed later.
+    stops cleanly (exit 130) and the search can be resumed later. One process runs a
+    search at a time: a second one is refused (exit 3). A full disk (exit 74) or a lost
+    Ray cluster (exit 75) stops the run; run the same command to resume (docs/faults.md).
 
     With --task planted --target LAYER the search trains nothing: each candidate is
     scored by R^2 against the planted LAYER on three input regimes (the "proxies"), and
@@ -299,28 +310,74 @@ def search(name: str, db_path: str, workers: int | None, executor: str,
     except BaseException:
         evaluator.shutdown()
         raise
+    resume = f"evonorm search --name {name} --db {path}" + (f" --address {address}" if address else "")
     with store:
-        record = store.find_search(name) if resuming else None
-        if record is None:
-            record = store.create_search(name, config.to_dict(), config.seed)
-        click.echo(f"{'resuming' if resuming else 'starting'} search {name!r} in {path} "
-                   f"({executor} executor)", err=True)
-        printer = _ProgressPrinter()
         try:
-            final = SearchController(store, record, config, evaluator, progress=printer).run()
+            with hold_lease(store, name):
+                record = store.find_search(name) if resuming else None
+                if record is None:
+                    record = store.create_search(name, config.to_dict(), config.seed)
+                click.echo(f"{'resuming' if resuming else 'starting'} search {name!r} in {path} "
+                           f"({executor} executor)", err=True)
+                final = _run_controller(store, record, config, evaluator, resume)
         finally:
-            printer.finish()
             evaluator.shutdown()
-        if final.line() != printer.last_line:
-            click.echo(final.line(), err=True)
         if final.interrupted:
             click.echo(f"interrupted: {final.in_flight} in-flight evaluation(s) will be redone; "
-                       f"resume with: evonorm search --name {name} --db {path}", err=True)
+                       f"resume with: {resume}", err=True)
             # SystemExit, not ctx.exit: the group runs with standalone_mode=False, where
             # click turns ctx.exit(code) into a return value that main() drops.
             sys.exit(INTERRUPTED_EXIT_CODE)
         _print_summary(store, record.id, config)
         _print_recovery(store, record.id, config)
+
+
+def _run_controller(store: Any, record: Any, config: SearchConfig, evaluator: Any,
+                    resume: str) -> Progress:
+    """Run the search to its budget, printing progress; on a stop before it (Ctrl-C, the
+    executor lost, a failed write) hand the evaluations in flight back to pending, their
+    attempt not counted, and explain how to resume. (A lease taken over by another process
+    stops it with SearchRunning from its next write, handing nothing back.)"""
+    printer = _ProgressPrinter()
+    try:
+        try:
+            final = SearchController(store, record, config, evaluator, progress=printer).run()
+        finally:
+            printer.finish()
+    except ExecutorLost as error:
+        numbers = _release(store, record.id)
+        raise ExecutorLost(
+            f"{error}. The search stopped; nothing was recorded as a candidate's failure: "
+            f"{_in_flight_text(numbers)}. Restart the cluster (or drop --address to run on a "
+            f"local Ray instance), then resume with: {resume}"
+        ) from None
+    except DatabaseWriteError:
+        _release(store, record.id)  # best effort: the disk may refuse this write too
+        raise
+    except KeyboardInterrupt:  # outside the controller's loop (it handles its own)
+        _release(store, record.id)
+        raise
+    if final.line() != printer.last_line:
+        click.echo(final.line(), err=True)
+    if final.interrupted:
+        _release(store, record.id)
+    return final
+
+
+def _release(store: Any, search_id: int) -> list[int]:
+    """Numbers of the candidates whose evaluation in flight went back to pending ([] when
+    the database refuses the write: a resume then counts that attempt)."""
+    try:
+        return store.release_inflight(search_id)
+    except StoreError:
+        return []
+
+
+def _in_flight_text(numbers: list[int]) -> str:
+    if not numbers:
+        return "no evaluation was in flight"
+    return (f"the evaluations in flight (candidate number{'s' if len(numbers) > 1 else ''} "
+            f"{numbers_text(numbers)}) are pending again")
 
 
 def _budget_done(path: Path, name: str, config: SearchConfig) -> bool:

@@ -28,7 +28,13 @@ from typing import TYPE_CHECKING, Any
 from db.rerank import RerankStore
 from evonorm_search.config import stored_config
 from evonorm_search.controller import counts_toward_budget
-from evonorm_search.errors import EvonormError, GraphError, StoreError
+from evonorm_search.errors import (
+    DatabaseDamaged,
+    DatabaseWriteError,
+    EvonormError,
+    GraphError,
+    StoreError,
+)
 from evonorm_search.planted import score_name
 from evonorm_search.graph import LayerGraph
 from evonorm_search.known import known_name
@@ -265,6 +271,8 @@ class DashboardData:
     def get_candidate(self, candidate_id: int) -> CandidateRecord:
         try:
             return self.store.get_candidate(candidate_id)
+        except (DatabaseDamaged, DatabaseWriteError):
+            raise  # the file is at fault, not the id: a 500 with the message
         except StoreError as error:
             raise NotFound(str(error)) from None
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from evonorm_search.errors import EvonormError
+from evonorm_search.output import write_text_file
 
 if TYPE_CHECKING:
     from db.store import SearchStore
@@ -18,8 +19,9 @@ if TYPE_CHECKING:
 def build_report(store: SearchStore, search_name: str, out_dir: str | Path) -> Path:
     """Write the report of search `search_name` to `out_dir/index.html`; return that path.
 
-    Creates `out_dir` if needed. EvonormError when `out_dir` is a file or not writable;
-    StoreError when the search does not exist.
+    Creates `out_dir` if needed. EvonormError when `out_dir` is a file or not writable,
+    OutputWriteError when its disk is full (no partial page is left); StoreError when the
+    search does not exist.
     """
     from evonorm_search.report.data import gather
     from evonorm_search.report.html import render
@@ -30,13 +32,13 @@ def build_report(store: SearchStore, search_name: str, out_dir: str | Path) -> P
     page = render(gather(store, search_name))
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        target = directory / "index.html"
-        target.write_text(page, encoding="utf-8")
     except OSError as error:
         raise EvonormError(
-            f"cannot write the report to {directory} ({error.strerror}); pass -o with a "
-            "writable directory"
+            f"cannot create the report's directory {directory} ({error.strerror}); pass -o "
+            "with a writable directory"
         ) from error
+    target = directory / "index.html"
+    write_text_file(target, page, what="the report", fix="pass -o with another directory")
     return target
 
 
