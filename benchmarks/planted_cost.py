@@ -1,10 +1,17 @@
-"""Cost of the planted evaluation's choices, measured in one run (issue 10).
+"""Cost and ranking fidelity of the planted fit, measured in one run (issues 10, 16).
 
-1. The fit gate (`workers.planted.FIT_GATE`): CPU per candidate with the gate and with
-   v0/v1 always fitted, over mutants of known layers, and the Spearman correlation of
-   their min-over-regimes R^2 (does the cheaper fit rank layers the same?).
-2. L-BFGS iterations: the same for 3, 5 (default) and 30 iterations.
-3. The fingerprint probe on 1 vs 2 torch threads (what the controller pays per child).
+1. The fit's settings (`workers.planted.FitSettings`): CPU per candidate of the default
+   fit and of variants (fewer restarts, fewer iterations, the full fit from R^2 0.5, no
+   gate, the issue's 3 x 3 starts) over mutants of known layers, against an expensive
+   reference fit (a dense grid of starts, 6 restarts, 40 iterations, no gate): the
+   Spearman correlation of their min-over-regimes R^2 with the reference's (does the
+   cheaper fit rank layers the same?), how many layers each puts above R^2 0.95 and
+   0.999, and the largest shortfall of a layer's R^2 below the reference's.
+   With --baseline FILE, also another version's whole planted evaluation (its
+   `evaluate_planted`), e.g. the issue-10 fit that started at the target's values:
+       git show d3f0101:workers/planted.py > /tmp/planted_issue10.py
+       python benchmarks/planted_cost.py --baseline /tmp/planted_issue10.py
+2. The fingerprint probe on 1 vs 2 torch threads (what the controller pays per child).
 
     python benchmarks/planted_cost.py [--mutants 200] [--targets evonorm_s0,gn_relu]
 """
@@ -12,6 +19,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import random
 import sys
 import time
@@ -20,10 +28,25 @@ import torch
 
 from evonorm_search.fingerprint import _fingerprint
 from evonorm_search.known import get_known
+from evonorm_search.layer_spec import load_graph_spec
 from evonorm_search.search.moves import MUTATIONS, mutate
 from evonorm_search.planted import REGIME_NAMES
 from evonorm_search.task import EvalTask
 from workers import planted
+from workers.planted import DEFAULT_FIT, FitSettings
+
+REFERENCE = FitSettings(starts=(("v0", (-1.5, -1.0, -0.75, -0.5, -0.25, 0.0, 0.25, 0.5, 0.75,
+                                        1.0, 1.5)),
+                                ("v1", (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0))),
+                        restarts=6, iterations=40, gate=0.0, full_gate=0.0)
+VARIANTS: dict[str, FitSettings] = {
+    "default": DEFAULT_FIT,
+    "1 restart": FitSettings(restarts=1),
+    "4 iterations": FitSettings(iterations=4),
+    "full from 0.5": FitSettings(full_gate=0.5),
+    "no gate": FitSettings(gate=0.0),
+    "3 x 3 starts": FitSettings(starts=(("v0", (-1.0, 0.0, 1.0)), ("v1", (0.5, 1.0, 2.0)))),
+}
 
 
 def spearman(a: list[float], b: list[float]) -> float:
@@ -48,53 +71,79 @@ def spearman(a: list[float], b: list[float]) -> float:
 
 
 def mutants(count: int, seed: int = 0) -> list:
+    """`count` finite layers 1-3 mutations away from known layers of one space."""
     from evonorm_search.fingerprint import fingerprint
 
     rng = random.Random(seed)
     parents = [get_known(n) for n in ("evonorm_s0", "evonorm_s1", "gn_relu", "evonorm_s2")]
     found = []
     while len(found) < count:
-        graph = rng.choice(parents)
+        graph = parent = rng.choice(parents)
         for _ in range(rng.randint(1, 3)):
-            graph = mutate(graph, rng, "S", tuple(MUTATIONS))
+            graph = mutate(graph, rng, parent.space, tuple(MUTATIONS))
         if fingerprint(graph).finite:
             found.append(graph)
     return found
 
 
-def scores(graphs: list, target: str, gate: float, iterations: int) -> tuple[list[float], float]:
-    planted.FIT_GATE, planted.FIT_ITERATIONS = gate, iterations
-    target_json = get_known(target).to_json()
-    planted.evaluate_planted(EvalTask(target_json, REGIME_NAMES, kind="planted",
-                                      target_json=target_json))  # warm the caches
+def scores(graphs: list, target_json: str, fit: FitSettings) -> tuple[list[float], float]:
+    """Min-over-regimes R^2 of every graph with `fit`, and the CPU ms per graph."""
+    for regime in REGIME_NAMES:  # warm the caches
+        planted.score_regime(graphs[0], target_json, regime, fit)
     started = time.process_time()
     values = []
     for graph in graphs:
-        result = planted.evaluate_planted(EvalTask(graph.to_json(), REGIME_NAMES,
-                                                   kind="planted", target_json=target_json))
-        values.append(min(result.accuracies.values()) if result.accuracies else 0.0)
+        results = [planted.score_regime(graph, target_json, regime, fit) for regime in REGIME_NAMES]
+        values.append(min(r.r2 if r.finite else 0.0 for r in results))
+    return values, 1000 * (time.process_time() - started) / len(graphs)
+
+
+def baseline_scores(path: str, graphs: list, target_json: str) -> tuple[list[float], float]:
+    """`scores` for the `evaluate_planted` of the module in file `path` (another version)."""
+    spec = importlib.util.spec_from_file_location("planted_baseline", path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+
+    def task(graph: object) -> EvalTask:
+        return EvalTask(graph.to_json(), REGIME_NAMES, kind="planted",  # type: ignore[attr-defined]
+                        target_json=target_json)
+
+    module.evaluate_planted(task(graphs[0]))  # warm the caches
+    started = time.process_time()
+    values = []
+    for graph in graphs:
+        result = module.evaluate_planted(task(graph))
+        values.append(min(result.accuracies.values()) if result.status == "done" else 0.0)
     return values, 1000 * (time.process_time() - started) / len(graphs)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mutants", type=int, default=200)
-    parser.add_argument("--targets", default="evonorm_s0,gn_relu")
+    parser.add_argument("--targets", default="evonorm_s0,gn_relu",
+                        help="known layer names or layer graph JSON files, comma-separated")
+    parser.add_argument("--baseline", metavar="FILE", default=None,
+                        help="a workers/planted.py of another version to time and rank too")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     graphs = mutants(args.mutants)
-    default_gate, default_iterations = planted.FIT_GATE, planted.FIT_ITERATIONS
     for target in args.targets.split(","):
-        reference, full_ms = scores(graphs, target, -1.0, 30)
-        print(f"target {target}, {len(graphs)} mutants; reference: always fit, 30 iterations "
-              f"({full_ms:.1f} ms CPU per candidate)")
-        for gate, iterations in ((-1.0, 5), (default_gate, 3), (default_gate, default_iterations)):
-            values, ms = scores(graphs, target, gate, iterations)
-            print(f"  gate {'off' if gate < 0 else gate}, {iterations} iterations: {ms:.1f} ms "
-                  f"per candidate ({ms / full_ms:.2f} of the reference), Spearman "
-                  f"{spearman(values, reference):.3f}, >= 0.95: "
-                  f"{sum(v >= 0.95 for v in values)} (reference {sum(v >= 0.95 for v in reference)})")
-    planted.FIT_GATE, planted.FIT_ITERATIONS = default_gate, default_iterations
+        target_json = load_graph_spec(target).to_json()
+        reference, reference_ms = scores(graphs, target_json, REFERENCE)
+        print(f"target {target}, {len(graphs)} mutants; reference fit: {reference_ms:.1f} ms CPU "
+              f"per candidate, >= 0.95: {sum(v >= 0.95 for v in reference)}, >= 0.999: "
+              f"{sum(v >= 0.999 for v in reference)}")
+        runs = [(name, lambda fit=fit: scores(graphs, target_json, fit))
+                for name, fit in VARIANTS.items()]
+        if args.baseline:
+            runs.append(("baseline", lambda: baseline_scores(args.baseline, graphs, target_json)))
+        for name, run in runs:
+            values, ms = run()
+            print(f"  {name:<13} {ms:6.1f} ms per candidate ({ms / reference_ms:.2f} of the "
+                  f"reference), Spearman {spearman(values, reference):.3f}, >= 0.95: "
+                  f"{sum(v >= 0.95 for v in values)}, >= 0.999: {sum(v >= 0.999 for v in values)}, "
+                  f"largest shortfall {max(r - v for r, v in zip(reference, values)):+.4f}")
     times = {}
     for threads in (1, 2):
         torch.set_num_threads(threads)

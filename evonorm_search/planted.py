@@ -28,15 +28,19 @@ DEFAULT_TASK = "classification"
 # Tasks whose score depends on the evaluation seed (training does; the planted fit is
 # deterministic). Only these are re-evaluated with further seeds (`--reevaluate`).
 SEED_NOISE: dict[str, bool] = {"classification": True, "planted": False}
-# R^2 on held-out inputs that counts as reproducing the target, on every regime.
+# R^2 that counts as reproducing the target on every scored regime (the search's own
+# criterion), and on every regime no search scores (the strict criterion's check).
 RECOVERY_R2 = 0.999
+CHECK_R2 = 0.99999
 
 
 @dataclass(frozen=True)
 class Regime:
     """One input shape the candidate and the target are compared on: (N, C, size, size)
     maps, or with `tokens` (N, C, size, 1), a Transformer's (B, T, C) activations of
-    `size` tokens viewed as the layers see them."""
+    `size` tokens viewed as the layers see them. `scored`: a search scores its candidates
+    on it (one of its K "proxies"); a regime that is not scored only confirms a recovery
+    (see `strictly_recovered`)."""
 
     name: str
     batch: int
@@ -44,36 +48,54 @@ class Regime:
     size: int
     doc: str
     tokens: bool = False
+    scored: bool = True
 
 
-# Chosen so that every statistic differs from every other on at least one regime:
+# Chosen so that every statistic differs from every other on at least one scored regime
+# (channel groups: 32 lowered until it divides C, see compile.effective_groups):
 # - small_batch: 2 images, so batch statistics are noisy and differ from the layer and
-#   group ones; 48 channels are 16 groups of 3 (group != instance != layer);
+#   group ones; 48 channels are 24 groups of 2 (group != instance != layer);
 # - pixels_1x1: 1x1 maps, so instance statistics degenerate (std = sqrt(eps)) while batch
 #   statistics over 64 images are well defined; 35 channels (not divisible by 32) are
 #   7 groups of 5;
 # - maps_2x2: 2x2 maps of 40 channels (20 groups of 2), batch 8.
+# - unseen_shape (not scored): batch, channel count, group size and map size that no
+#   scored regime has, so a formula that only coincides with the target on the scored
+#   shapes (e.g. through a group size or a degenerate statistic) shows there.
+# A new regime (e.g. for another search space) is one row.
 REGIMES: tuple[Regime, ...] = (
-    Regime("small_batch", 2, 48, 6, "batch 2, 48 channels (16 groups of 3), 6x6 maps"),
+    Regime("small_batch", 2, 48, 6, "batch 2, 48 channels (24 groups of 2), 6x6 maps"),
     Regime("pixels_1x1", 64, 35, 1, "batch 64, 35 channels (7 groups of 5), 1x1 maps"),
     Regime("maps_2x2", 8, 40, 2, "batch 8, 40 channels (20 groups of 2), 2x2 maps"),
+    Regime("unseen_shape", 4, 68, 3, "batch 4, 68 channels (17 groups of 4), 3x3 maps; "
+           "never scored by a search, it confirms recoveries", scored=False),
 )
-REGIME_NAMES: tuple[str, ...] = tuple(regime.name for regime in REGIMES)
+# The regimes a planted search of maps scores (its default proxies) and the ones it never sees.
+REGIME_NAMES: tuple[str, ...] = tuple(regime.name for regime in REGIMES if regime.scored)
+CHECK_REGIME_NAMES: tuple[str, ...] = tuple(r.name for r in REGIMES if not r.scored)
 # The regimes of the Transformer norm spaces (T, TB): tokens with a heavy-tailed scale per
 # token (what LayerNorm and RMSNorm remove), 35-48 channels (groups of 2 and 5 for
 # channel-group statistics), and batches of 2-16 sequences (batch statistics over 32-64
-# tokens).
+# tokens); the unscored one has a batch, width, group size and length none of them has.
 TOKEN_REGIMES: tuple[Regime, ...] = (
     Regime("tokens_b2", 2, 48, 16, "batch 2, 48 channels (24 groups of 2), 16 tokens", True),
     Regime("tokens_b16", 16, 35, 4, "batch 16, 35 channels (7 groups of 5), 4 tokens", True),
     Regime("tokens_b4", 4, 40, 8, "batch 4, 40 channels (20 groups of 2), 8 tokens", True),
+    Regime("tokens_unseen", 3, 68, 5, "batch 3, 68 channels (17 groups of 4), 5 tokens; "
+           "never scored by a search, it confirms recoveries", True, scored=False),
 )
-TOKEN_REGIME_NAMES: tuple[str, ...] = tuple(regime.name for regime in TOKEN_REGIMES)
+TOKEN_REGIME_NAMES: tuple[str, ...] = tuple(r.name for r in TOKEN_REGIMES if r.scored)
+TOKEN_CHECK_REGIME_NAMES: tuple[str, ...] = tuple(r.name for r in TOKEN_REGIMES if not r.scored)
 
 
 def regime_names(slot: str) -> tuple[str, ...]:
-    """The planted regimes of a space's slot: maps for "norm_act", tokens for "norm"."""
+    """The scored planted regimes of a space's slot: maps for "norm_act", tokens for "norm"."""
     return TOKEN_REGIME_NAMES if slot == "norm" else REGIME_NAMES
+
+
+def check_regime_names(slot: str) -> tuple[str, ...]:
+    """The regimes of a slot that no search scores (the strict criterion's check)."""
+    return TOKEN_CHECK_REGIME_NAMES if slot == "norm" else CHECK_REGIME_NAMES
 
 
 def target_slot(target: LayerGraph) -> str:
@@ -93,11 +115,12 @@ def score_name(task: str) -> str:
 
 
 def get_regime(name: str) -> Regime:
+    """The regime called `name`, scored or not, of maps or tokens."""
     for regime in (*REGIMES, *TOKEN_REGIMES):
         if regime.name == name:
             return regime
     raise GraphError(f"unknown planted regime {name!r}; use one of: "
-                     f"{', '.join(REGIME_NAMES + TOKEN_REGIME_NAMES)}")
+                     f"{', '.join(r.name for r in (*REGIMES, *TOKEN_REGIMES))}")
 
 
 def resolve_target(spec: str) -> tuple[LayerGraph, str]:
@@ -111,8 +134,19 @@ def resolve_target(spec: str) -> tuple[LayerGraph, str]:
 
 
 def recovered(scores: dict[str, float], regimes: tuple[str, ...]) -> bool:
-    """Whether per-regime R^2 `scores` reproduce the target on every regime."""
+    """Whether per-regime R^2 `scores` reach RECOVERY_R2 on every regime of `regimes`
+    (the search's own criterion, on the scores it has)."""
     return all(scores.get(name, 0.0) >= RECOVERY_R2 for name in regimes)
+
+
+def strictly_recovered(scores: dict[str, float], regimes: tuple[str, ...],
+                       check_scores: dict[str, float]) -> bool:
+    """The strict criterion, besides the identical formula: RECOVERY_R2 on every scored
+    regime and CHECK_R2 on every regime no search scores (`check_scores`: those of the
+    target's slot, see `check_regime_names`), so that a formula that only coincides with
+    the target on the scored shapes does not count."""
+    return recovered(scores, regimes) and bool(check_scores) and all(
+        score >= CHECK_R2 for score in check_scores.values())
 
 
 def recovery_kind(candidate: LayerGraph, target: LayerGraph) -> str:
@@ -129,17 +163,47 @@ class Recovery:
     evaluations: int  # candidates evaluated up to and including it (the budget's count)
     kind: str  # "identical" or "equivalent" (see `recovery_kind`)
     formula: str
+    # The candidate simplified up to the affine (evonorm_search.simplify), and whether
+    # that is the target's own formula (a bloated copy of it is "equivalent" above).
+    simplified: str
+    simplified_identical: bool
+
+
+# Scores a candidate on the regimes no search scores (`check_regime_names`): the
+# evaluation's `workers.planted.check_scores` bound to the target.
+CheckScores = Callable[[LayerGraph], dict[str, float]]
+
+
+def recovery_of(candidate_id: int, evaluations: int, graph: LayerGraph,
+                target: LayerGraph) -> Recovery:
+    """Describe `graph` as a recovery of `target`: its kind, formula and simplified form."""
+    from evonorm_search.simplify import simplify
+
+    simple = simplify(graph, up_to_affine=True, prefer=(target,))
+    identical = simple.structural_hash() == simplify(
+        target, up_to_affine=True, prefer=(target,)).structural_hash()
+    return Recovery(candidate_id, evaluations, recovery_kind(graph, target), formula_label(graph),
+                    formula_label(simple), identical)
 
 
 def first_recovery(candidates: list, regimes: tuple[str, ...], target: LayerGraph,
-                   counts: Callable[[object], bool]) -> Recovery | None:
+                   counts: Callable[[object], bool],
+                   check: CheckScores | None = None) -> Recovery | None:
     """The earliest (by number) done candidate among `candidates` that recovers `target`;
-    `counts(candidate)` says whether it counted toward the budget."""
+    `counts(candidate)` says whether it counted toward the budget. With `check`, by the
+    strict criterion (`strictly_recovered`, or the identical formula); without, by the
+    search's own scores only (`recovered`)."""
     evaluations = 0
+    target_hash = target.structural_hash()
     for candidate in sorted(candidates, key=lambda c: c.number):
         evaluations += bool(counts(candidate))
-        if candidate.status == "done" and recovered(candidate.accuracies, regimes):
-            graph = LayerGraph.from_json(candidate.graph_json)
-            return Recovery(candidate.id, evaluations, recovery_kind(graph, target),
-                            formula_label(graph))
+        if candidate.status != "done":
+            continue
+        identical = check is not None and candidate.structural_hash == target_hash
+        if not (identical or recovered(candidate.accuracies, regimes)):
+            continue
+        graph = LayerGraph.from_json(candidate.graph_json)
+        if check is None or identical or strictly_recovered(candidate.accuracies, regimes,
+                                                            check(graph)):
+            return recovery_of(candidate.id, evaluations, graph, target)
     return None

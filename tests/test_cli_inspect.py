@@ -178,8 +178,8 @@ def test_front_lists_exactly_the_non_dominated_done_candidates(db) -> None:
     assert table_ids(out) == [ids["alpha"][n] for n in (2, 5, 0, 1)]
     assert "4 of 6 done candidates" in out
     header = next(line for line in out.splitlines() if line.startswith("ID"))
-    assert header.split() == ["ID", "FORMULA", "mobilenetv2", "resnet", "seeds"]
-    assert out.splitlines()[2].split()[-3:] == ["0.5500", "0.5500", "1"]  # one seed: no ±
+    assert header.split() == ["ID", "FORMULA", "mobilenetv2", "resnet", "seeds", "SIMPLIFIED"]
+    assert out.splitlines()[2].split()[-4:] == ["0.5500", "0.5500", "1", "="]  # one seed: no ±
     assert GRAPHS[0].formula() in out and GRAPHS[2].formula() in out
 
 
@@ -210,13 +210,13 @@ def test_front_shows_mean_and_standard_error_over_seeds(gamma) -> None:
     assert code == 0, err
     lines = out.splitlines()
     assert "2 of 2 done candidates" in lines[0]
-    assert lines[1].split() == ["ID", "FORMULA", *GAMMA_PROXIES, "seeds"]
+    assert lines[1].split() == ["ID", "FORMULA", *GAMMA_PROXIES, "seeds", "SIMPLIFIED"]
     assert lines[-1].startswith("accuracy: mean over the candidate's seeds ± its standard error")
     rows = {int(cells[0]): cells for cells in (re.split(r"\s{2,}", line.strip()) for line in lines[2:-1])}
     assert set(rows) == {ids["reevaluated"], ids["single"]}  # stopped and rejected are not done
-    assert rows[ids["reevaluated"]][-3:] == [*(gamma_cell(p) for p in GAMMA_PROXIES), "3"]
+    assert rows[ids["reevaluated"]][-4:] == [*(gamma_cell(p) for p in GAMMA_PROXIES), "3", "="]
     # The failed re-evaluation is left out: one seed, no standard error.
-    assert rows[ids["single"]][-3:] == ["0.7000", "0.4000", "1"]
+    assert rows[ids["single"]][-4:] == ["0.7000", "0.4000", "1", "="]
 
 
 def test_status_counts_stopped_and_shows_standard_errors(gamma) -> None:

@@ -40,6 +40,39 @@ def test_export_writes_a_module(tmp_path: Path) -> None:
     assert code == 0 and "class EvolvedNormAct(nn.Module):" in out
 
 
+def test_show_and_export_simplify_without_replacing_the_stored_graph(tmp_path: Path) -> None:
+    # x / std_group(x) * sigmoid(x * v1) * v1 with two dead nodes.
+    path = tmp_path / "bloated.json"
+    path.write_text(json.dumps({"format": "evonorm-layer-graph", "version": 1, "nodes": [
+        {"op": "std_group", "inputs": [0]}, {"op": "tanh", "inputs": [2]},
+        {"op": "std_group", "inputs": [0]}, {"op": "div", "inputs": [0, 6]},
+        {"op": "mul", "inputs": [0, 3]}, {"op": "sigmoid", "inputs": [8]},
+        {"op": "mul", "inputs": [7, 9]}, {"op": "mul", "inputs": [10, 3]}]}))
+    stored = "x / std_group(x) * sigmoid(x * v1) * v1"
+    code, out, _ = run_evonorm("show", str(path))
+    assert code == 0 and f"formula: {stored}\n" in out
+    assert "up to the affine: x * sigmoid(v1 * x) / std_group(x)  (evonorm_s0)" in out
+    code, out, _ = run_evonorm("show", str(path), "--json")
+    layer = json.loads(out)["layer"]
+    assert layer["formula"] == stored and len(layer["simplified"]["graph"]["nodes"]) == 6
+    assert layer["simplified_up_to_affine"]["known_name"] == "evonorm_s0"
+    exported = {}
+    for mode in ("exact", "affine", "off"):
+        code, out, _ = run_evonorm("export", str(path), "--simplify", mode)
+        assert code == 0
+        exported[mode] = out
+
+    def nodes(source: str) -> int:
+        graph = next(line for line in source.splitlines() if line.strip().startswith("Graph: "))
+        return len(json.loads(graph.strip()[len("Graph: "):])["nodes"])
+
+    assert (nodes(exported["off"]), nodes(exported["exact"]), nodes(exported["affine"])) == (8, 6, 5)
+    assert f"y = ({stored}) * gamma + beta" in exported["exact"]
+    assert "y = (x * sigmoid(v1 * x) / std_group(x)) * gamma + beta" in exported["affine"]
+    code, _, err = run_evonorm("export", str(path), "--simplify", "maybe")
+    assert code == 2 and "'maybe' is not one of 'exact', 'affine', 'off'" in err
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -22,8 +22,8 @@ def _r2(layer: str, target: str) -> dict[str, float]:
 def test_token_regimes_are_tokens_with_a_scale_per_token() -> None:
     for name in TOKEN_REGIME_NAMES:
         regime, data = get_regime(name), regime_data(name)
-        assert data.fit[0].shape == (regime.batch, regime.channels, regime.size, 1)
-        per_token = data.fit[0].square().mean(1)  # (N, T, 1): the tokens' scales differ
+        assert data[0].shape == (regime.batch, regime.channels, regime.size, 1)
+        per_token = data[0].square().mean(1)  # (N, T, 1): the tokens' scales differ
         assert per_token.std() > 0.1 * per_token.mean()
     assert regime_names("norm") == TOKEN_REGIME_NAMES
     assert target_slot(get_known("dyt")) == "norm" and target_slot(get_known("evonorm_s0")) == "norm_act"

@@ -1,22 +1,33 @@
 """Evaluation of the planted task: how well a candidate reproduces a planted target layer.
 
 `evaluate_planted(task) -> EvalResult` is the planted counterpart of proxy training
-(`workers.evaluate` dispatches to it). Per regime of `evonorm_search.planted.REGIMES`:
+(`workers.evaluate` dispatches to it); `check_scores` scores a layer on the regimes a
+search never scores, which confirms a recovery (`evonorm_search.planted`). Per regime
+of `evonorm_search.planted.REGIMES`:
 
 1. Inputs: feature maps with the statistics a norm layer sees inside a real network. The
    embedded digits images go through a fixed random conv stack (spatially correlated
    activations), are pooled to the regime's map size, get a heavy-tailed per-sample
-   scale (a log-normal scale mixture) and a per-channel offset and scale. Fit batches and
-   held-out batches are disjoint images. Everything is deterministic and cached per process.
+   scale (a log-normal scale mixture) and a per-channel offset and scale; four batches.
+   Everything is deterministic and cached per process.
 2. Target: the target layer with fixed non-trivial per-channel v0, v1, gamma, beta, run
    in training mode (batch statistics from the batch) on every batch.
 3. Fit: the candidate's gamma and beta are the per-channel least-squares solution for its
-   pre-affine output; its v0 and v1 (when it uses them) are fitted by L-BFGS on the fit
-   batches with gamma and beta projected out (variable projection: the loss is the
-   residual of the best affine fit, so the gradient sees only what v0 and v1 can change).
-4. Score: R^2 of the fitted candidate against the target on the held-out batches, with
-   the per-channel held-out mean as the baseline, clipped below at 0. NaN or inf output
-   (before or after the fit) rejects the candidate.
+   pre-affine output (variable projection: they are solved for, never searched). Its v0
+   and v1, when it uses them, start from fixed values that do not depend on the target
+   (every combination of `FitSettings.starts` is scored per channel in one batched
+   forward pass, and the best few per channel are kept), then a per-channel
+   Levenberg-Marquardt fit runs from those restarts at once, as one tensor problem,
+   and each channel keeps its best end point.
+4. Score: R^2 of the fitted candidate against the target, with the per-channel mean as
+   the baseline, clipped below at 0. NaN or inf output rejects the candidate.
+
+The fit and the score use the same batches: the task has no noise, and a split left the
+target itself short of R^2 0.99999 wherever the fit batches never crossed one of its
+thresholds that the scored batches did (a ReLU threshold or a max's floor is not
+determined by data that never reach it); with at most 4 parameters per channel against
+72-256 values per channel, scoring the fitted batches inflates a layer's R^2 by a few
+percent of its residual at most.
 
 Per-regime R^2 takes the place of per-proxy accuracy, so Pareto selection, fronts and
 reports work unchanged.
@@ -32,35 +43,70 @@ from functools import lru_cache
 
 import torch
 from torch import Tensor
+from torch.func import functional_call
 
-from evonorm_search.compile import compile_layer
-from evonorm_search.graph import LayerGraph
-from evonorm_search.planted import get_regime
+from evonorm_search.compile import CompiledLayer, compile_layer
+from evonorm_search.graph import NUM_INITIAL, LayerGraph
+from evonorm_search.planted import check_regime_names, get_regime, target_slot
 from evonorm_search.task import EvalResult, EvalTask
+from primitives import OPS
 
 FEATURE_SEED = 20201107
-FIT_BATCHES = 2
-HELD_OUT_BATCHES = 2
+BATCHES = 4
 HIDDEN_CHANNELS = 16
-# L-BFGS iterations for v0/v1 (each one or a few forward and backward passes).
-FIT_ITERATIONS = 5
-# v0/v1 are fitted only where the layer at the planted values already explains this share
-# of the target's variance: below it, 5 iterations never lifted a layer near recovery,
-# and skipping them halves the cost of a search (docs/method.md).
-FIT_GATE = 0.5
 FIT_STAGE = "planted"
 # Added to per-channel output variances: a constant channel gets gamma = 0, not NaN.
 VARIANCE_FLOOR = 1e-12
 V0_RANGE, V1_RANGE = (-1.0, 1.0), (0.5, 2.0)
 GAMMA_RANGE, BETA_RANGE = (0.5, 1.5), (-1.0, 1.0)
+# Finite-difference step of the fit's Jacobian, relative to 1 + |parameter|.
+DIFFERENCE_STEP = 1e-3
+# Largest change of v0 or v1 in one step: the planted values span about 2.
+MAX_STEP = 0.5
+# Starts whose residuals differ by less than this share count as one plateau.
+PLATEAU = 0.01
+# Fractions of the Levenberg-Marquardt step tried at once (a batched line search).
+STEP_SCALES = (1.0, 0.5, 0.25, 0.1)
+# The restarts run together for this many iterations; then each channel goes on from
+# its best copy only (the basin is found by then; the rest is refinement).
+RESTART_ITERATIONS = 2
 
 
 @dataclass(frozen=True)
-class RegimeData:
-    """Inputs of one regime: lists of batches of shape (N, C, H, W)."""
+class FitSettings:
+    """How a candidate's v0 and v1 are fitted on a regime (docs/method.md, "Fit").
 
-    fit: tuple[Tensor, ...]
-    held_out: tuple[Tensor, ...]
+    `starts`: the values tried for each parameter; every combination is scored per
+    channel, independently of the target. `restarts`: how many of the best combinations
+    per channel the fit runs from (at once, as batched copies; one where channels
+    interact). `iterations`: Levenberg-Marquardt iterations (two batched forward passes
+    each). `gate`: v0/v1 are fitted only where the layer at its best start already
+    explains this share of the target's variance: below it the iterations would cost
+    most of the evaluation and hardly ever lift a layer near recovery. Layers below
+    `full_gate` get a quick fit (see below); the restarts and all iterations go to the
+    layers that may recover.
+    """
+
+    starts: tuple[tuple[str, tuple[float, ...]], ...] = (
+        ("v0", (-1.0, -0.5, 0.0, 0.5, 1.0)), ("v1", (0.5, 1.0, 2.0)))
+    restarts: int = 3
+    iterations: int = 8
+    gate: float = 0.5
+    # Between `gate` and `full_gate` a layer gets one copy and `quick_iterations`: its fit
+    # moves its rank little (measured), and most fitted candidates of a search are there.
+    full_gate: float = 0.9
+    quick_iterations: int = 3
+    # The fit stops when an iteration gains less than this share of the target's
+    # variance (1e-7 below R^2 0.99999; the quick fit only ranks, so less precisely).
+    stop_gain: float = 1e-7
+    quick_stop_gain: float = 1e-4
+    # The starts are scored on this many of the regime's batches (the fit uses all).
+    start_batches: int = BATCHES
+
+
+DEFAULT_FIT = FitSettings()
+# Confirming a recovery on a regime the search never scored: rare, so fitted thoroughly.
+CHECK_FIT = FitSettings(restarts=6, iterations=30, gate=0.0, full_gate=0.0, start_batches=BATCHES)
 
 
 def _generator(*parts: object) -> torch.Generator:
@@ -77,11 +123,11 @@ def _digits() -> Tensor:
 
 
 @lru_cache(maxsize=None)
-def regime_data(name: str) -> RegimeData:
-    """The fixed inputs of regime `name` (see the module docstring)."""
+def regime_data(name: str) -> tuple[Tensor, ...]:
+    """The fixed input batches (N, C, H, W) of regime `name` (see the module docstring)."""
     regime = get_regime(name)
     rng = _generator("features", regime.name)
-    count = (FIT_BATCHES + HELD_OUT_BATCHES) * regime.batch
+    count = BATCHES * regime.batch
     images = _digits()[torch.randperm(len(_digits()), generator=rng)[:count]]
     conv1 = torch.randn(HIDDEN_CHANNELS, 1, 3, 3, generator=rng) / 3.0
     conv2 = torch.randn(regime.channels, HIDDEN_CHANNELS, 3, 3, generator=rng) / 12.0
@@ -107,8 +153,7 @@ def regime_data(name: str) -> RegimeData:
         scale = torch.exp(torch.empty(1, regime.channels, 1, 1).uniform_(-1.0, 1.0,
                                                                          generator=rng))
         features = features * scale + offset
-    batches = features.split(regime.batch)
-    return RegimeData(tuple(batches[:FIT_BATCHES]), tuple(batches[FIT_BATCHES:]))
+    return tuple(features.split(regime.batch))
 
 
 def _uniform(shape: tuple[int, ...], bounds: tuple[float, float],
@@ -134,13 +179,11 @@ def target_parameters(regime_name: str) -> dict[str, Tensor]:
 
 @dataclass(frozen=True)
 class TargetOutputs:
-    """The target's outputs on a regime's fit and held-out batches (each concatenated
-    over its batches), with their sums of squares about the per-channel means."""
+    """The target's outputs on a regime's batches (concatenated), with their sum of
+    squares about the per-channel means."""
 
-    fit: Tensor
-    held_out: Tensor
-    fit_total: float
-    held_out_total: float
+    outputs: Tensor
+    total: float
 
 
 def _total(t: Tensor) -> float:
@@ -158,103 +201,299 @@ def target_outputs(target_json: str, regime_name: str) -> TargetOutputs:
         for name, value in target_parameters(regime_name).items():
             if getattr(layer, name) is not None:  # v0/v1 exist only where the layer uses them
                 getattr(layer, name).copy_(value)
-        data = regime_data(regime_name)
-        fit = torch.cat([layer(x) for x in data.fit])
-        held_out = torch.cat([layer(x) for x in data.held_out])
-    for name, t in (("fit", fit), ("held-out", held_out)):
-        if not torch.isfinite(t).all():
-            raise ValueError(f"the target is not finite on the {name} inputs of {regime_name}")
-    return TargetOutputs(fit, held_out, _total(fit), _total(held_out))
+        outputs = torch.cat([layer(x) for x in regime_data(regime_name)])
+    if not torch.isfinite(outputs).all():
+        raise ValueError(f"the target is not finite on the inputs of {regime_name}")
+    return TargetOutputs(outputs, _total(outputs))
 
 
-def _affine_fit(y: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-channel least squares t ~ gamma * y + beta over (N, H, W): gamma, beta and the
-    residual sum of squares (a differentiable function of y)."""
+def _affine_fit(y: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-channel least squares t ~ gamma * y + beta over (N, H, W): gamma and beta."""
     dims = (0, 2, 3)
     y_mean, t_mean = y.mean(dims, keepdim=True), t.mean(dims, keepdim=True)
-    yc, tc = y - y_mean, t - t_mean
-    syy, syt = (yc * yc).sum(dims, keepdim=True), (yc * tc).sum(dims, keepdim=True)
-    gamma = syt / (syy + VARIANCE_FLOOR)
-    beta = t_mean - gamma * y_mean
-    residual = ((tc * tc).sum(dims, keepdim=True) - gamma * syt).clamp_min(0.0).sum()
-    return gamma, beta, residual
+    yc = y - y_mean
+    gamma = (yc * (t - t_mean)).sum(dims, keepdim=True) / (
+        (yc * yc).sum(dims, keepdim=True) + VARIANCE_FLOOR)
+    return gamma, t_mean - gamma * y_mean
+
+
+def _channel_residuals(y: Tensor, t: Tensor) -> Tensor:
+    """The residual sum of squares of that affine fit per copy and channel: y is
+    (R, N, C, H, W) (R parameter copies), t is (N, C, H, W); the result is (R, C), +inf
+    where y is not finite."""
+    dims = (1, 3, 4)
+    yc = y - y.mean(dims, keepdim=True)
+    tc = (t - t.mean((0, 2, 3), keepdim=True)).unsqueeze(0)
+    syy, syt = (yc * yc).sum(dims), (yc * tc).sum(dims)
+    residual = ((tc * tc).sum(dims) - syt * syt / (syy + VARIANCE_FLOOR)).clamp_min(0.0)
+    return torch.where(torch.isfinite(residual), residual, torch.inf)
 
 
 @dataclass(frozen=True)
 class RegimeScore:
+    """A layer's R^2 on one regime, the fit's iterations, and whether its output was
+    finite (else `reason` says where it was not)."""
+
     r2: float
     iterations: int
     finite: bool
     reason: str | None = None
 
 
-def _r2(prediction: Tensor, target: Tensor, total: float) -> float:
-    """R^2 against the per-channel mean baseline, whose squared error is `total`."""
-    error = float(((target - prediction) ** 2).sum())
-    return max(0.0, 1.0 - error / total) if total > 0 else 0.0
+def channels_interact(graph: LayerGraph) -> bool:
+    """Whether a channel's output can depend on another channel's v0/v1: a live layer or
+    group statistic reads a node that depends on them."""
+    depends = {2, 3}
+    for index in sorted(graph.live_nodes()):
+        if index < NUM_INITIAL or not depends.intersection(graph.node(index).inputs):
+            continue
+        if OPS[graph.node(index).op].axes in ("layer", "group"):
+            return True
+        depends.add(index)
+    return False
+
+
+def _solve_small(system: Tensor, right: Tensor) -> Tensor:
+    """Solutions of many 1x1 or 2x2 systems (..., P, P) x = (..., P), in closed form
+    (torch.linalg.solve costs far more than the arithmetic at these sizes)."""
+    if system.shape[-1] == 1:
+        return right / system[..., 0]
+    a, b = system[..., 0, 0], system[..., 0, 1]
+    c, d = system[..., 1, 0], system[..., 1, 1]
+    determinant = a * d - b * c
+    return torch.stack([d * right[..., 0] - b * right[..., 1],
+                        a * right[..., 1] - c * right[..., 0]], -1) / determinant.unsqueeze(-1)
+
+
+def _reads_across_channels(graph: LayerGraph) -> bool:
+    """Whether a live node is a layer or group statistic (mixes channels)."""
+    return any(OPS[graph.node(i).op].axes in ("layer", "group")
+               for i in graph.live_nodes() if i >= NUM_INITIAL)
+
+
+class _Fit:
+    """v0/v1 of one layer fitted to the target on one regime's batches.
+
+    Parameters are (P, R, C): the P of v0/v1 that the layer uses, for R copies (restarts
+    or trial steps) of every channel. R copies run in one forward pass, each with its own
+    parameter values, as R times the samples (every op but a batch statistic works per
+    sample, so the copies do not mix), or else as R times the channels (every op but a
+    layer or group statistic works per channel); a layer with both kinds runs them one
+    by one. Unless channels interact (`channels_interact`), a channel's output depends
+    on its own parameters only, so each channel is its own 1- or 2-parameter problem and
+    keeps the best of its copies."""
+
+    def __init__(self, layer: CompiledLayer, names: list[str], batches: tuple[Tensor, ...],
+                 target: Tensor) -> None:
+        self.layer, self.names, self.batches, self.target = layer, names, batches, target
+        self.inputs = torch.cat(batches)
+        self.interact = channels_interact(layer.graph)
+        self.batch_stats = layer.graph.uses_batch_stats
+        self.across_channels = _reads_across_channels(layer.graph)
+        self._wide: dict[int, CompiledLayer] = {}  # copies -> the layer on copies * C channels
+        self._repeated: dict[int, Tensor] = {}  # copies -> the inputs repeated as samples
+        tc = target - target.mean((0, 2, 3), keepdim=True)
+        self.total = float((tc * tc).sum())
+
+    def outputs(self, theta: Tensor) -> Tensor:
+        """The layer's output (R, N, C, H, W) for parameters (P, R, C)."""
+        copies, channels = theta.shape[1], theta.shape[2]
+        if not self.batch_stats:
+            samples = self.inputs.shape[0]
+            if copies not in self._repeated:
+                self._repeated[copies] = self.inputs.repeat(copies, 1, 1, 1)
+            y = functional_call(self.layer, self._values(theta, samples),
+                                (self._repeated[copies],))
+            return y.reshape(copies, samples, channels, *y.shape[2:])
+        if not self.across_channels:
+            if copies not in self._wide:
+                self._wide[copies] = compile_layer(self.layer.graph, copies * channels).train()
+            wide = self._wide[copies]
+            values = {name: row.reshape(1, -1, 1, 1) for name, row in zip(self.names, theta)}
+            y = torch.cat([functional_call(wide, values, (x.repeat(1, copies, 1, 1),))
+                           for x in self.batches])
+            return y.reshape(y.shape[0], copies, channels, *y.shape[2:]).transpose(0, 1)
+        return torch.stack([
+            torch.cat([functional_call(self.layer, self._values(theta[:, r:r + 1], 1), (x,))
+                       for x in self.batches])
+            for r in range(copies)])
+
+    def _values(self, theta: Tensor, samples: int) -> dict[str, Tensor]:
+        copies, channels = theta.shape[1], theta.shape[2]
+        return {name: row.reshape(copies, 1, channels, 1, 1)
+                .expand(copies, samples, channels, 1, 1).reshape(-1, channels, 1, 1)
+                for name, row in zip(self.names, theta)}
+
+    def residuals(self, theta: Tensor) -> Tensor:
+        """Per copy and channel affine-fit residuals (R, C)."""
+        return _channel_residuals(self.outputs(theta), self.target)
+
+    def starts(self, starts: dict[str, tuple[float, ...]], restarts: int) -> Tensor:
+        """Starts chosen without the target's values (P, R, C): each channel's R best of
+        every combination of `starts`. Where channels interact, one copy: the best
+        single combination for all channels, or the per-channel best if that fits
+        better."""
+        grid = torch.cartesian_prod(*(torch.tensor(starts[n]) for n in self.names))
+        grid = grid.reshape(-1, len(self.names))  # (K, P)
+        channels = self.layer.num_channels
+        residuals = self.residuals(grid.T.unsqueeze(-1).expand(-1, -1, channels))  # (K, C)
+        # Starts that fit a channel (nearly) as well often lie on one plateau (e.g. a
+        # ReLU whose threshold almost no data point crosses, where the fit has no
+        # gradient): the restarts take one of each, so that they start in other basins.
+        order = residuals.argsort(dim=0, stable=True)
+        ordered = residuals.gather(0, order)
+        same = torch.zeros_like(ordered, dtype=torch.bool)
+        same[1:] = (ordered[1:] - ordered[:-1]).abs() <= PLATEAU * ordered[1:].abs() + 1e-30
+        ranked = order.gather(0, torch.where(same, torch.inf, ordered).argsort(
+            dim=0, stable=True))[:max(1, restarts)]  # (R, C)
+        best = grid[ranked].permute(2, 0, 1)  # (P, R, C)
+        if not self.interact:
+            return best
+        mixed = best[:, :1]
+        uniform_index = int(residuals.sum(1).argmin())
+        uniform = grid[uniform_index].reshape(-1, 1, 1).expand(-1, 1, channels)
+        if float(residuals[uniform_index].sum()) < float(self.residuals(mixed).sum()):
+            return uniform.clone()
+        return mixed.clone()
+
+    def levenberg_marquardt(self, theta: Tensor, iterations: int,
+                            stop_gain: float) -> tuple[Tensor, int]:
+        """Levenberg-Marquardt on the variable-projection residual (gamma and beta solved
+        per channel, Kaufman's Jacobian) from every copy of `theta` (P, R, C): a 1x1 or
+        2x2 system per copy and channel. The Jacobian comes from forward differences and
+        the step is tried at STEP_SCALES, both as batched copies. Each copy and channel
+        keeps its best trial if its residual falls (all channels together where they
+        interact). Returns the parameters (P, C), each channel its best copy, and the
+        iterations run."""
+        count, copies, channels = theta.shape
+        dims = (1, 3, 4)  # per copy and channel
+        tc = (self.target - self.target.mean((0, 2, 3), keepdim=True)).unsqueeze(0)
+        y = self.outputs(theta)
+        residual = _channel_residuals(y, self.target)  # (R, C)
+        damping = torch.full_like(residual, 1e-2)
+        scales = torch.tensor(STEP_SCALES).reshape(-1, 1, 1, 1)
+        done = 0
+        samples = y[0].numel() // channels
+        for done in range(1, iterations + 1):
+            yc = y - y.mean(dims, keepdim=True)
+            syy = (yc * yc).sum(dims) + VARIANCE_FLOOR  # (R, C)
+            gamma = (yc * tc).sum(dims) / syy
+            r = tc - gamma.reshape(copies, 1, channels, 1, 1) * yc
+            steps = DIFFERENCE_STEP * (1.0 + theta.abs())  # (P, R, C)
+            # Copy (k, r) has parameter k of copy r moved by its step: (P, P * R, C).
+            shifted = theta.unsqueeze(1) + torch.eye(count).reshape(count, count, 1, 1) * steps
+            shifted = shifted.reshape(count, count * copies, channels)
+            d = self.outputs(shifted).reshape(count, copies, *y.shape[1:]) - y  # step * dy/dp
+            # Kaufman's Jacobian column k is -gamma * (dy/dp_k with the constant and y
+            # projected out), from plain sums over the samples, accumulated in float64:
+            # the projections subtract nearly equal sums (near the optimum r is tiny, and
+            # its float32 sum far from the zero it is in exact arithmetic).
+            wide = torch.float64
+            total = d.sum((2, 4, 5), dtype=wide)  # (P, R, C)
+            along = (d * yc).sum((2, 4, 5), dtype=wide)
+            r_total, r_along = r.sum(dims, dtype=wide), (r * yc).sum(dims, dtype=wide)
+            projected = ((d * r).sum((2, 4, 5), dtype=wide) - total * r_total / samples
+                         - along * r_along / syy)
+            jtr = (-gamma * projected / steps).permute(1, 2, 0)  # (R, C, P)
+            products = (d.unsqueeze(1) * d.unsqueeze(0)).sum((3, 5, 6), dtype=wide)
+            inner = (products - total.unsqueeze(1) * total.unsqueeze(0) / samples
+                     - along.unsqueeze(1) * along.unsqueeze(0) / syy)  # (P, P, R, C)
+            jtj = (gamma * gamma * inner / (steps.unsqueeze(1) * steps.unsqueeze(0))
+                   ).permute(2, 3, 0, 1)  # (R, C, P, P)
+            jtj, jtr = torch.nan_to_num(jtj), torch.nan_to_num(jtr)
+            # Levenberg's damping, isotropic: v0 and v1 can be nearly redundant (e.g.
+            # relu(v1 * z + v0) depends on v0 / v1 only, gamma takes the scale), and a
+            # damping scaled per parameter would let the step run along that valley.
+            size = torch.diagonal(jtj, dim1=-2, dim2=-1).mean(-1) + 1e-20 * self.total
+            delta = _solve_small(jtj + torch.diag_embed((damping * size).unsqueeze(-1)
+                                                        .expand(jtr.shape)), -jtr)
+            # A singular system (a parameter without effect on a channel) gives no step.
+            delta = torch.nan_to_num(delta.float(), nan=0.0, posinf=0.0, neginf=0.0).permute(2, 0, 1)
+            trials = theta + scales * delta.clamp(-MAX_STEP, MAX_STEP)  # (S, P, R, C)
+            flat = trials.permute(1, 0, 2, 3).reshape(count, -1, channels)
+            outputs = self.outputs(flat).reshape(len(STEP_SCALES), copies, *y.shape[1:])
+            trial_residuals = _channel_residuals(outputs.flatten(0, 1), self.target).reshape(
+                len(STEP_SCALES), copies, channels)
+            if self.interact:  # one copy; a step counts only if the total falls
+                pick = trial_residuals.sum(-1).argmin(0).reshape(1, 1).expand(copies, channels)
+            else:
+                pick = trial_residuals.argmin(0)  # (R, C)
+            chosen = trial_residuals.gather(0, pick.unsqueeze(0))[0]
+            better = chosen < residual
+            if self.interact:
+                better = torch.full_like(better, float(chosen.sum()) < float(residual.sum()))
+            gain = float(torch.where(better, residual - chosen, 0.0).sum())
+            theta = torch.where(better, trials.gather(0, pick.expand(count, -1, -1).unsqueeze(0))[0],
+                                theta)
+            index = pick.reshape(1, copies, 1, channels, 1, 1).expand(
+                1, copies, y.shape[1], channels, *y.shape[3:])
+            y = torch.where(better.reshape(copies, 1, channels, 1, 1),
+                            outputs.gather(0, index)[0], y)
+            residual = torch.where(better, chosen, residual)
+            damping = torch.where(better & (pick == 0), damping / 3.0,
+                                  torch.where(better, damping, (damping * 8.0).clamp_max(1e8)))
+            if gain <= stop_gain * self.total and (bool(better.any()) or float(damping.min()) >= 1e8):
+                break
+            if done == RESTART_ITERATIONS and copies > 1:  # each channel: its best copy on
+                keep = residual.argmin(0).reshape(1, channels)
+                theta = theta.gather(1, keep.unsqueeze(0).expand(count, 1, channels))
+                y = y.gather(0, keep.reshape(1, 1, channels, 1, 1).expand(1, *y.shape[1:]))
+                residual, damping = residual.gather(0, keep), damping.gather(0, keep)
+                copies = 1
+        if self.interact:
+            return theta[:, 0], done
+        pick = residual.argmin(0)  # each channel: its best copy
+        return theta.gather(1, pick.reshape(1, 1, channels).expand(count, 1, channels))[:, 0], done
 
 
 def score_regime(graph: LayerGraph, target_json: str, regime_name: str,
-                 iterations: int | None = None) -> RegimeScore:
-    """Fit `graph`'s parameters to the target on one regime and score it on held-out data
-    (`iterations` of L-BFGS, default FIT_ITERATIONS)."""
-    iterations = FIT_ITERATIONS if iterations is None else iterations
+                 fit: FitSettings | None = None) -> RegimeScore:
+    """Fit `graph`'s parameters to the target on one regime and score it (with `fit`,
+    default DEFAULT_FIT)."""
+    fit = DEFAULT_FIT if fit is None else fit
     regime = get_regime(regime_name)
-    data, target = regime_data(regime_name), target_outputs(target_json, regime_name)
+    batches, target = regime_data(regime_name), target_outputs(target_json, regime_name)
     layer = compile_layer(graph, regime.channels).train()
-    layer.gamma.requires_grad_(False)  # identity: the affine is solved in closed form
-    layer.beta.requires_grad_(False)
-    fit_t = target.fit
+    for parameter in layer.parameters():  # gamma/beta: solved in closed form
+        parameter.requires_grad_(False)
     # The layer has v0/v1 only where its output uses them: those are fitted.
-    free = [p for p in (layer.v0, layer.v1) if p is not None]
-    planted = target_parameters(regime_name)
-    with torch.no_grad():
-        for name in ("v0", "v1"):
-            if getattr(layer, name) is not None:
-                getattr(layer, name).copy_(planted[name])
-
-    def fit_output() -> Tensor:
-        return torch.cat([layer(x) for x in data.fit])
-
-    with torch.no_grad():
-        y = fit_output()
-    if not torch.isfinite(y).all():
-        return RegimeScore(0.0, 0, False, f"{regime_name}: NaN or inf output before fitting")
+    names = [name for name in ("v0", "v1") if getattr(layer, name) is not None]
     done = 0
-    # The loss is 1 - R^2 on the fit batches, so L-BFGS's tolerances are relative.
-    scale = 1.0 / max(target.fit_total, VARIANCE_FLOOR)
-    best = float(_affine_fit(y, fit_t)[2]) * scale
-    if free and 1.0 - best >= FIT_GATE:
-        kept = [p.detach().clone() for p in free]
-        optimizer = torch.optim.LBFGS(free, lr=1.0, max_iter=iterations,
-                                      line_search_fn="strong_wolfe")
-
-        def closure() -> Tensor:
-            optimizer.zero_grad()
-            residual = _affine_fit(fit_output(), fit_t)[2] * scale
-            residual.backward()
-            return residual
-
-        try:
-            optimizer.step(closure)
-        except RuntimeError:  # e.g. a NaN in the line search: keep the best finite point
-            pass
-        done = optimizer.state[free[0]].get("n_iter", 0)
-        with torch.no_grad():
-            y = fit_output()
-            residual = float(_affine_fit(y, fit_t)[2]) * scale
-            if not (math.isfinite(residual) and residual <= best):
-                for parameter, value in zip(free, kept):
-                    parameter.copy_(value)
-                y = fit_output()
     with torch.no_grad():
-        gamma, beta, _ = _affine_fit(y, fit_t)
-        predictions = [layer(x) * gamma + beta for x in data.held_out]
-        if not all(torch.isfinite(p).all() for p in predictions):
-            return RegimeScore(0.0, done, False,
-                               f"{regime_name}: NaN or inf output on held-out inputs")
-        r2 = _r2(torch.cat(predictions), target.held_out, target.held_out_total)
-    return RegimeScore(r2, done, True)
+        if names:
+            fitter = _Fit(layer, names, batches, target.outputs)
+            rows = sum(len(x) for x in batches[:fit.start_batches])
+            theta = _Fit(layer, names, batches[:fit.start_batches], target.outputs[:rows]).starts(
+                dict(fit.starts), fit.restarts)
+            start = fitter.residuals(theta[:, :1]).sum()
+            explained = 1.0 - float(start) / max(target.total, VARIANCE_FLOOR)
+            if not torch.isfinite(start) or explained < fit.gate:
+                theta = theta[:, 0]
+            elif explained < fit.full_gate:
+                theta, done = fitter.levenberg_marquardt(theta[:, :1], fit.quick_iterations,
+                                                         fit.quick_stop_gain)
+            else:
+                theta, done = fitter.levenberg_marquardt(theta, fit.iterations, fit.stop_gain)
+            for name, row in zip(names, theta):
+                getattr(layer, name).copy_(row.reshape(1, -1, 1, 1))
+        y = torch.cat([layer(x) for x in batches])
+        if not torch.isfinite(y).all():
+            return RegimeScore(0.0, done, False, f"{regime_name}: NaN or inf output")
+        gamma, beta = _affine_fit(y, target.outputs)
+        error = float(((y * gamma + beta - target.outputs) ** 2).sum())
+    r2 = max(0.0, 1.0 - error / target.total) if target.total > 0 else 0.0
+    return RegimeScore(r2 if math.isfinite(r2) else 0.0, done, True)
+
+
+def check_scores(graph: LayerGraph, target_json: str) -> dict[str, float]:
+    """R^2 of `graph` against the target on the regimes no search scores (thoroughly
+    fitted: CHECK_FIT) in the target's slot, for the strict recovery criterion; 0.0 where
+    it is not finite."""
+    scores = {}
+    for name in check_regime_names(target_slot(LayerGraph.from_json(target_json))):
+        score = score_regime(graph, target_json, name, CHECK_FIT)
+        scores[name] = score.r2 if score.finite else 0.0
+    return scores
 
 
 def evaluate_planted(task: EvalTask) -> EvalResult:
@@ -272,13 +511,12 @@ def evaluate_planted(task: EvalTask) -> EvalResult:
         if task.target_json is None:
             raise ValueError("a planted task needs a target layer")
         graph = LayerGraph.from_json(task.graph_json)
-        with torch.enable_grad():
-            for regime_name in task.proxies:
-                score = score_regime(graph, task.target_json, regime_name)
-                steps[regime_name] = score.iterations
-                if not score.finite:
-                    return result("rejected", FIT_STAGE, score.reason)
-                scores[regime_name] = score.r2
+        for regime_name in task.proxies:
+            score = score_regime(graph, task.target_json, regime_name)
+            steps[regime_name] = score.iterations
+            if not score.finite:
+                return result("rejected", FIT_STAGE, score.reason)
+            scores[regime_name] = score.r2
     except Exception as error:  # a candidate's own failure is a value, as in `evaluate`
         return result("failed", FIT_STAGE, f"{type(error).__name__}: {error}")
     return result("done")

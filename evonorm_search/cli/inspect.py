@@ -292,8 +292,10 @@ def front(name: str, db_path: Path, as_json: bool) -> None:
 
     Lists the done candidates that no other done candidate beats on every proxy: id,
     formula (with the known layer's name, if it is one), accuracy per proxy (the mean over
-    the candidate's seeds, ± its standard error once re-evaluated) and the number of seeds,
-    best mean accuracy first.
+    the candidate's seeds, ± its standard error once re-evaluated), the number of seeds and
+    the simplified formula (the shortest computing the same up to the final per-channel
+    * gamma + beta, evonorm_search/simplify.py; "=" when it is the stored one), best mean
+    accuracy first.
 
     Pass an ID to `evonorm show ID` or `evonorm export ID -o layer.py`.
     """
@@ -332,17 +334,19 @@ def front(name: str, db_path: Path, as_json: bool) -> None:
     if not members:
         click.echo(f"search {name!r} has no done candidates yet; see `evonorm status {name}`")
         return
-    rows = [
-        [str(r.id), formula_label(graphs[r.id]), *(accuracy_text(r, proxy) for proxy in proxies),
-         str(r.seed_count)]
-        for r in members
-    ]
+    from evonorm_search.simplify import simplified_label
+
+    rows = []
+    for r in members:
+        rows.append([str(r.id), formula_label(graphs[r.id]),
+                     *(accuracy_text(r, proxy) for proxy in proxies), str(r.seed_count),
+                     simplified_label(graphs[r.id]) or "="])
     click.echo(
         f"Pareto front of {name!r}: {len(members)} of {len(scored)} done candidates "
         f"(proxies: {', '.join(proxies)})"
     )
-    header = ["ID", "FORMULA", *proxies, "seeds"]
-    click.echo(table(header, rows, [True, False, *([True] * len(proxies)), True]))
+    header = ["ID", "FORMULA", *proxies, "seeds", "SIMPLIFIED"]
+    click.echo(table(header, rows, [True, False, *([True] * len(proxies)), True, False]))
     if any(r.standard_errors for r in members):
         click.echo("accuracy: mean over the candidate's seeds ± its standard error (2 or more seeds)")
     note = score_note(proxies)

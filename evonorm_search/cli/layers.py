@@ -23,6 +23,7 @@ from evonorm_search.known import (
 )
 from evonorm_search.layer_spec import load_graph_spec
 from evonorm_search.output import write_text_file
+from evonorm_search.simplify import simplify
 
 if TYPE_CHECKING:
     from db.store import CandidateRecord, TrialRecord
@@ -60,11 +61,18 @@ def echo_json(kind: str, document: dict[str, Any]) -> None:
     click.echo(json.dumps(whole, indent=2, allow_nan=False))
 
 
+def _simplified_json(graph: LayerGraph) -> dict[str, Any]:
+    return {"formula": graph.formula(), "known_name": known_name(graph.structural_hash()),
+            "structural_hash": graph.structural_hash(), "graph": graph.to_dict()}
+
+
 def layer_json(graph: LayerGraph) -> dict[str, Any]:
     """What `describe` prints, plus the layer graph file form under "graph"."""
     live = graph.live_nodes()
     return {
         "formula": graph.formula(),
+        "simplified": _simplified_json(simplify(graph)),
+        "simplified_up_to_affine": _simplified_json(simplify(graph, up_to_affine=True)),
         "known_name": known_name(graph.structural_hash()),
         "space": graph.space,
         "spaces": list(graph.spaces),
@@ -216,9 +224,16 @@ def describe(graph: LayerGraph) -> str:
     discovered one), space, hash and node list of `graph`, dead nodes marked."""
     live = graph.live_nodes()
     name = known_name(graph.structural_hash())
+    exact, affine = simplify(graph), simplify(graph, up_to_affine=True)
     lines = [f"formula: {formula_label(graph)}"]
     if name in DISCOVERED_LAYERS:
         lines.append("origin:  discovered by evonorm searches (docs/RESULTS.md, Discovered layers)")
+    if exact.structural_hash() != graph.structural_hash():
+        lines.append(f"simplified: {formula_label(exact)}  (the same output for every "
+                     "parameter value; what `evonorm export` writes)")
+    if affine.structural_hash() != exact.structural_hash():
+        lines.append(f"up to the affine: {formula_label(affine)}  (the same up to the "
+                     "per-channel * gamma + beta; `evonorm export --simplify affine`)")
     lines += [
         f"space:   {graph.space or 'none'} ({'uses' if graph.uses_batch_stats else 'no'} batch "
         f"statistics; in {', '.join(graph.spaces) or 'no space'}"
@@ -292,8 +307,15 @@ def show(layer: str, as_json: bool, as_graph: bool, db_path: Path) -> None:
                    "tensors (timm's norm_layer constructor); --maps: a layer on (N, C, H, W) "
                    "maps. [default: --transformer for a Transformer layer (a known one made "
                    "for that slot, or a candidate of a T/TB search), else --maps]")
+@click.option("--simplify", "simplification", type=click.Choice(["exact", "affine", "off"]),
+              default="exact", show_default=True,
+              help="Write the layer simplified: 'exact' keeps the output for every parameter "
+              "value (so it trains the same) and drops only redundant nodes; 'affine' writes "
+              "the shortest form that is the same up to the per-channel * gamma + beta (e.g. "
+              "without a factor v1 or a division by the zero node), which starts from another "
+              "output at initialisation; 'off' writes the graph as stored.")
 def export(layer: str, db_path: Path, output: Path | None, class_name: str | None,
-           transformer: bool | None) -> None:
+           transformer: bool | None, simplification: str) -> None:
     """Write a layer as a stand-alone PyTorch module that imports only torch.
 
     NAME_OR_JSON_FILE_OR_ID: a layer name, known (e.g. evonorm_s0, bn_relu, layernorm) or
@@ -301,11 +323,15 @@ def export(layer: str, db_path: Path, output: Path | None, class_name: str | Non
     in the database given by --db. The maps class takes (num_channels, groups=32,
     eps=1e-5, momentum=0.1); the Transformer class (--transformer) takes (num_features,
     eps=1e-5, groups=32, momentum=0.1, device=None, dtype=None) and normalizes the last
-    dim of (B, T, C) or (B, heads, T, head_dim) tensors.
+    dim of (B, T, C) or (B, heads, T, head_dim) tensors. By default the layer is
+    simplified without changing its function (see --simplify); its node numbering, and so
+    the names of batch-statistic buffers, are then the simplified graph's.
     """
     graph, record, _, _ = _resolve(layer, db_path)
     if transformer is None:
         transformer = _is_transformer_layer(layer, record, db_path)
+    if simplification != "off":
+        graph = simplify(graph, up_to_affine=simplification == "affine")
     if transformer:
         from evonorm_search.export_tokens import DEFAULT_CLASS_NAME, to_token_source
 

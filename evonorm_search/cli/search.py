@@ -514,6 +514,7 @@ def _print_summary(store: Any, search_id: int, config: SearchConfig) -> None:
     from evonorm_search.known import formula_label
     from evonorm_search.graph import LayerGraph
     from evonorm_search.search.selection import pareto_front
+    from evonorm_search.simplify import simplified_label
 
     done = store.candidates(search_id, ["done"])
     if not done:
@@ -526,8 +527,10 @@ def _print_summary(store: Any, search_id: int, config: SearchConfig) -> None:
         candidate = done[index]
         scores = " ".join(_mean_with_error(candidate, p) for p in config.proxies)
         count = f"  {candidate.seed_count} seeds" if config.reevaluate > 1 else ""
-        formula = formula_label(LayerGraph.from_json(candidate.graph_json))
-        click.echo(f"  id {candidate.id:>5}  {scores}{count}  {formula}")
+        graph = LayerGraph.from_json(candidate.graph_json)
+        simplified = simplified_label(graph)
+        shorter = f"  [simplified: {simplified}]" if simplified else ""
+        click.echo(f"  id {candidate.id:>5}  {scores}{count}  {formula_label(graph)}{shorter}")
     note = score_note(config.proxies) if config.task == "classification" else None
     if note:
         click.echo(note)
@@ -540,23 +543,34 @@ def _mean_with_error(candidate: Any, proxy: str) -> str:
 
 
 def _print_recovery(store: Any, search_id: int, config: SearchConfig) -> None:
-    """For a planted search: whether, when and how its target was recovered."""
+    """For a planted search: whether, when and how its target was recovered (the strict
+    criterion: also on the regime the search never scored, or the identical formula)."""
     from evonorm_search.search.budget import counts_toward_budget
     from evonorm_search.graph import LayerGraph
     from evonorm_search.known import formula_label
-    from evonorm_search.planted import RECOVERY_R2, first_recovery
+    from evonorm_search.planted import (
+        CHECK_R2, RECOVERY_R2, check_regime_names, first_recovery, target_slot,
+    )
+    from workers.planted import check_scores
 
     if config.task != "planted" or config.target is None:
         return
     target = LayerGraph.from_json(config.target)
     found = first_recovery(store.candidates(search_id), config.proxies, target,
-                           counts_toward_budget)
+                           counts_toward_budget,
+                           check=lambda graph: check_scores(graph, config.target or ""))
     click.echo(f"planted target: {formula_label(target)}")
     if found is None:
-        click.echo(f"not recovered (no layer reached R^2 >= {RECOVERY_R2} on every regime)")
+        click.echo(f"not recovered (no layer reached R^2 >= {RECOVERY_R2} on every regime and "
+                   f"{CHECK_R2} on the unscored "
+                   f"{', '.join(check_regime_names(target_slot(target)))}, nor is the "
+                   "target's formula)")
     else:
         click.echo(f"recovered by id {found.candidate_id} after {found.evaluations} "
                    f"evaluations ({found.kind}): {found.formula}")
+        if found.kind != "identical":
+            click.echo(f"  simplified: {found.simplified}"
+                       f"{'  (the target formula)' if found.simplified_identical else ''}")
 
 
 COMMANDS: list[click.Command] = [search]

@@ -54,6 +54,18 @@ def finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
+@lru_cache(maxsize=1024)
+def simplified_of(graph_json: str) -> str | None:
+    """The formula simplified up to the affine (evonorm_search.simplify); None when it is
+    the stored one or the stored graph no longer validates."""
+    from evonorm_search.simplify import simplified_label
+
+    try:
+        return simplified_label(LayerGraph.from_json(graph_json))
+    except GraphError:
+        return None
+
+
 @lru_cache(maxsize=8192)
 def formula_of(graph_json: str) -> str:
     """The layer's formula; a stored graph that no longer validates says so instead."""
@@ -288,6 +300,7 @@ class DashboardData:
             "search": _search_head(search),
             "proxies": list(proxies),
             "structural_hash": record.structural_hash,
+            "simplified": simplified_of(record.graph_json),
             "fingerprint": record.fingerprint,
             "seed": str(record.seed),  # 64-bit: a JavaScript number would round it
             "attempts": record.attempts,

@@ -17,6 +17,7 @@ from evonorm_search.graph import LayerGraph
 from evonorm_search.proxy_info import score_label
 from evonorm_search.report.data import ReportData
 from evonorm_search.report.plots import funnel_png, graph_png, pareto_pngs, progress_png
+from evonorm_search.simplify import simplified_label
 
 if TYPE_CHECKING:
     from db.records import CandidateRecord
@@ -63,6 +64,11 @@ def _formula(graph_json: str) -> str:
     return LayerGraph.from_json(graph_json).formula()
 
 
+def _simplified(graph_json: str) -> str:
+    """The simplified form up to the affine, or "=" when it is the stored formula."""
+    return simplified_label(LayerGraph.from_json(graph_json)) or "="
+
+
 def _settings(data: ReportData) -> str:
     """Search-level, data set and training settings as three side-by-side tables."""
     settings = data.config.to_dict()
@@ -95,13 +101,16 @@ def _front(data: ReportData) -> str:
     rows = [
         [f"{c.id}", f"{c.number}", *[_accuracy(c, p) for p in proxies],
          f"{statistics.fmean(c.accuracies[p] for p in proxies):.4f}", f"{c.seed_count}",
-         f"<code>{escape(_formula(c.graph_json))}</code>"]
+         f"<code>{escape(_formula(c.graph_json))}</code>",
+         f"<code>{escape(_simplified(c.graph_json))}</code>"]
         for c in data.front
     ]
     note = ('<p class="note">Per proxy: the mean over the candidate\'s seeds (its first '
-            "evaluation and any re-evaluations), ± its standard error when it has two or more.</p>")
-    table = note + _table(["id", "number", *proxies, "mean", "seeds", "formula"], rows,
-                          set(range(len(proxies) + 4)))
+            "evaluation and any re-evaluations), ± its standard error when it has two or more. "
+            "Simplified: the shortest formula computing the same up to the per-channel "
+            "* gamma + beta (= when it is the stored one).</p>")
+    table = note + _table(["id", "number", *proxies, "mean", "seeds", "formula", "simplified"],
+                          rows, set(range(len(proxies) + 4)))
     shown = data.front[:MAX_FRONT_PICTURES]
     cards = "".join(
         f'<div class="card"><b>id {c.id}</b> '

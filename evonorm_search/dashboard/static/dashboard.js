@@ -377,6 +377,8 @@ function candidatePage() {
                                                        ` \u00b7 number ${c.number}`);
     document.getElementById("title").replaceChildren(el("span", {}, `candidate ${c.id}`, knownBadge(c.known)));
     document.getElementById("formula").textContent = c.formula;
+    document.getElementById("simplified").textContent = c.simplified
+      ? `simplified (the same up to the per-channel \u00b7 gamma + beta): ${c.simplified}` : "";
     const facts = [
       ["status", c.status + (c.stage ? ` (${c.stage})` : "")], ["on the Pareto front", c.front ? "yes" : "no"],
       ["mean accuracy", fmt(c.mean)], ["seeds", String(c.seeds)],
