@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from evonorm_search.config import new_search_config
 from evonorm_search.known import get_known
-from evonorm_search.planted import TOKEN_REGIME_NAMES, get_regime, regime_names, target_slot
+from evonorm_search.planted import (
+    CHECK_R2, TOKEN_CHECK_REGIME_NAMES, TOKEN_REGIME_NAMES, get_regime, regime_names, target_slot,
+)
 from evonorm_search.task import EvalTask
 from tests.cli_runner import run_evonorm
 from workers.evaluate import evaluate
-from workers.planted import regime_data
+from workers.planted import check_scores, regime_data
 
 
 def _r2(layer: str, target: str) -> dict[str, float]:
@@ -44,3 +46,12 @@ def test_planted_search_in_space_t() -> None:
     code, out, err = run_evonorm("evaluate", "rmsnorm", "dyt", "--task", "planted", "--target", "rmsnorm")
     assert code == 0, err
     assert "tokens_b2" in out and "rmsnorm: recovered: identical" in out and "dyt: recovered: no" in out
+
+
+def test_token_targets_are_confirmed_on_the_unscored_token_regime() -> None:
+    target = get_known("rmsnorm").to_json()
+    own = check_scores(get_known("rmsnorm"), target)
+    assert set(own) == set(TOKEN_CHECK_REGIME_NAMES) == {"tokens_unseen"}
+    assert min(own.values()) >= CHECK_R2
+    # LayerNorm is not RMSNorm on tokens with an offset: the check tells them apart.
+    assert min(check_scores(get_known("layernorm"), target).values()) < CHECK_R2
