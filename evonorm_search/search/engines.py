@@ -11,7 +11,9 @@ runs with what it started with whatever the presets become. The settings themsel
 - `memetic`: ours (issue 16): islands with migration and restarts, elites (hall of
   fame) with neutral drift, all moves with adaptive weights, a size penalty, and a local
   scan of the elites' single edits when the best stalls (evolution + local search: a
-  memetic algorithm). Chosen on the planted task (docs/RESULTS.md).
+  memetic algorithm). Built after the symbolic-regression anchors; on planted EvoNorm-S0
+  it has not beaten the simpler planted settings of docs/method.md (docs/RESULTS.md,
+  "Planted recovery, strict"), so no task defaults to it.
 """
 
 from __future__ import annotations
