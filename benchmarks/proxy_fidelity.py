@@ -70,7 +70,7 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
-from training_budget import spearman  # benchmarks/ is on sys.path when run as a script
+from training_budget import bootstrap_spearman, spearman  # benchmarks/ is on sys.path when run as a script
 
 from evonorm_search.graph import LayerGraph
 from evonorm_search.known import KNOWN_LAYERS, formula_label
@@ -298,19 +298,6 @@ def _grid(store: dict[str, Any], dataset: str, protocol: str, panel: list[str],
     return layers, seeds, grid
 
 
-def _bootstrap(a: list[float], b: list[float], reps: int = 2000) -> tuple[float, float]:
-    rng = random.Random(0)
-    n, values = len(a), []
-    for _ in range(reps):
-        idx = [rng.randrange(n) for _ in range(n)]
-        rho = spearman([a[i] for i in idx], [b[i] for i in idx])
-        if not math.isnan(rho):
-            values.append(rho)
-    if len(values) < reps / 2:
-        return math.nan, math.nan
-    values.sort()
-    return values[int(0.025 * len(values))], values[int(0.975 * len(values)) - 1]
-
 
 def _cpu(store: dict[str, Any], dataset: str, protocol: str) -> float:
     proto = protocol.split("@")[0]
@@ -378,7 +365,7 @@ def report(store: dict[str, Any], dataset: str, protocols: list[str], panel: lis
                     ref = [statistics.mean(ref_grid[proxy][lay].values()) for lay in shared]
                     mine = [statistics.mean(g[lay].values()) for lay in shared]
                     fid = spearman(mine, ref)
-                    lo, hi = _bootstrap(mine, ref)
+                    lo, hi = bootstrap_spearman(mine, ref)
                     fid1 = statistics.mean(spearman([g[lay][s] for lay in shared], ref)
                                            for s in seeds)
             elif protocol == reference and len(seeds) > 1:

@@ -53,6 +53,23 @@ def spearman(a: list[float], b: list[float]) -> float:
     return statistics.correlation(ra, rb) if len(set(ra)) > 1 and len(set(rb)) > 1 else float("nan")
 
 
+def bootstrap_spearman(a: list[float], b: list[float], reps: int = 2000) -> tuple[float, float]:
+    """A 95% percentile bootstrap interval of Spearman's rho over the paired items of `a`
+    and `b` (fixed generator, so a report is reproducible); NaN where fewer than half the
+    resamples have a defined rho."""
+    rng = random.Random(0)
+    values = []
+    for _ in range(reps):
+        index = [rng.randrange(len(a)) for _ in a]
+        rho = spearman([a[i] for i in index], [b[i] for i in index])
+        if rho == rho:  # not NaN
+            values.append(rho)
+    if len(values) < reps / 2:
+        return float("nan"), float("nan")
+    values.sort()
+    return values[int(0.025 * len(values))], values[int(0.975 * len(values)) - 1]
+
+
 def parse_budget(text: str) -> tuple[int, int]:
     batch, steps = text.lower().split("x")
     return int(batch), int(steps)

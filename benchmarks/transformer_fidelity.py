@@ -37,7 +37,6 @@ import argparse
 import json
 import math
 import os
-import random
 import statistics
 import sys
 import time
@@ -46,7 +45,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from training_budget import spearman  # noqa: E402  (benchmarks/ is on sys.path as a script)
+from training_budget import bootstrap_spearman, spearman  # noqa: E402  (benchmarks/ is on sys.path as a script)
 
 from evonorm_search.known import get_known  # noqa: E402
 from evonorm_search.proxy_info import bits_from_score, forbidden_ops  # noqa: E402
@@ -172,19 +171,6 @@ def _grid(store: dict[str, Any], protocol: str, proxy: str) -> dict[str, dict[in
     return grid
 
 
-def _bootstrap(a: list[float], b: list[float], reps: int = 2000) -> tuple[float, float]:
-    rng = random.Random(0)
-    values = []
-    for _ in range(reps):
-        index = [rng.randrange(len(a)) for _ in a]
-        rho = spearman([a[i] for i in index], [b[i] for i in index])
-        if not math.isnan(rho):
-            values.append(rho)
-    if len(values) < reps / 2:
-        return math.nan, math.nan
-    values.sort()
-    return values[int(0.025 * len(values))], values[int(0.975 * len(values)) - 1]
-
 
 def summarize(store: dict[str, Any], protocol: str, proxy: str,
               reference: str = "ref") -> dict[str, Any]:
@@ -207,7 +193,7 @@ def summarize(store: dict[str, Any], protocol: str, proxy: str,
         mine = [means[lay] for lay in common]
         theirs = [statistics.fmean(ref[lay].values()) for lay in common]
         summary["fidelity"] = spearman(mine, theirs)
-        summary["fidelity_ci"] = _bootstrap(mine, theirs)
+        summary["fidelity_ci"] = bootstrap_spearman(mine, theirs)
     if "layernorm" in grid and "no_norm" in grid:
         seeds = sorted(set(grid["layernorm"]) & set(grid["no_norm"]))
         diffs = [grid["layernorm"][s] - grid["no_norm"][s] for s in seeds]
