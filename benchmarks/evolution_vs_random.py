@@ -6,9 +6,12 @@ continue after an interruption):
 - `random-s<seed>`: a random search (`strategy="random"`): the same controller, every
   child a fresh `random_graph`, with the same duplicate/NaN filters, rejection protocols
   and training;
+- `memetic-s<seed>` (only with `--arms ...,memetic`): the memetic engine (`--engine
+  memetic`: all moves with adaptive weights, elites, neutral drift, islands and the local
+  scan where the population and budget reach them; issue 16, item 9);
 - `known-s<seed>`: the known layers bn_relu, evonorm_s0, evonorm_b0 under the same
   protocol, for reference.
-Both searches use the same seed and `--init`, so their first `--population` members are
+The searches use the same seed and `--init`, so their first `--population` members are
 the same layers (a paired comparison); they differ only in how later children are made.
 
 Prints, per arm: the best validation accuracy per proxy after 25/50/75/100% of the budget
@@ -56,7 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from db.store import CandidateRecord, SearchStore
-from evonorm_search.config import SearchConfig, stored_config
+from evonorm_search.config import SearchConfig, engine_preset, stored_config
 from evonorm_search.search.controller import Progress, SearchController
 from evonorm_search.hypervolume import hypervolume
 from evonorm_search.known import get_known, known_name
@@ -69,6 +72,9 @@ from evonorm_search.report.data import progress_series
 from workers.datasets import load_proxy_data
 from workers.executors import InlineEvaluator, make_evaluator
 
+# The searches compared: the paper's engine ("evo", the default), random search, and the
+# memetic engine (issue 16, item 9), all on the same seeds and initial layers.
+ARMS = ("evo", "random", "memetic")
 KNOWN = ("bn_relu", "evonorm_s0", "evonorm_b0")
 KNOWN_TRANSFORMER = ("layernorm", "rmsnorm", "dyt")
 # This benchmark's training defaults for the CNN proxies (the Transformer proxies use
@@ -117,8 +123,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="SGD learning rate (default: the search default)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     parser.add_argument("--arms", default="evo,random",
-                        help="which searches this invocation runs (e.g. one arm per process; "
-                             "the report needs every arm: rerun with both once they are done)")
+                        help="which searches this invocation runs, of evo (the paper's "
+                             "engine), random and memetic (the memetic engine); e.g. one arm "
+                             "per process, then all of them together for the report")
     parser.add_argument("--cpu-seconds", type=float, default=None,
                         help="evaluation seconds per search instead of a candidate budget")
     parser.add_argument("--hurdle", type=float, default=None, help="see `evonorm search --hurdle`")
@@ -167,11 +174,19 @@ def base_config(args: argparse.Namespace, seed: int) -> SearchConfig:
     })
 
 
+def arm_names(args: argparse.Namespace) -> tuple[str, ...]:
+    """The arms `--arms` names, in ARMS order."""
+    given = {arm.strip() for arm in args.arms.split(",") if arm.strip()}
+    return tuple(arm for arm in ARMS if arm in given)
+
+
 def arm_configs(args: argparse.Namespace, seed: int) -> dict[str, SearchConfig]:
     base = base_config(args, seed)
-    arms = {f"evo-s{seed}": base, f"random-s{seed}": base.with_overrides({"strategy": "random"})}
+    arms = {f"evo-s{seed}": base, f"random-s{seed}": base.with_overrides({"strategy": "random"}),
+            f"memetic-s{seed}": base.with_overrides(
+                engine_preset({"engine": "memetic", "population": args.population}))}
     arms = {name: config for name, config in arms.items()
-            if name.split("-")[0] in args.arms.split(",")}
+            if name.split("-")[0] in arm_names(args)}
     if args.rerank_top:  # the re-ranking measures the known layers, on fresh seeds
         return arms
     return {
@@ -305,11 +320,12 @@ def _mean(values: list[float]) -> float:
     return statistics.fmean(finite) if finite else float("nan")
 
 
-def print_tables(results: dict[str, dict[str, Any]], seeds: list[int], proxies: tuple[str, ...]) -> None:
+def print_tables(results: dict[str, dict[str, Any]], seeds: list[int], proxies: tuple[str, ...],
+                 arms: tuple[str, ...]) -> None:
     print(f"\nbest validation accuracy per proxy vs budget used (mean over seeds {seeds}):")
     header = ["arm", "budget"] + list(proxies)
     print("  ".join(f"{h:>12}" for h in header))
-    for arm in ("evo", "random"):
+    for arm in arms:
         for fraction in CHECKPOINTS:
             cells = [
                 _mean([results[f"{arm}-s{s}"]["best_at"][str(fraction)][p] for s in seeds]) for p in proxies
@@ -318,7 +334,7 @@ def print_tables(results: dict[str, dict[str, Any]], seeds: list[int], proxies: 
     print("\nfinal Pareto front (reference point 0):")
     print(f"{'arm':>8} {'seed':>5} {'evaluated':>9} {'done':>5} {'front':>6} {'hypervolume':>12} "
           f"{'best mean':>10} {'1st child':>9}")
-    for arm in ("evo", "random"):
+    for arm in arms:
         for s in seeds:
             r = results[f"{arm}-s{s}"]
             print(f"{arm:>8} {s:>5} {r['evaluated']:>9} {r['done']:>5} {r['front_size']:>6} "
@@ -370,7 +386,7 @@ def rerank_arms(args: argparse.Namespace, results: dict[str, dict[str, Any]], se
         graph = get_known(name)
         entries[graph.structural_hash()] = {"label": name, "arm": "known",
                                             "graph_json": graph.to_json(), "validation": None}
-    for arm in ("evo", "random"):
+    for arm in arm_names(args):
         for member in best_layers(results, arm, seeds, args.rerank_top, proxies):
             entry = entries.setdefault(member["hash"], {
                 "label": f"{member['search']} #{member['id']}", "arm": arm,
@@ -454,24 +470,30 @@ def print_rerank(reranked: dict[str, Any], proxies: tuple[str, ...], reference: 
         print(row)
 
 
-def print_equal_cost(results: dict[str, dict[str, Any]], seeds: list[int]) -> None:
-    """Seconds used, candidates, and hypervolume per search; evo - random paired by seed."""
+def print_equal_cost(results: dict[str, dict[str, Any]], seeds: list[int],
+                     arms: tuple[str, ...]) -> None:
+    """Seconds used, candidates, and hypervolume per search; each pair of arms' difference
+    in hypervolume, paired by seed (the first arm of the pair minus the second)."""
     print("\nat equal evaluation seconds per search:")
     print("| seed | arm | seconds | evaluated | stopped at hurdle | re-evaluations | front | "
           "hypervolume |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|")
     for s in seeds:
-        for arm in ("evo", "random"):
+        for arm in arms:
             r = results[f"{arm}-s{s}"]
             print(f"| {s} | {arm} | {r['seconds']:.0f} | {r['evaluated']} | {r['stopped']} | "
                   f"{r['reevaluations']} | {r['front_size']} | {r['hypervolume']:.5f} |")
-    diffs = [results[f"evo-s{s}"]["hypervolume"] - results[f"random-s{s}"]["hypervolume"]
-             for s in seeds]
-    mean, half = interval(diffs)
-    wins = sum(d > 0 for d in diffs)
-    print(f"hypervolume evo - random per seed: {', '.join(f'{d:+.5f}' for d in diffs)}; "
-          f"mean {mean:+.5f} ± {half:.5f} (95% t, {len(seeds)} seeds); evolution ahead in "
-          f"{wins} of {len(seeds)}")
+    # memetic against evo (the engine against the current default), either against random.
+    pairs = [(a, b) for a, b in (("memetic", "evo"), ("evo", "random"), ("memetic", "random"))
+             if a in arms and b in arms]
+    for first, second in pairs:
+        diffs = [results[f"{first}-s{s}"]["hypervolume"] - results[f"{second}-s{s}"]["hypervolume"]
+                 for s in seeds]
+        mean, half = interval(diffs)
+        wins = sum(d > 0 for d in diffs)
+        print(f"hypervolume {first} - {second} per seed: {', '.join(f'{d:+.5f}' for d in diffs)}; "
+              f"mean {mean:+.5f} ± {half:.5f} (95% t, {len(seeds)} seeds); {first} ahead in "
+              f"{wins} of {len(seeds)}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -503,20 +525,21 @@ def main(argv: list[str] | None = None) -> None:
                     results[name]["known"] = known_scores(candidates, config.proxies)
     finally:
         evaluator.shutdown()
-    if set(args.arms.split(",")) != {"evo", "random"}:
+    arms = arm_names(args)
+    if len(arms) < 2:
         print(f"searches of arm(s) {args.arms} done in {(time.monotonic() - started) / 60:.1f} "
-              "min; rerun with both arms for the comparison", file=sys.stderr)
+              "min; rerun with two or more arms for the comparison", file=sys.stderr)
         return
     reranked = None
     if args.rerank_top:
         reranked = rerank_arms(args, results, seeds, first, data)
     elapsed = time.monotonic() - started
     if args.cpu_seconds is not None:
-        print_equal_cost(results, seeds)
+        print_equal_cost(results, seeds, arms)
     if reranked is not None:
         print_rerank(reranked, first.proxies, args.baselines.split(",")[0].strip())
     else:
-        print_tables(results, seeds, first.proxies)
+        print_tables(results, seeds, first.proxies, arms)
     command = "python benchmarks/evolution_vs_random.py " + " ".join(sys.argv[1:] if argv is None else argv)
     print(f"\nwall time this invocation: {elapsed / 60:.1f} min; command: {command}")
     if args.json is not None:

@@ -11,6 +11,9 @@
    `evaluate_planted`), e.g. the issue-10 fit that started at the target's values:
        git show d3f0101:workers/planted.py > /tmp/planted_issue10.py
        python benchmarks/planted_cost.py --baseline /tmp/planted_issue10.py
+   `--speed-only` times just that comparison, e.g. on mutants of the B-space layers:
+       python benchmarks/planted_cost.py --speed-only --baseline /tmp/planted_before.py \\
+           --targets bn_relu,evonorm_b0 --parents bn_relu,evonorm_b0,evonorm_b1,bn_swish
 2. The fingerprint probe on 1 vs 2 torch threads (what the controller pays per child).
 
     python benchmarks/planted_cost.py [--mutants 200] [--targets evonorm_s0,gn_relu]
@@ -70,12 +73,15 @@ def spearman(a: list[float], b: list[float]) -> float:
     return cov / var if var else 1.0
 
 
-def mutants(count: int, seed: int = 0) -> list:
+S_PARENTS = ("evonorm_s0", "evonorm_s1", "gn_relu", "evonorm_s2")
+
+
+def mutants(count: int, seed: int = 0, parent_names: tuple[str, ...] = S_PARENTS) -> list:
     """`count` finite layers 1-3 mutations away from known layers of one space."""
     from evonorm_search.fingerprint import fingerprint
 
     rng = random.Random(seed)
-    parents = [get_known(n) for n in ("evonorm_s0", "evonorm_s1", "gn_relu", "evonorm_s2")]
+    parents = [get_known(n) for n in parent_names]
     found = []
     while len(found) < count:
         graph = parent = rng.choice(parents)
@@ -118,6 +124,39 @@ def baseline_scores(path: str, graphs: list, target_json: str) -> tuple[list[flo
     return values, 1000 * (time.process_time() - started) / len(graphs)
 
 
+def compare_speed(baseline: str, graphs: list, target: str, target_json: str) -> None:
+    """This version's whole evaluation against the baseline's, timed alternately
+    (baseline, ours, baseline, ours) on the same candidates, and their score agreement."""
+    from workers.planted import evaluate_planted
+
+    def ours() -> tuple[list[float], float]:
+        evaluate_planted(EvalTask(graphs[0].to_json(), REGIME_NAMES, kind="planted",
+                                  target_json=target_json))
+        started = time.process_time()
+        values = []
+        for graph in graphs:
+            result = evaluate_planted(EvalTask(graph.to_json(), REGIME_NAMES, kind="planted",
+                                               target_json=target_json))
+            values.append(min(result.accuracies.values()) if result.status == "done" else 0.0)
+        return values, 1000 * (time.process_time() - started) / len(graphs)
+
+    timings: dict[str, list[float]] = {"baseline": [], "ours": []}
+    values: dict[str, list[float]] = {}
+    for _ in range(2):
+        for name, run in (("baseline", lambda: baseline_scores(baseline, graphs, target_json)),
+                          ("ours", ours)):
+            values[name], ms = run()
+            timings[name].append(ms)
+    base, mine = min(timings["baseline"]), min(timings["ours"])
+    gaps = sorted(abs(a - b) for a, b in zip(values["baseline"], values["ours"]))
+    print(f"target {target}, {len(graphs)} mutants: baseline {base:.1f} ms, ours {mine:.1f} ms "
+          f"CPU per candidate (best of 2 each); ratio baseline/ours {base / mine:.2f}; "
+          f"min-over-regimes R^2 differs by > 1e-6 for {sum(g > 1e-6 for g in gaps)}, by > 1e-4 "
+          f"for {sum(g > 1e-4 for g in gaps)} of {len(gaps)} (largest {gaps[-1]:.2g}); ours "
+          f"higher for {sum(b - a > 1e-6 for a, b in zip(values['baseline'], values['ours']))}, "
+          f"lower for {sum(a - b > 1e-6 for a, b in zip(values['baseline'], values['ours']))}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mutants", type=int, default=200)
@@ -125,11 +164,22 @@ def main(argv: list[str] | None = None) -> int:
                         help="known layer names or layer graph JSON files, comma-separated")
     parser.add_argument("--baseline", metavar="FILE", default=None,
                         help="a workers/planted.py of another version to time and rank too")
+    parser.add_argument("--parents", default=",".join(S_PARENTS),
+                        help="known layers the mutants come from (one space), comma-separated")
+    parser.add_argument("--speed-only", action="store_true",
+                        help="with --baseline: time this version's evaluation against the "
+                             "baseline's only (no reference fit, no variants), and say how "
+                             "far their scores differ")
     args = parser.parse_args(argv)
+    if args.speed_only and not args.baseline:
+        parser.error("--speed-only compares with --baseline FILE: name the other version")
     torch.set_num_threads(1)
-    graphs = mutants(args.mutants)
+    graphs = mutants(args.mutants, parent_names=tuple(args.parents.split(",")))
     for target in args.targets.split(","):
         target_json = load_graph_spec(target).to_json()
+        if args.speed_only:
+            compare_speed(args.baseline, graphs, target, target_json)
+            continue
         reference, reference_ms = scores(graphs, target_json, REFERENCE)
         print(f"target {target}, {len(graphs)} mutants; reference fit: {reference_ms:.1f} ms CPU "
               f"per candidate, >= 0.95: {sum(v >= 0.95 for v in reference)}, >= 0.999: "

@@ -197,7 +197,17 @@ class CompiledLayer(nn.Module):
         half = dtype in HALF_PRECISION
         if half:  # e.g. under autocast: see HALF_PRECISION
             x = x.float()
-        values = [x, self.zero, self.v0, self.v1]
+        y = self.graph_output(x, self.v0, self.v1) * self.gamma + self.beta
+        if y.shape != x.shape:
+            y = y.expand(x.shape).contiguous()
+        return y.to(dtype) if half else y
+
+    def graph_output(self, x: Tensor, v0: Tensor | None, v1: Tensor | None) -> Tensor:
+        """The graph's output node on `x` with the given v0 and v1 (None where the graph
+        does not use them), before the affine and not broadcast to `x`'s shape: how the
+        planted fit runs many parameter values through one module without touching its
+        own (any shape that broadcasts against the nodes, e.g. one value per sample)."""
+        values = [x, self.zero, v0, v1]
         for fn, inputs, constants, buffer in self._plan:
             if buffer is None:
                 values.append(fn(*[values[i] for i in inputs], *constants))
@@ -206,10 +216,7 @@ class CompiledLayer(nn.Module):
                     fn(values[inputs[0]], self._buffers[buffer], self.training, *constants)
                 )
         # Every live node is an ancestor of the output, so the output always runs last.
-        y = values[-1] * self.gamma + self.beta
-        if y.shape != x.shape:
-            y = y.expand(x.shape).contiguous()
-        return y.to(dtype) if half else y
+        return values[-1]
 
     def _load_from_state_dict(  # type: ignore[no-untyped-def]
         self, state_dict, prefix, local_metadata, *args

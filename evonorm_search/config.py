@@ -367,6 +367,28 @@ def read_init_files(init: str) -> dict[str, str]:
     return graphs
 
 
+def engine_preset(overrides: dict[str, Any]) -> dict[str, Any]:
+    """The engine settings a new search with `overrides` starts from: the preset that
+    `engine` names (default per task: `DEFAULT_ENGINES`) with `engine` itself, its islands
+    and elites shrunk to fit a small `population` (values given in `overrides` are kept
+    as given: the caller lays `overrides` over the result)."""
+    engine = overrides.get("engine", DEFAULT_ENGINES.get(overrides.get("task", ""), DEFAULT_ENGINE))
+    if engine not in ENGINES:
+        raise ConfigError(f"engine {engine!r} is unknown: use --engine "
+                          f"{' or --engine '.join(ENGINES)}")
+    preset = dict(ENGINES[engine])
+    population = overrides.get("population", SearchConfig.population)
+    if isinstance(population, int) and "islands" not in overrides:
+        preset["islands"] = max(1, min(preset["islands"], population // 2))
+        if preset["islands"] == 1:
+            preset["migration_rate"] = 0.0
+    islands = overrides.get("islands", preset["islands"])
+    if isinstance(population, int) and isinstance(islands, int) and islands >= 1 \
+            and "elites" not in overrides:
+        preset["elites"] = min(preset["elites"], max(0, population // islands))
+    return {**preset, "engine": engine}
+
+
 def new_search_config(overrides: dict[str, Any]) -> SearchConfig:
     """A new search's settings: the defaults, with the training budget of the data set
     and the space's slot named in `overrides` (see `TrainSettings.for_dataset`) and the
@@ -377,22 +399,7 @@ def new_search_config(overrides: dict[str, Any]) -> SearchConfig:
     from evonorm_search.planted import regime_names
     from evonorm_search.proxy_info import default_proxies
 
-    engine = overrides.get("engine", DEFAULT_ENGINES.get(overrides.get("task", ""), DEFAULT_ENGINE))
-    if engine not in ENGINES:
-        raise ConfigError(f"engine {engine!r} is unknown: use --engine "
-                          f"{' or --engine '.join(ENGINES)}")
-    preset = dict(ENGINES[engine])
-    # A preset's islands and elites shrink to fit a small population (given values do not).
-    population = overrides.get("population", SearchConfig.population)
-    if isinstance(population, int) and "islands" not in overrides:
-        preset["islands"] = max(1, min(preset["islands"], population // 2))
-        if preset["islands"] == 1:
-            preset["migration_rate"] = 0.0
-    islands = overrides.get("islands", preset["islands"])
-    if isinstance(population, int) and isinstance(islands, int) and islands >= 1 \
-            and "elites" not in overrides:
-        preset["elites"] = min(preset["elites"], max(0, population // islands))
-    overrides = {**preset, "engine": engine, **overrides}
+    overrides = {**engine_preset(overrides), **overrides}
     dataset = overrides.get("dataset.name", DatasetSpec().name)
     space = overrides.get("space", SearchConfig.space)
     slot = SPACES[space].slot if space in SPACES else "norm_act"

@@ -90,6 +90,11 @@ class LayerGraph:
         """Indices of the nodes the output depends on (itself and initial ones included)."""
         return self._live
 
+    @property
+    def size(self) -> int:
+        """Live intermediate nodes: the ops the output depends on (what a size penalty counts)."""
+        return sum(1 for index in self._live if index >= NUM_INITIAL)
+
     def pruned(self) -> LayerGraph:
         """The same layer without dead nodes, renumbered in the same order."""
         keep = [i for i in range(NUM_INITIAL, self.num_nodes) if i in self._live]

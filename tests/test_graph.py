@@ -119,6 +119,10 @@ def test_dead_nodes_are_kept_but_pruned_on_request() -> None:
     assert g.live_nodes() == frozenset({0, 5, 6})
     assert g.pruned().nodes == (Node("tanh", (0,)), Node("neg", (4,)))
     assert g.structural_hash() == g.pruned().structural_hash()
+    # size counts the live ops only: not the dead exp, nor the inputs x, zero, v0, v1
+    assert g.size == 2
+    uses_every_input = LayerGraph([Node("add", (2, 3)), Node("mul", (0, 4)), Node("add", (5, 1))])
+    assert uses_every_input.size == 3
     # a dead batch statistic does not make the layer a B-space layer
     assert LayerGraph([Node("std_batch", (0,)), Node("tanh", (0,))]).space == "S"
     assert LayerGraph([Node("std_batch", (0,)), Node("div", (0, 4))]).space == "B"

@@ -43,7 +43,6 @@ from functools import lru_cache
 
 import torch
 from torch import Tensor
-from torch.func import functional_call
 
 from evonorm_search.compile import CompiledLayer, compile_layer
 from evonorm_search.graph import NUM_INITIAL, LayerGraph
@@ -278,8 +277,10 @@ class _Fit:
     or trial steps) of every channel. R copies run in one forward pass, each with its own
     parameter values, as R times the samples (every op but a batch statistic works per
     sample, so the copies do not mix), or else as R times the channels (every op but a
-    layer or group statistic works per channel); a layer with both kinds runs them one
-    by one. Unless channels interact (`channels_interact`), a channel's output depends
+    layer or group statistic works per channel), with the regime's batches side by side
+    as channels as well, so that one pass computes each batch's statistics (forward
+    passes of these small tensors cost their call overhead more than their arithmetic);
+    a layer with both kinds runs them one by one, batch by batch. Unless channels interact (`channels_interact`), a channel's output depends
     on its own parameters only, so each channel is its own 1- or 2-parameter problem and
     keeps the best of its copies."""
 
@@ -290,8 +291,8 @@ class _Fit:
         self.interact = channels_interact(layer.graph)
         self.batch_stats = layer.graph.uses_batch_stats
         self.across_channels = _reads_across_channels(layer.graph)
-        self._wide: dict[int, CompiledLayer] = {}  # copies -> the layer on copies * C channels
-        self._repeated: dict[int, Tensor] = {}  # copies -> the inputs repeated as samples
+        self._wide: dict[int, CompiledLayer] = {}  # channels -> the layer on that many
+        self._repeated: dict[int, Tensor] = {}  # copies -> the inputs repeated as copies
         tc = target - target.mean((0, 2, 3), keepdim=True)
         self.total = float((tc * tc).sum())
 
@@ -302,21 +303,36 @@ class _Fit:
             samples = self.inputs.shape[0]
             if copies not in self._repeated:
                 self._repeated[copies] = self.inputs.repeat(copies, 1, 1, 1)
-            y = functional_call(self.layer, self._values(theta, samples),
-                                (self._repeated[copies],))
+            y = self._run(self.layer, self._repeated[copies], self._values(theta, samples))
             return y.reshape(copies, samples, channels, *y.shape[2:])
         if not self.across_channels:
-            if copies not in self._wide:
-                self._wide[copies] = compile_layer(self.layer.graph, copies * channels).train()
-            wide = self._wide[copies]
-            values = {name: row.reshape(1, -1, 1, 1) for name, row in zip(self.names, theta)}
-            y = torch.cat([functional_call(wide, values, (x.repeat(1, copies, 1, 1),))
-                           for x in self.batches])
-            return y.reshape(y.shape[0], copies, channels, *y.shape[2:]).transpose(0, 1)
+            # The batches side by side as channels too, (N, R * B * C, H, W): one forward
+            # pass computes every batch's statistics (the regime's batches are equal).
+            count, samples = len(self.batches), len(self.batches[0])
+            wide = self._wide_layer(copies * count * channels)
+            if copies not in self._repeated:  # (N, R * B * C, H, W)
+                side = torch.cat(self.batches, 1)
+                self._repeated[copies] = side.repeat(1, copies, 1, 1)
+            values = {name: row.reshape(copies, 1, channels).expand(copies, count, channels)
+                      .reshape(1, -1, 1, 1) for name, row in zip(self.names, theta)}
+            y = self._run(wide, self._repeated[copies], values)
+            return y.reshape(samples, copies, count, channels, *y.shape[2:]).permute(
+                1, 2, 0, 3, 4, 5).reshape(copies, count * samples, channels, *y.shape[2:])
         return torch.stack([
-            torch.cat([functional_call(self.layer, self._values(theta[:, r:r + 1], 1), (x,))
+            torch.cat([self._run(self.layer, x, self._values(theta[:, r:r + 1], 1))
                        for x in self.batches])
             for r in range(copies)])
+
+    def _wide_layer(self, channels: int) -> CompiledLayer:
+        if channels not in self._wide:
+            self._wide[channels] = compile_layer(self.layer.graph, channels).train()
+        return self._wide[channels]
+
+    @staticmethod
+    def _run(layer: CompiledLayer, x: Tensor, values: dict[str, Tensor]) -> Tensor:
+        """The layer's pre-affine output on `x` with parameter `values`, shaped as `x`
+        (gamma and beta, 1 and 0 here, are the affine fit's)."""
+        return layer.graph_output(x, values.get("v0"), values.get("v1")).expand(x.shape)
 
     def _values(self, theta: Tensor, samples: int) -> dict[str, Tensor]:
         copies, channels = theta.shape[1], theta.shape[2]
@@ -463,8 +479,9 @@ def score_regime(graph: LayerGraph, target_json: str, regime_name: str,
         if names:
             fitter = _Fit(layer, names, batches, target.outputs)
             rows = sum(len(x) for x in batches[:fit.start_batches])
-            theta = _Fit(layer, names, batches[:fit.start_batches], target.outputs[:rows]).starts(
-                dict(fit.starts), fit.restarts)
+            scout = fitter if fit.start_batches >= len(batches) else _Fit(
+                layer, names, batches[:fit.start_batches], target.outputs[:rows])
+            theta = scout.starts(dict(fit.starts), fit.restarts)
             start = fitter.residuals(theta[:, :1]).sum()
             explained = 1.0 - float(start) / max(target.total, VARIANCE_FLOOR)
             if not torch.isfinite(start) or explained < fit.gate:

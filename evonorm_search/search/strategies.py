@@ -406,7 +406,7 @@ class EvolutionStrategy:
         """Live intermediate nodes."""
         size = self._sizes.get(record.id)
         if size is None:
-            size = self._sizes[record.id] = len(self._graph(record).live_nodes()) - len(INITIAL_NODES)
+            size = self._sizes[record.id] = self._graph(record).size
         return size
 
     def _graph(self, record: CandidateRecord) -> LayerGraph:
