@@ -1,7 +1,7 @@
 """Importing the optional Transformer libraries (the `transformers` extra) for tests.
 
 Each function returns the module, or skips the calling test with the command that
-installs it. `import_timm` also works around PyPI's torchvision beside this project's
+installs it. Both also work around PyPI's torchvision beside this project's
 pinned CPU torch: torchvision's compiled ops are built against another torch and do not
 load, and torchvision 0.28 then fails at import while registering fake kernels for two of
 those ops (`RuntimeError: operator torchvision::nms does not exist`). timm imports
@@ -46,5 +46,11 @@ def import_timm() -> ModuleType:
 
 
 def import_transformers() -> ModuleType:
-    """Hugging Face transformers, or a skip saying how to install it."""
+    """Hugging Face transformers, or a skip saying how to install it. Its models import
+    torchvision when it is installed (transformers 5), so the same workaround runs first:
+    without it a test's outcome would depend on whether a timm test ran before it."""
+    try:
+        _import_torchvision()
+    except ImportError:
+        pass  # transformers works without torchvision
     return pytest.importorskip("transformers", reason=f"transformers is not installed: {INSTALL}")
