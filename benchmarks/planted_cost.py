@@ -104,12 +104,17 @@ def scores(graphs: list, target_json: str, fit: FitSettings) -> tuple[list[float
     return values, 1000 * (time.process_time() - started) / len(graphs)
 
 
-def baseline_scores(path: str, graphs: list, target_json: str) -> tuple[list[float], float]:
-    """`scores` for the `evaluate_planted` of the module in file `path` (another version)."""
+def load_version(path: str) -> object:
+    """The module in file `path`: another version's workers/planted.py."""
     spec = importlib.util.spec_from_file_location("planted_baseline", path)
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     sys.modules[spec.name] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def evaluation_scores(module: object, graphs: list, target_json: str) -> tuple[list[float], float]:
+    """`scores` for a whole planted evaluation: `module.evaluate_planted` of some version."""
 
     def task(graph: object) -> EvalTask:
         return EvalTask(graph.to_json(), REGIME_NAMES, kind="planted",  # type: ignore[attr-defined]
@@ -127,25 +132,12 @@ def baseline_scores(path: str, graphs: list, target_json: str) -> tuple[list[flo
 def compare_speed(baseline: str, graphs: list, target: str, target_json: str) -> None:
     """This version's whole evaluation against the baseline's, timed alternately
     (baseline, ours, baseline, ours) on the same candidates, and their score agreement."""
-    from workers.planted import evaluate_planted
-
-    def ours() -> tuple[list[float], float]:
-        evaluate_planted(EvalTask(graphs[0].to_json(), REGIME_NAMES, kind="planted",
-                                  target_json=target_json))
-        started = time.process_time()
-        values = []
-        for graph in graphs:
-            result = evaluate_planted(EvalTask(graph.to_json(), REGIME_NAMES, kind="planted",
-                                               target_json=target_json))
-            values.append(min(result.accuracies.values()) if result.status == "done" else 0.0)
-        return values, 1000 * (time.process_time() - started) / len(graphs)
-
+    versions = {"baseline": load_version(baseline), "ours": planted}
     timings: dict[str, list[float]] = {"baseline": [], "ours": []}
     values: dict[str, list[float]] = {}
     for _ in range(2):
-        for name, run in (("baseline", lambda: baseline_scores(baseline, graphs, target_json)),
-                          ("ours", ours)):
-            values[name], ms = run()
+        for name, module in versions.items():
+            values[name], ms = evaluation_scores(module, graphs, target_json)
             timings[name].append(ms)
     base, mine = min(timings["baseline"]), min(timings["ours"])
     gaps = sorted(abs(a - b) for a, b in zip(values["baseline"], values["ours"]))
@@ -187,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = [(name, lambda fit=fit: scores(graphs, target_json, fit))
                 for name, fit in VARIANTS.items()]
         if args.baseline:
-            runs.append(("baseline", lambda: baseline_scores(args.baseline, graphs, target_json)))
+            runs.append(("baseline", lambda: evaluation_scores(load_version(args.baseline), graphs, target_json)))
         for name, run in runs:
             values, ms = run()
             print(f"  {name:<13} {ms:6.1f} ms per candidate ({ms / reference_ms:.2f} of the "

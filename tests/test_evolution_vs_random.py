@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 from evonorm_search.search.engines import ENGINES
+from tests.benchmark_scripts import load_benchmark
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _benchmark():
-    spec = importlib.util.spec_from_file_location("evolution_vs_random",
-                                                  REPO / "benchmarks" / "evolution_vs_random.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-BENCHMARK = _benchmark()
+BENCHMARK = load_benchmark("evolution_vs_random")
 
 
 def test_the_memetic_arm_differs_from_evolution_only_in_its_engine(tmp_path: Path) -> None:

@@ -3,7 +3,6 @@ processes stand in for the sharing levels), and its checks catch bad results."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import re
@@ -13,16 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.benchmark_scripts import load_benchmark
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "gpu_throughput.py"
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("gpu_throughput", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("gpu_throughput")
 
 
 def test_smoke_run_prints_the_table_and_exits_zero() -> None:

@@ -3,9 +3,7 @@ strict recovery criterion, and a smoke run of benchmarks/planted_recovery.py."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,22 +19,14 @@ from evonorm_search.planted import (
 )
 from evonorm_search.simplify import equivalent, simplify
 from primitives import SPACES
+from tests.benchmark_scripts import load_benchmark
 from workers import planted
 
 REPO = Path(__file__).resolve().parents[1]
 X, ZERO, V0, V1 = 0, 1, 2, 3
 
 
-def _benchmark():
-    spec = importlib.util.spec_from_file_location("planted_recovery",
-                                                  REPO / "benchmarks" / "planted_recovery.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-BENCHMARK = _benchmark()
+BENCHMARK = load_benchmark("planted_recovery")
 TARGETS = BENCHMARK.planted12_targets()
 
 
