@@ -16,6 +16,7 @@ from evonorm_search.errors import EvonormError, GraphError, StoreError
 from evonorm_search.graph import MAX_INTERMEDIATE, LayerGraph
 from evonorm_search.search.engines import DEFAULT_ENGINE, ENGINES
 from evonorm_search.search.moves import check_mutations, in_space
+from evonorm_search.search.selection import FITNESS_QUANTA
 from evonorm_search.task import DatasetSpec, TrainSettings
 from primitives import SPACES
 
@@ -81,7 +82,10 @@ class SearchConfig:
     scan_after: int = 0  # local scan after this many evaluations without progress (0: off)
     scan_elites: int = 3  # how many of the best distinct layers the scan edits
     adaptive_moves: float = 0.0  # strength of move-weight adaptation (0: fixed, uniform)
-    size_penalty: float = 0.0  # score units per live node in selection (a tie-breaker)
+    size_penalty: float = 0.0  # fitness units per live node in selection
+    # The scale selection compares scores on (evonorm_search.search.selection.Fitness):
+    # "score" (the paper's) or "log_error" (decades of 1 - score).
+    fitness: str = "score"
     max_attempts: int = 3  # submissions of one candidate before infrastructure failure
     dataset: DatasetSpec = field(default_factory=DatasetSpec)
     train: TrainSettings = field(default_factory=TrainSettings)
@@ -175,8 +179,11 @@ class SearchConfig:
             raise ConfigError(f"adaptive_moves must be a strength in [0, {MAX_ADAPTIVE_MOVES}] "
                               f"(0: fixed uniform move weights), got {self.adaptive_moves}")
         if not 0.0 <= self.size_penalty < 1.0:
-            raise ConfigError(f"size_penalty must be in [0, 1) (score units per node; e.g. "
+            raise ConfigError(f"size_penalty must be in [0, 1) (fitness units per node; e.g. "
                               f"1e-4 breaks near-ties toward fewer nodes), got {self.size_penalty}")
+        if self.fitness not in FITNESS_QUANTA:
+            raise ConfigError(f"fitness {self.fitness!r} is unknown: use --fitness "
+                              f"{' or --fitness '.join(FITNESS_QUANTA)}")
 
     def _validate_fidelity(self) -> None:
         from evonorm_search.planted import SEED_NOISE

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evonorm_search.search.selection import dominates, pareto_front, tournament, tournament_size
+from evonorm_search.search.selection import (
+    ERROR_FLOOR, Fitness, dominates, pareto_front, tournament, tournament_size,
+)
 
 scores = st.floats(min_value=0.0, max_value=1.0, allow_nan=False)
 
@@ -77,3 +80,34 @@ def test_tournament_with_objectives_and_bad_arguments() -> None:
         tournament([], random.Random(0))
     with pytest.raises(ValueError, match="fraction"):
         tournament(members, random.Random(0), fraction=0.0)
+
+
+def test_fitness_on_the_score_scale_is_the_score_less_the_size_penalty() -> None:
+    fitness = Fitness("score", 1e-4)
+    assert fitness.objectives([0.5, 0.7], 3) == pytest.approx([0.4997, 0.6997])
+    assert fitness.scalar([0.5, 0.7], 3) == pytest.approx(0.5997)
+    assert fitness.quantized(0.5) == fitness.quantized(0.5 + 4e-7) != fitness.quantized(0.5 + 2e-6)
+
+
+def test_log_error_fitness_counts_relative_gains_and_trades_nodes_for_them() -> None:
+    fitness = Fitness("log_error", 0.1)
+    # Decades of error: 0.99 -> 0.999 gains as much as 0.999 -> 0.9999.
+    assert fitness.scalar([0.99], 0) == pytest.approx(2.0)
+    assert fitness.scalar([0.9999], 0) - fitness.scalar([0.999], 0) == pytest.approx(1.0)
+    assert fitness.objectives([0.9, 0.99], 2) == pytest.approx([0.8, 1.8])
+    # The scalar is the log error of the mean score, not the mean of the log errors.
+    assert fitness.scalar([0.98, 1.0], 0) == pytest.approx(2.0)
+    # A perfect score is finite: the error floor.
+    assert fitness.scalar([1.0], 0) == pytest.approx(-math.log10(ERROR_FLOOR))
+    # Five more nodes (0.5 decades) are worth it only for an error over 3.2x smaller.
+    small = fitness.scalar([0.995], 4)
+    assert fitness.scalar([0.998], 9) < small < fitness.scalar([0.9985], 9)
+    # Progress is a drop of the error by about 1%, not any gain: 0.004 decades a quantum.
+    base = fitness.scalar([0.999], 0)  # 3 decades: the middle of a quantum
+    assert fitness.quantized(fitness.scalar([1 - 0.001 * 0.996], 0)) == fitness.quantized(base)
+    assert fitness.quantized(fitness.scalar([1 - 0.001 * 0.98], 0)) > fitness.quantized(base)
+
+
+def test_unknown_fitness_scale_is_refused() -> None:
+    with pytest.raises(ValueError, match="fitness scale 'log'.*score, log_error"):
+        Fitness("log")

@@ -231,6 +231,23 @@ def test_elites_outlive_aging_and_ties_prefer_small_then_new_layers() -> None:
         assert [m.number for m in strategy.population] == numbers
 
 
+def test_on_the_log_error_scale_a_node_must_buy_a_share_of_the_error() -> None:
+    small = LayerGraph([("std_group", (0,)), ("div", (0, 4))])  # 2 nodes
+    large = LayerGraph([("std_group", (0,)), ("abs", (0,)), ("div", (5, 4))])  # 3 nodes
+    # The larger layer removes 10% of the small one's error: 5e-4 of score, worth its node
+    # at 1e-4 score units a node, not at 0.1 decades (a 21% smaller error) a node.
+    rows = [record(0, small, scores=(0.995, 0.995)), record(1, large, scores=(0.9955, 0.9955))]
+    rows += [record(n, random_graph(random.Random(n), "S", 3), scores=(0.1, 0.1))
+             for n in range(2, 12)]
+    for fitness, penalty, elite in (("score", 1e-4, 1), ("log_error", 0.1, 0)):
+        strategy = EvolutionStrategy(memetic(islands=1, migration_rate=0.0, population=4,
+                                             elites=1, scan_after=0, fitness=fitness,
+                                             size_penalty=penalty))
+        for row in rows:
+            strategy.tell(row)
+        assert [m.number for m in strategy.population] == [elite, 8, 9, 10, 11]
+
+
 def test_a_stalled_search_scans_single_edits_of_its_best_layers() -> None:
     s1, s0 = get_known("evonorm_s1"), get_known("evonorm_s0")
     rows = [record(0, s1, scores=(0.99, 0.99))]

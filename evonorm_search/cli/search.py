@@ -29,6 +29,7 @@ from evonorm_search.errors import DatabaseWriteError, ExecutorLost, StoreError
 from evonorm_search.proxy_info import score_note
 from evonorm_search.search.controller import Progress, SearchController
 from evonorm_search.search.engines import ENGINES
+from evonorm_search.search.selection import FITNESS_QUANTA
 from primitives import SPACES
 
 _DEFAULTS = SearchConfig()
@@ -67,6 +68,7 @@ _SETTINGS = {
     "scan_elites": "scan_elites",
     "adaptive_moves": "adaptive_moves",
     "size_penalty": "size_penalty",
+    "fitness": "fitness",
     "proxies": "proxies",
     "steps": "train.steps",
     "batch_size": "train.batch_size",
@@ -296,8 +298,14 @@ SEARCH_GROUPS = {
         help="Strength (0-1) of adapting move weights to the moves whose children "
              f"improve on their parents (0: uniform). [default: {_DEFAULTS.adaptive_moves}]")
 @option("--size-penalty", group="engine", type=float,
-        help="Score units each live node costs in selection: breaks near-ties toward "
-             f"the smaller layer (e.g. 1e-4). [default: {_DEFAULTS.size_penalty}]")
+        help="Fitness units each live node costs in selection (--fitness): 1e-4 on the "
+             "score scale breaks near-ties toward the smaller layer; 0.1 on log_error "
+             f"trades a node for a 21% smaller error. [default: {_DEFAULTS.size_penalty}]")
+@option("--fitness", group="engine", type=click.Choice(sorted(FITNESS_QUANTA)),
+        help="The scale selection compares scores on: score (as they are, the paper's) "
+             "or log_error (decades of 1 - score: equal relative gains count alike, "
+             "progress is a ~1% drop of the error). [default: "
+             f"{_DEFAULTS.fitness}]")
 @option("--dataset", group="data",
         help=f"Data set: digits (embedded), cifar10 or npz. [default: {_DATA.name}]")
 @option("--data-dir", group="data", type=click.Path(file_okay=True),

@@ -1,5 +1,6 @@
 """Parent selection: Pareto fronts and the multi-objective tournament (PAPER.md section 3),
-and the rankings behind elites, the hall of fame and stall detection.
+the fitness scale selection compares, and the rankings behind elites, the hall of fame
+and stall detection.
 
 Pure functions over score vectors and small containers of member ids; they know nothing
 of graphs, the store or training. The populations that use them (aging, islands) are
@@ -12,9 +13,53 @@ import bisect
 import math
 import random
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 T = TypeVar("T")
+
+# How selection reads scores (`SearchConfig.fitness`), each with the step below which two
+# values are equal (no progress for a stall clock, a tie for the elites):
+# - "score": the scores themselves (accuracy, R^2), equal within 1e-6.
+# - "log_error": decades of error, -log10(1 - score). Equal steps are equal *relative*
+#   gains (0.99 -> 0.999 counts as much as 0.999 -> 0.9999), so near a planted target a
+#   per-node size penalty weighs nodes against the share of the residual they remove,
+#   and progress means a drop of the residual by about 1% (0.004 decades), not any gain.
+FITNESS_QUANTA: dict[str, float] = {"score": 1e-6, "log_error": 0.004}
+# Errors below this count as this (a perfect score is 9 decades, not infinity).
+ERROR_FLOOR = 1e-9
+
+
+@dataclass(frozen=True)
+class Fitness:
+    """A member's scores (higher is better, at most 1) and live node count as selection
+    sees them: per-objective values for tournaments, one scalar for rankings, both on
+    `scale` and less `size_penalty` per node, and `quantized` (whole quanta) for
+    comparisons where a negligible gain must not count."""
+
+    scale: str = "score"
+    size_penalty: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.scale not in FITNESS_QUANTA:
+            raise ValueError(f"fitness scale {self.scale!r} is unknown: use one of "
+                             f"{', '.join(FITNESS_QUANTA)}")
+
+    def _value(self, score: float) -> float:
+        if self.scale == "score":
+            return score
+        return -math.log10(max(1.0 - score, ERROR_FLOOR))
+
+    def objectives(self, scores: Sequence[float], size: int) -> list[float]:
+        penalty = self.size_penalty * size
+        return [self._value(score) - penalty for score in scores]
+
+    def scalar(self, scores: Sequence[float], size: int) -> float:
+        """The mean score on the scale, less the size penalty."""
+        return self._value(math.fsum(scores) / len(scores)) - self.size_penalty * size
+
+    def quantized(self, value: float) -> int:
+        return round(value / FITNESS_QUANTA[self.scale])
 
 
 def dominates(a: Sequence[float], b: Sequence[float]) -> bool:

@@ -24,7 +24,6 @@ exactly.
 from __future__ import annotations
 
 import bisect
-import math
 import random
 from collections.abc import Container, Sequence
 from dataclasses import dataclass, replace
@@ -36,7 +35,7 @@ from evonorm_search.search.moves import (
     MUTATIONS, RECOMBINATIONS, adaptive_weights, apply_move, random_graph,
 )
 from evonorm_search.search.scan import LocalScan
-from evonorm_search.search.selection import Ranking, StallClock, tournament
+from evonorm_search.search.selection import Fitness, Ranking, StallClock, tournament
 
 if TYPE_CHECKING:
     from db.records import CandidateRecord
@@ -147,16 +146,9 @@ class RandomStrategy:
 # Moves that are not mutation operators (stored in `candidates.move`).
 RESTART = "restart"  # the first fresh layer of a restarted island
 SCAN = "scan"  # a single edit of an elite, proposed by the local scan
-# Scores equal to this many decimals are equal: no progress for a stall clock, a tie for
-# the elites (which neutral drift and size then break).
-FITNESS_QUANTUM = 1e-6
 # The latest finished children whose outcomes credit their moves (adaptive weights).
 CREDIT_WINDOW = 1000
 UNFINISHED = ("pending", "running")
-
-
-def quantized(fitness: float) -> int:
-    return round(fitness / FITNESS_QUANTUM)
 
 
 class Island:
@@ -193,7 +185,9 @@ class EvolutionStrategy:
     donor is a second tournament winner).
 
     Scalar fitness (elites, hall of fame, stall clocks, credit): the mean score over the
-    proxies minus `size_penalty` per live node, equal within `FITNESS_QUANTUM`; ties rank
+    proxies on the `fitness` scale minus `size_penalty` per live node, equal within the
+    scale's quantum (`selection.Fitness`); tournaments compare the per-proxy values on
+    the same scale, less the same penalty. Ties rank
     the smaller layer first, then the newer (`neutral_drift`: a child equal to its parent
     takes its place) or the older. A graft's child joins its island only if it is not
     worse than its parent (GP-GOMEA's acceptance).
@@ -205,6 +199,7 @@ class EvolutionStrategy:
 
     def __init__(self, config: SearchConfig) -> None:
         self._config = config
+        self._fitness_scale = Fitness(config.fitness, config.size_penalty)
         self._fresh = _Fresh(config)
         self._scan = LocalScan(config.space) if config.scan_after else None
         # Whether anything reads scalar fitness (elites, hall of fame, stall clocks,
@@ -240,7 +235,8 @@ class EvolutionStrategy:
             # fitness changed, ranked structures are rebuilt before the next question
             # (O(stored): negligible beside the training a re-evaluation is).
             if self._ranked and self._fitness.get(candidate.id) is not None and \
-                    quantized(self._scalar(candidate)) != quantized(self._fitness[candidate.id]):
+                    self._quantized(self._scalar(candidate)) != \
+                    self._quantized(self._fitness[candidate.id]):
                 self._dirty = True
             elif not self._dirty:
                 self._island(candidate).population.replace(candidate)
@@ -277,11 +273,11 @@ class EvolutionStrategy:
         score = None
         if record.status == "done":
             self._fitness[record.id] = self._scalar(record)
-            score = quantized(self._fitness[record.id])
+            score = self._quantized(self._fitness[record.id])
         finished_now = record.status not in UNFINISHED and (
             previous is None or previous.status in UNFINISHED)
         if finished_now and record.move in MUTATIONS and record.parent_id in self._fitness:
-            parent = quantized(self._fitness[record.parent_id])
+            parent = self._quantized(self._fitness[record.parent_id])
             self._credit_child(record.number, record.move, score is not None and score > parent)
         if score is None:
             return
@@ -315,7 +311,7 @@ class EvolutionStrategy:
         """A recombination's child joins its island only if not worse than its parent."""
         if record.move not in RECOMBINATIONS or record.parent_id not in self._fitness:
             return True
-        return score >= quantized(self._fitness[record.parent_id])
+        return score >= self._quantized(self._fitness[record.parent_id])
 
     # ---- asked -------------------------------------------------------------------
 
@@ -389,18 +385,20 @@ class EvolutionStrategy:
 
     # ---- scores and graphs ---------------------------------------------------------
 
+    def _scores(self, record: CandidateRecord) -> list[float]:
+        return [record.accuracies.get(proxy, 0.0) for proxy in self._config.proxies]
+
     def _objectives(self, record: CandidateRecord) -> Sequence[float]:
-        scores = [record.accuracies.get(proxy, 0.0) for proxy in self._config.proxies]
-        if not self._config.size_penalty:
-            return scores
-        penalty = self._config.size_penalty * self._size(record)
-        return [score - penalty for score in scores]
+        if self._config.fitness == "score" and not self._config.size_penalty:
+            return self._scores(record)  # the paper's: the scores themselves
+        return self._fitness_scale.objectives(self._scores(record), self._size(record))
 
     def _scalar(self, record: CandidateRecord) -> float:
-        """The mean score over the proxies, less `size_penalty` per live node."""
-        proxies = self._config.proxies
-        mean = math.fsum(record.accuracies.get(p, 0.0) for p in proxies) / len(proxies)
-        return mean - self._config.size_penalty * self._size(record)
+        """The mean score over the proxies on the fitness scale, less the size penalty."""
+        return self._fitness_scale.scalar(self._scores(record), self._size(record))
+
+    def _quantized(self, fitness: float) -> int:
+        return self._fitness_scale.quantized(fitness)
 
     def _size(self, record: CandidateRecord) -> int:
         """Live intermediate nodes."""
