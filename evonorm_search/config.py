@@ -81,6 +81,7 @@ class SearchConfig:
     neutral_drift: bool = False  # among equal scores, the newest member is the elite
     scan_after: int = 0  # local scan after this many evaluations without progress (0: off)
     scan_elites: int = 3  # how many of the best distinct layers the scan edits
+    scan_limit: int = 0  # scan proposals per stall, then evolution again (0: no limit)
     adaptive_moves: float = 0.0  # strength of move-weight adaptation (0: fixed, uniform)
     size_penalty: float = 0.0  # fitness units per live node in selection
     # The scale selection compares scores on (evonorm_search.search.selection.Fitness):
@@ -163,7 +164,7 @@ class SearchConfig:
         if self.migration_rate > 0 and self.islands == 1:
             raise ConfigError("--migration-rate moves parents between islands: it needs "
                               "--islands 2 or more (or --migration-rate 0)")
-        for name in ("island_restart", "scan_after", "elites"):
+        for name in ("island_restart", "scan_after", "scan_limit", "elites"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"{name} must be a whole number >= 0 (0: off), got {value!r} "

@@ -239,6 +239,8 @@ TABLE = [
     row([*SEARCH, "--scan-after", "-5"], "scan_after must be a whole number >= 0",
         id="search-scan-after-negative"),
     row([*SEARCH, "--scan-elites", "0"], "scan_elites must be >= 1", id="search-scan-elites-0"),
+    row([*SEARCH, "--scan-limit", "-1"], "scan_limit must be a whole number >= 0",
+        id="search-scan-limit-negative"),
     row([*SEARCH, "--adaptive-moves", "2"], "adaptive_moves must be a strength in [0, 1.0]",
         id="search-adaptive-moves-above-1"),
     row([*SEARCH, "--adaptive-moves", "nan"], "adaptive_moves must be a strength",

@@ -464,11 +464,16 @@ MEMETIC = {"engine": "memetic", "population": 8, "islands": 2, "migration_rate":
            "reevaluate": 2}
 
 
-def test_resume_with_islands_scan_and_every_move_equals_uninterrupted(tmp_path: Path) -> None:
+@pytest.mark.parametrize("changes", [
+    {}, {"fitness": "log_error", "size_penalty": 0.1, "scan_limit": 3}],
+    ids=["score", "log-error-scan-limit"])
+def test_resume_with_islands_scan_and_every_move_equals_uninterrupted(
+        tmp_path: Path, changes: dict[str, object]) -> None:
     """Interrupted anywhere and resumed, a search with islands, elites, migration,
-    restarts, the local scan, adaptive moves and re-evaluation records exactly what an
-    uninterrupted one does, candidate for candidate."""
-    reference = assert_resumes_identically(tmp_path, make_config(**MEMETIC), (9, 37))
+    restarts, the local scan (limited or not), adaptive moves and re-evaluation, on
+    either fitness scale, records exactly what an uninterrupted one does, candidate for
+    candidate."""
+    reference = assert_resumes_identically(tmp_path, make_config(**{**MEMETIC, **changes}), (9, 37))
     moves = {c.move for c in reference}
     assert {"scan", "random"} <= moves and len(moves & set(MEMETIC["mutations"])) >= 3
     assert {c.island for c in reference} == {0, 1}

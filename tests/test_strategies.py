@@ -276,6 +276,39 @@ def test_a_stalled_search_scans_single_edits_of_its_best_layers() -> None:
     assert strategy.ask(random.Random(0), set()).move != SCAN
 
 
+def test_the_scan_makes_at_most_scan_limit_proposals_per_stall() -> None:
+    s1 = get_known("evonorm_s1")
+    rows = [record(0, s1, scores=(0.99, 0.99))]
+    rows += [record(n, random_graph(random.Random(n), "S", 3), scores=(0.2, 0.2))
+             for n in range(1, 11)]
+    strategy = EvolutionStrategy(memetic(islands=1, migration_rate=0.0, scan_after=10,
+                                         scan_elites=1, scan_limit=4))
+    for row in rows:
+        strategy.tell(row)
+    number = 11
+    for _ in range(4):  # equal to the best: the stall goes on
+        proposal = strategy.ask(random.Random(number), set())
+        assert proposal.move == SCAN
+        strategy.tell(record(number, proposal.graph, scores=(0.99, 0.99), move=SCAN,
+                             parent_id=1))
+        number += 1
+    proposal = strategy.ask(random.Random(number), set())
+    assert proposal.move in ALL_MOVES  # the limit: evolution breeds again
+    # Progress starts a new stall; after `scan_after` evaluations the scan is due again.
+    strategy.tell(record(number, proposal.graph, scores=(0.995, 0.995), move=proposal.move,
+                         parent_id=proposal.parent.id if proposal.parent else None))
+    for offset in range(1, 11):
+        strategy.tell(record(number + offset, random_graph(random.Random(offset), "S", 3),
+                             scores=(0.2, 0.2)))
+    assert strategy.ask(random.Random(0), set()).move == SCAN
+    # The count is a function of the records: a fresh strategy told them agrees.
+    again = EvolutionStrategy(memetic(islands=1, migration_rate=0.0, scan_after=10,
+                                      scan_elites=1, scan_limit=4))
+    for row in strategy._records.values():
+        again.tell(row)
+    assert again.ask(random.Random(0), set()).move == SCAN
+
+
 def test_a_lagging_stalled_island_restarts_from_fresh_layers() -> None:
     strategy = EvolutionStrategy(memetic(population=4, islands=2, elites=0, scan_after=0,
                                          migration_rate=0.0, island_restart=3))

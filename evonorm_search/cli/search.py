@@ -66,6 +66,7 @@ _SETTINGS = {
     "neutral_drift": "neutral_drift",
     "scan_after": "scan_after",
     "scan_elites": "scan_elites",
+    "scan_limit": "scan_limit",
     "adaptive_moves": "adaptive_moves",
     "size_penalty": "size_penalty",
     "fitness": "fitness",
@@ -294,6 +295,10 @@ SEARCH_GROUPS = {
 @option("--scan-elites", group="engine", type=int,
         help="How many of the best distinct layers the scan edits. "
              f"[default: {_DEFAULTS.scan_elites}]")
+@option("--scan-limit", group="engine", type=int, metavar="PROPOSALS",
+        help="At most this many scan proposals per stall; then evolution breeds again "
+             "until the best improves (0: the scan runs until it does or runs out). "
+             f"[default: {_DEFAULTS.scan_limit}]")
 @option("--adaptive-moves", group="engine", type=float,
         help="Strength (0-1) of adapting move weights to the moves whose children "
              f"improve on their parents (0: uniform). [default: {_DEFAULTS.adaptive_moves}]")

@@ -23,22 +23,22 @@ from typing import Any
 ENGINE_SETTINGS: tuple[str, ...] = (
     "mutations", "num_nodes", "tournament_fraction", "islands", "migration_rate",
     "island_restart", "elites", "neutral_drift", "scan_after", "scan_elites",
-    "adaptive_moves", "size_penalty", "fitness",
+    "scan_limit", "adaptive_moves", "size_penalty", "fitness",
 )
 
 ENGINES: dict[str, dict[str, Any]] = {
     "paper": {
         "mutations": ("node",), "num_nodes": 10, "tournament_fraction": 0.05, "islands": 1,
         "migration_rate": 0.0, "island_restart": 0, "elites": 0, "neutral_drift": False,
-        "scan_after": 0, "scan_elites": 3, "adaptive_moves": 0.0, "size_penalty": 0.0,
-        "fitness": "score",
+        "scan_after": 0, "scan_elites": 3, "scan_limit": 0, "adaptive_moves": 0.0,
+        "size_penalty": 0.0, "fitness": "score",
     },
     "memetic": {
         "mutations": ("node", "op", "input", "insert", "delete", "wrap", "swap", "subgraph",
                       "graft"),
         "num_nodes": 4, "tournament_fraction": 0.25, "islands": 4, "migration_rate": 0.05,
         "island_restart": 2000, "elites": 2, "neutral_drift": True, "scan_after": 300,
-        "scan_elites": 3, "adaptive_moves": 0.5, "size_penalty": 1e-4,
+        "scan_elites": 3, "scan_limit": 0, "adaptive_moves": 0.5, "size_penalty": 1e-4,
         "fitness": "score",
     },
 }

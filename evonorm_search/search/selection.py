@@ -175,6 +175,11 @@ class StallClock:
     def best(self) -> int | None:
         return self._best
 
+    @property
+    def since(self) -> int:
+        """The number of the candidate that first reached the best score (-1: none)."""
+        return self._first
+
     def stalled_for(self) -> int:
         """Evaluations numbered after the candidate that first reached the best score."""
         if self._best is None:

@@ -176,7 +176,7 @@ class EvolutionStrategy:
     Per child: the island with the fewest candidates in flight (then the fewest rows)
     gets it (one island per share of the executor's slots); if the search's best has
     stalled for `scan_after` evaluations, the local scan proposes an unseen single edit
-    of the best distinct layers (the hall of fame); if the island lags behind the best
+    of the best distinct layers (the hall of fame), at most `scan_limit` per stall; if the island lags behind the best
     and has stalled for `island_restart` of its evaluations, it restarts from a fresh
     layer; until it is full, it gets fresh layers; otherwise a parent is drawn by
     multi-objective tournament over its aging members plus its `elites` best (or, with
@@ -219,6 +219,7 @@ class EvolutionStrategy:
         self._fitness: dict[int, float] = {}  # done id -> scalar fitness
         self._hall = Ranking()  # every done member: the hall of fame is its top
         self._clock = StallClock()  # the search's
+        self._scans: list[int] = []  # numbers of the scan's proposals, sorted
         # Finished children of moves, by number, with whether each improved on its parent;
         # `_credit` counts (children, improved) per move over the latest CREDIT_WINDOW.
         self._children: list[tuple[int, str, bool]] = []
@@ -262,6 +263,8 @@ class EvolutionStrategy:
             if record.move == RESTART and record.number > island.start:
                 island.start = record.number
                 island.reset()
+            if record.move == SCAN:
+                bisect.insort(self._scans, record.number)
             if counts_toward_budget(record):
                 self._clock.evaluated(record.number)
                 if record.number >= island.start:
@@ -321,7 +324,7 @@ class EvolutionStrategy:
         config = self._config
         island = min(self._islands, key=lambda i: (len(i.unfinished), i.rows, i.index))
         label = island.index if len(self._islands) > 1 else None
-        if self._scan is not None and self._clock.stalled_for() >= config.scan_after:
+        if self._scan_due():
             elites = [self._records[i] for i in self._hall.top(config.scan_elites)]
             found = self._scan.next([self._graph(e) for e in elites], seen)
             if found is not None:
@@ -344,6 +347,15 @@ class EvolutionStrategy:
         move, child = apply_move(self._graph(parent), rng, config.space, config.mutations,
                                  weights, donor)
         return Proposal(child, parent, move, label)
+
+    def _scan_due(self) -> bool:
+        """The search's best has stalled for `scan_after` evaluations and the scan has
+        made fewer than `scan_limit` proposals since the stall began."""
+        if self._scan is None or self._clock.stalled_for() < self._config.scan_after:
+            return False
+        limit = self._config.scan_limit
+        return not limit or \
+            len(self._scans) - bisect.bisect_right(self._scans, self._clock.since) < limit
 
     def _restart_due(self, island: Island) -> bool:
         """A full island that has not improved for `island_restart` of its evaluations
