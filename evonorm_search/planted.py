@@ -30,8 +30,14 @@ DEFAULT_TASK = "classification"
 SEED_NOISE: dict[str, bool] = {"classification": True, "planted": False}
 # R^2 that counts as reproducing the target on every scored regime (the search's own
 # criterion), and on every regime no search scores (the strict criterion's check).
+# The check asks for equality to float32 precision: of the recoveries stored in
+# docs/RESULTS.md, the 27 exact equivalents (the target up to its parameters and the
+# affine) missed R^2 = 1 by at most 4.6e-8 on the unscored regime, and the 7 formulas
+# that only approach the target in a parameter limit (a linearized exp or tanh, a
+# max(v0, .) with v0 pushed below the data, eps-sized shifts) by 1.3e-7 to 7.7e-6; an
+# earlier threshold of 1 - 1e-5 counted those 7 as recovered.
 RECOVERY_R2 = 0.999
-CHECK_R2 = 0.99999
+CHECK_R2 = 1.0 - 1e-7
 
 
 @dataclass(frozen=True)

@@ -120,6 +120,21 @@ def test_a_smooth_imitation_meets_the_scored_regimes_but_not_the_unscored_one() 
     assert strictly_recovered(scores, REGIME_NAMES, {name: 1.0 for name in CHECK_REGIME_NAMES})
 
 
+def test_a_formula_that_reaches_the_target_only_in_a_parameter_limit_is_not_recovered() -> None:
+    """sqrt(exp(c z)), z = x sigmoid(x / v1) / std_group(x), c = v0 / v1: affine in z as
+    c -> 0 (a search found it on EvoNorm-S0). It comes within 1e-5 of R^2 = 1 on the
+    unscored regime, as no exact equivalent fails to, but not within float32 precision
+    (CHECK_R2), which the target's own formula reaches."""
+    target = get_known("evonorm_s0")
+    limit_form = LayerGraph([
+        Node("div", (X, V1)), Node("sigmoid", (4,)), Node("mul", (X, 5)), Node("mul", (6, V0)),
+        Node("std_group", (X,)), Node("div", (7, 8)), Node("div", (9, V1)), Node("exp", (10,)),
+        Node("sqrt", (11,))])
+    check = planted.check_scores(limit_form, target.to_json())
+    assert 0.99999 < min(check.values()) < CHECK_R2, check
+    assert min(planted.check_scores(target, target.to_json()).values()) >= CHECK_R2
+
+
 def test_first_recovery_by_the_strict_criterion() -> None:
     target = get_known("evonorm_s0")
     reassociated = LayerGraph([Node("std_group", (X,)), Node("div", (X, 4)), Node("mul", (V1, X)),

@@ -238,8 +238,8 @@ def _evaluate_planted(graphs: list[tuple[str, LayerGraph]], task: str, target: s
     for name, graph in graphs:
         result = evaluate(EvalTask(graph.to_json(), regimes, seed=seed, kind="planted",
                                    target_json=target_graph.to_json()))
-        # The strict criterion: the target's formula, or R^2 0.999 here and 0.99999 on
-        # the regime no search scores (fitted only for layers that pass the first part).
+        # The strict criterion: the target's formula, or R^2 RECOVERY_R2 here and CHECK_R2
+        # on the regime no search scores (fitted only for layers that pass the first part).
         identical = recovery_kind(graph, target_graph) == "identical"
         done = result.status == "done" and (identical or (
             recovered(result.accuracies, regimes) and strictly_recovered(
