@@ -82,6 +82,7 @@ class SearchConfig:
     scan_after: int = 0  # local scan after this many evaluations without progress (0: off)
     scan_elites: int = 3  # how many of the best distinct layers the scan edits
     scan_limit: int = 0  # scan proposals per stall, then evolution again (0: no limit)
+    scan_sizes: bool = False  # the scan edits the best layer and the best smaller ones
     adaptive_moves: float = 0.0  # strength of move-weight adaptation (0: fixed, uniform)
     size_penalty: float = 0.0  # fitness units per live node in selection
     # The scale selection compares scores on (evonorm_search.search.selection.Fitness):
@@ -174,8 +175,9 @@ class SearchConfig:
                               f"{self.population // self.islands}, got {self.elites}")
         if self.scan_elites < 1:
             raise ConfigError(f"scan_elites must be >= 1, got {self.scan_elites}")
-        if not isinstance(self.neutral_drift, bool):
-            raise ConfigError(f"neutral_drift must be true or false, got {self.neutral_drift!r}")
+        for name in ("neutral_drift", "scan_sizes"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if not 0.0 <= self.adaptive_moves <= MAX_ADAPTIVE_MOVES:
             raise ConfigError(f"adaptive_moves must be a strength in [0, {MAX_ADAPTIVE_MOVES}] "
                               f"(0: fixed uniform move weights), got {self.adaptive_moves}")

@@ -309,6 +309,34 @@ def test_the_scan_makes_at_most_scan_limit_proposals_per_stall() -> None:
     assert again.ask(random.Random(0), set()).move == SCAN
 
 
+def test_with_scan_sizes_the_scan_edits_the_best_then_the_best_smaller_layers() -> None:
+    from evonorm_search.search.scan import neighbourhood
+
+    best = LayerGraph([("std_group", (0,)), ("sigmoid", (0,)), ("mul", (0, 5)),
+                       ("div", (6, 4))])  # x * sigmoid(x) / std_group(x): 4 nodes
+    twin = LayerGraph([("std_group", (0,)), ("tanh", (0,)), ("mul", (0, 5)),
+                       ("div", (6, 4))])  # as good, as large
+    smaller = LayerGraph([("std_group", (0,)), ("div", (0, 4))])  # 2 nodes, worse
+    larger = LayerGraph([("std_group", (0,)), ("abs", (0,)), ("sigmoid", (5,)),
+                         ("mul", (0, 6)), ("div", (7, 4))])  # 5 nodes, as good
+    rows = [record(0, best, scores=(0.99, 0.99)), record(1, twin, scores=(0.99, 0.99)),
+            record(2, smaller, scores=(0.9, 0.9)), record(3, larger, scores=(0.99, 0.99))]
+    rows += [record(n, random_graph(random.Random(n), "S", 3), scores=(0.2, 0.2))
+             for n in range(4, 16)]
+    seen = {child.structural_hash() for child in neighbourhood(best, "S")}
+    for scan_sizes, second in ((False, 1), (True, 2)):
+        strategy = EvolutionStrategy(memetic(islands=1, migration_rate=0.0, scan_after=10,
+                                             scan_elites=2, neutral_drift=False,
+                                             scan_sizes=scan_sizes))
+        for row in rows:
+            strategy.tell(row)
+        assert strategy.ask(random.Random(0), set()).parent.number == 0  # the best first
+        # The best's neighbourhood done, the next layer scanned is the twin (the second
+        # best distinct layer) or, with scan_sizes, the best smaller one.
+        proposal = strategy.ask(random.Random(0), seen)
+        assert proposal.move == SCAN and proposal.parent.number == second
+
+
 def test_a_lagging_stalled_island_restarts_from_fresh_layers() -> None:
     strategy = EvolutionStrategy(memetic(population=4, islands=2, elites=0, scan_after=0,
                                          migration_rate=0.0, island_restart=3))

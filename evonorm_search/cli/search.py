@@ -67,6 +67,7 @@ _SETTINGS = {
     "scan_after": "scan_after",
     "scan_elites": "scan_elites",
     "scan_limit": "scan_limit",
+    "scan_sizes": "scan_sizes",
     "adaptive_moves": "adaptive_moves",
     "size_penalty": "size_penalty",
     "fitness": "fitness",
@@ -299,6 +300,10 @@ SEARCH_GROUPS = {
         help="At most this many scan proposals per stall; then evolution breeds again "
              "until the best improves (0: the scan runs until it does or runs out). "
              f"[default: {_DEFAULTS.scan_limit}]")
+@option("--scan-sizes/--no-scan-sizes", group="engine", default=None,
+        help="The scan edits the best layer and then the best layer of each smaller "
+             "size (PySR keeps its hall of fame per complexity) instead of the "
+             f"--scan-elites best. [default: {_DEFAULTS.scan_sizes}]")
 @option("--adaptive-moves", group="engine", type=float,
         help="Strength (0-1) of adapting move weights to the moves whose children "
              f"improve on their parents (0: uniform). [default: {_DEFAULTS.adaptive_moves}]")

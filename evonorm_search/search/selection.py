@@ -146,6 +146,10 @@ class Ranking:
         if key is not None:
             del self._order[bisect.bisect_left(self._order, (key, member_id))]
 
+    def key(self, member_id: int) -> tuple:
+        """The sort key a member was ranked by."""
+        return self._keys[member_id]
+
     def top(self, count: int) -> list[int]:
         """The ids of the `count` best members, best first."""
         return [member_id for _, member_id in self._order[:count]]

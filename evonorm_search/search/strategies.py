@@ -176,7 +176,8 @@ class EvolutionStrategy:
     Per child: the island with the fewest candidates in flight (then the fewest rows)
     gets it (one island per share of the executor's slots); if the search's best has
     stalled for `scan_after` evaluations, the local scan proposes an unseen single edit
-    of the best distinct layers (the hall of fame), at most `scan_limit` per stall; if the island lags behind the best
+    of the best distinct layers (the hall of fame; with `scan_sizes`, the best and the
+    best of each smaller size), at most `scan_limit` per stall; if the island lags behind the best
     and has stalled for `island_restart` of its evaluations, it restarts from a fresh
     layer; until it is full, it gets fresh layers; otherwise a parent is drawn by
     multi-objective tournament over its aging members plus its `elites` best (or, with
@@ -218,6 +219,7 @@ class EvolutionStrategy:
         self._islands = [Island(i, size // count + (i < size % count)) for i in range(count)]
         self._fitness: dict[int, float] = {}  # done id -> scalar fitness
         self._hall = Ranking()  # every done member: the hall of fame is its top
+        self._by_size: dict[int, Ranking] = {}  # the same, per live node count
         self._clock = StallClock()  # the search's
         self._scans: list[int] = []  # numbers of the scan's proposals, sorted
         # Finished children of moves, by number, with whether each improved on its parent;
@@ -287,6 +289,7 @@ class EvolutionStrategy:
         key = (-score, self._size(record),
                -record.number if self._config.neutral_drift else record.number)
         self._hall.add(record.id, key)
+        self._by_size.setdefault(self._size(record), Ranking()).add(record.id, key)
         self._clock.scored(record.number, score)
         if record.number >= island.start and self._kept(record, score):
             island.population.tell(record)
@@ -325,7 +328,7 @@ class EvolutionStrategy:
         island = min(self._islands, key=lambda i: (len(i.unfinished), i.rows, i.index))
         label = island.index if len(self._islands) > 1 else None
         if self._scan_due():
-            elites = [self._records[i] for i in self._hall.top(config.scan_elites)]
+            elites = [self._records[i] for i in self._scanned()]
             found = self._scan.next([self._graph(e) for e in elites], seen)
             if found is not None:
                 rank, child = found
@@ -347,6 +350,20 @@ class EvolutionStrategy:
         move, child = apply_move(self._graph(parent), rng, config.space, config.mutations,
                                  weights, donor)
         return Proposal(child, parent, move, label)
+
+    def _scanned(self) -> list[int]:
+        """The layers the scan edits: the `scan_elites` best distinct ones or, with
+        `scan_sizes`, the best one and then the best of each smaller size, by rank."""
+        count = self._config.scan_elites
+        if not self._config.scan_sizes:
+            return self._hall.top(count)
+        best = self._hall.top(1)
+        if not best:
+            return []
+        size = self._sizes[best[0]]
+        heads = [ranking.top(1)[0] for s, ranking in self._by_size.items() if s < size]
+        heads.sort(key=self._hall.key)
+        return [*best, *heads[: count - 1]]
 
     def _scan_due(self) -> bool:
         """The search's best has stalled for `scan_after` evaluations and the scan has
