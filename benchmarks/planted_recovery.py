@@ -34,7 +34,7 @@ proposals per search that cost no evaluation (fingerprint cache hits / structura
 skips / neutral skips). --ecdf
 writes the ECDF of evaluations to recovery per arm (a PNG).
 
-    python benchmarks/planted_recovery.py --protocol planted-12 --arms tuned,random \\
+    python benchmarks/planted_recovery.py --protocol planted-12 --arms memetic-log,tuned,random \\
         --jobs 2 --results planted12.jsonl --db-dir planted12-dbs --ecdf planted12.png
 A smoke run in under a minute:
     python benchmarks/planted_recovery.py --targets evonorm_s1 --seeds 1 --budget 30 \\
@@ -90,11 +90,15 @@ PLANTED_12: tuple[str, ...] = (*MAP_LAYERS, *DESIGNED_TARGETS)
 DOUBLE_SEEDS = ("evonorm_s0", "evonorm_b0")  # 20 seeds each in the protocol
 # Tuning seeds are 0..REPORTING_SEEDS-1; figures are reported on seeds from REPORTING_SEEDS.
 REPORTING_SEEDS = 100
+# Built-in arms (engine settings over the preset named; an arm defined on the command line
+# without `engine` starts from the planted task's default engine, memetic-log).
 ARMS: dict[str, dict[str, Any]] = {
-    "paper": {"mutations": ["node"], "num_nodes": 10, "tournament_fraction": 0.05},
-    "tuned": {"mutations": ["node", "op", "input", "insert", "delete"], "num_nodes": 4,
-              "tournament_fraction": 0.25},
-    "random": {"strategy": "random", "num_nodes": 4},
+    "paper": {"engine": "paper", "mutations": ["node"], "num_nodes": 10,
+              "tournament_fraction": 0.05},
+    "tuned": {"engine": "paper", "mutations": ["node", "op", "input", "insert", "delete"],
+              "num_nodes": 4, "tournament_fraction": 0.25},
+    "memetic-log": {"engine": "memetic-log"},
+    "random": {"engine": "paper", "strategy": "random", "num_nodes": 4},
 }
 PROTOCOLS: dict[str, dict[str, Any]] = {
     "planted-12": {"targets": ",".join(PLANTED_12), "seeds": 10,
@@ -201,7 +205,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="comma-separated: known layer names, designed targets "
                              f"({', '.join(DESIGNED_TARGETS)}) or layer graph JSON files "
                              "(default: evonorm_s0,gn_relu)")
-    parser.add_argument("--arms", default="tuned,random",
+    parser.add_argument("--arms", default="memetic-log,random",
                         help=f"comma-separated arms: {', '.join(ARMS)} or NAME:KEY=VALUE;...")
     parser.add_argument("--seeds", type=int, default=None, help="seeds per target and arm (10)")
     parser.add_argument("--seeds-per-target", default=None, metavar="TARGET=N,...",

@@ -433,8 +433,10 @@ def _spaces_holding(graph: LayerGraph, space: str) -> str:
     return "--space " + " or --space ".join(holding)
 
 
-# The engine a new search starts from when none is named, per task (the rest: "paper").
-DEFAULT_ENGINES: dict[str, str] = {}
+# The engine a new search starts from when none is named, per task (the rest: "paper"):
+# planted searches recover their target far more often with memetic-log (docs/RESULTS.md,
+# "Size pressure on the log-error scale"); classification keeps the paper's engine.
+DEFAULT_ENGINES: dict[str, str] = {"planted": "memetic-log"}
 
 
 def _brief(value: Any, limit: int = 80) -> str:

@@ -264,6 +264,12 @@ def test_planted_settings_leave_other_searches_unchanged() -> None:
     config = new_search_config({"task": "planted", "target": get_known("gn_relu").to_json()})
     assert config.proxies == REGIME_NAMES
     assert set(KNOWN_LAYERS) >= set(TARGETS)
+    # Planted searches start from the engine that recovers targets; classification
+    # keeps the paper's, and a named engine wins.
+    assert (config.engine, config.fitness, config.scan_sizes) == ("memetic-log", "log_error", True)
+    assert new_search_config({}).engine == "paper"
+    assert new_search_config({"task": "planted", "target": get_known("gn_relu").to_json(),
+                              "engine": "paper"}).fitness == "score"
 
 
 def test_evaluate_command_scores_layers_against_a_target() -> None:

@@ -259,10 +259,12 @@ SEARCH_GROUPS = {
 @option("--num-nodes", group="engine", type=int,
         help=f"Intermediate nodes of random layers (1-10). [default: {_DEFAULTS.num_nodes}]")
 @option("--engine", group="engine", type=click.Choice(list(ENGINES)),
-        help="How children are proposed: paper (the paper's engine exactly) or memetic "
+        help="How children are proposed: paper (the paper's engine exactly), memetic "
              "(islands, elites, all moves with adaptive weights, a local scan when the "
-             "best stalls; see docs/method.md). Sets the engine options below; those "
-             "given beside it override its values. [default: paper]")
+             "best stalls) or memetic-log (memetic with size pressure on the log-error "
+             "scale; for planted targets); see docs/method.md. Sets the engine options "
+             "below; those given beside it override its values. [default: paper; "
+             "memetic-log for --task planted]")
 @option("--mutations", group="engine", comma_list=True,
         help="Comma-separated moves, one drawn per child: node (the paper's: new op and "
              "inputs), op, input, insert, delete, wrap (a new op on the output), swap (the "
