@@ -74,13 +74,13 @@ def test_search_from_a_settings_file_flags_override_and_resume_checks_it(tmp_pat
     code, _, err = run_evonorm("search", "--config", str(settings), "--budget", "6")
     assert code == 0 and "resuming search 'p'" in err, err
     before = db.read_bytes()
-    changed = _planted_settings(tmp_path / "q.toml", db, '["known"]', **{"num-nodes": 4})
+    changed = _planted_settings(tmp_path / "q.toml", db, '["known"]', **{"num-nodes": 6})
     code, _, err = run_evonorm("search", "--config", str(changed))
     assert code == 2 and err.startswith("error: search 'p' exists with different settings")
-    assert "init: stored" in err and "num_nodes: stored 10, requested 4" in err
+    assert "init: stored" in err and "num_nodes: stored 4, requested 6" in err
     assert "in a --config file" in err
-    code, _, err = run_evonorm("search", "--name", "p", "--db", str(db), "--num-nodes", "4")
-    assert code == 2 and "num_nodes: stored 10, requested 4" in err
+    code, _, err = run_evonorm("search", "--name", "p", "--db", str(db), "--num-nodes", "6")
+    assert code == 2 and "num_nodes: stored 4, requested 6" in err
     assert db.read_bytes() == before
 
 

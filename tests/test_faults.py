@@ -48,9 +48,12 @@ from tests.test_store import make_v1_database, read_only, schema_of
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-# A planted search: no training, deterministic with the inline executor.
+# A planted search: no training, deterministic with the inline executor. The paper's
+# engine: the migration fault rewrites the file as a schema-v4 one, from before the
+# columns that record how each candidate was proposed (move, island), which searches
+# of that age (all on the paper's engine) did not need.
 PLANTED = ["--task", "planted", "--executor", "inline", "--seed", "1", "--target", "evonorm_s0",
-           "--space", "S", "--init", "random", "--population", "4"]
+           "--space", "S", "--init", "random", "--population", "4", "--engine", "paper"]
 BUDGET = 12
 PARTIAL_BUDGET = 5  # where the stored search stopped before each fault
 STRIKE_AFTER = 3  # mid-run faults strike after this many results of the resumed run
