@@ -289,8 +289,9 @@ SEARCH_GROUPS = {
         help="Best members of each island kept as parents whatever their age (a hall "
              f"of fame; 0: pure aging). [default: {_DEFAULTS.elites}]")
 @option("--neutral-drift/--no-neutral-drift", group="engine", default=None,
-        help="Among elites with equal scores (within 1e-6) the newest wins, so a "
-             f"lineage drifts over equal layers. [default: {_DEFAULTS.neutral_drift}]")
+        help="Among elites with equal fitness (within 1e-6; on --fitness log_error "
+             "within 0.004 decades) the newest wins, so a lineage drifts over equal "
+             f"layers. [default: {_DEFAULTS.neutral_drift}]")
 @option("--scan-after", group="engine", type=int, metavar="EVALUATIONS",
         help="When the best score has not improved for this many evaluations, try "
              "every single edit of the best layers, first improvement wins (0: off). "
