@@ -14,7 +14,8 @@ reporting seeds from 100, 10 per arm (20 on EvoNorm-S0 and -B0), random start,
 population 100, 10,000 evaluated candidates. Seeds 0-99 are for tuning and kept apart.
 
 Arms (--arms) are named engine settings: `paper` (the paper's mutation and random
-layers), `tuned` (the planted settings recommended in docs/method.md) and `random`
+layers), `tuned` (the planted settings recommended in docs/method.md before the
+memetic engines), `memetic-log` and `memetic-norm` (the presets) and `random`
 (random search over distinct layers: the controller evaluates no structural-hash or
 fingerprint duplicate, so every evaluation is a new function; the table checks this).
 `NAME:KEY=VALUE;KEY=VALUE` defines an arm from SearchConfig settings (JSON values), e.g.
@@ -34,7 +35,7 @@ proposals per search that cost no evaluation (fingerprint cache hits / structura
 skips / neutral skips). --ecdf
 writes the ECDF of evaluations to recovery per arm (a PNG).
 
-    python benchmarks/planted_recovery.py --protocol planted-12 --arms memetic-log,tuned,random \\
+    python benchmarks/planted_recovery.py --protocol planted-12 --arms memetic-norm,memetic-log,random \\
         --jobs 2 --results planted12.jsonl --db-dir planted12-dbs --ecdf planted12.png
 A smoke run in under a minute:
     python benchmarks/planted_recovery.py --targets evonorm_s1 --seeds 1 --budget 30 \\
@@ -91,13 +92,14 @@ DOUBLE_SEEDS = ("evonorm_s0", "evonorm_b0")  # 20 seeds each in the protocol
 # Tuning seeds are 0..REPORTING_SEEDS-1; figures are reported on seeds from REPORTING_SEEDS.
 REPORTING_SEEDS = 100
 # Built-in arms (engine settings over the preset named; an arm defined on the command line
-# without `engine` starts from the planted task's default engine, memetic-log).
+# without `engine` starts from the planted task's default engine, memetic-norm).
 ARMS: dict[str, dict[str, Any]] = {
     "paper": {"engine": "paper", "mutations": ["node"], "num_nodes": 10,
               "tournament_fraction": 0.05},
     "tuned": {"engine": "paper", "mutations": ["node", "op", "input", "insert", "delete"],
               "num_nodes": 4, "tournament_fraction": 0.25},
     "memetic-log": {"engine": "memetic-log"},
+    "memetic-norm": {"engine": "memetic-norm"},
     "random": {"engine": "paper", "strategy": "random", "num_nodes": 4},
 }
 PROTOCOLS: dict[str, dict[str, Any]] = {
@@ -205,7 +207,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="comma-separated: known layer names, designed targets "
                              f"({', '.join(DESIGNED_TARGETS)}) or layer graph JSON files "
                              "(default: evonorm_s0,gn_relu)")
-    parser.add_argument("--arms", default="memetic-log,random",
+    parser.add_argument("--arms", default="memetic-norm,random",
                         help=f"comma-separated arms: {', '.join(ARMS)} or NAME:KEY=VALUE;...")
     parser.add_argument("--seeds", type=int, default=None, help="seeds per target and arm (10)")
     parser.add_argument("--seeds-per-target", default=None, metavar="TARGET=N,...",

@@ -83,6 +83,7 @@ class SearchConfig:
     scan_elites: int = 3  # how many of the best distinct layers the scan edits
     scan_limit: int = 0  # scan proposals per stall, then evolution again (0: no limit)
     scan_sizes: bool = False  # the scan edits the best layer and the best smaller ones
+    scan_macros: bool = False  # the scan also makes multi-node edits (normalizations)
     adaptive_moves: float = 0.0  # strength of move-weight adaptation (0: fixed, uniform)
     size_penalty: float = 0.0  # fitness units per live node in selection
     # The scale selection compares scores on (evonorm_search.search.selection.Fitness):
@@ -175,7 +176,7 @@ class SearchConfig:
                               f"{self.population // self.islands}, got {self.elites}")
         if self.scan_elites < 1:
             raise ConfigError(f"scan_elites must be >= 1, got {self.scan_elites}")
-        for name in ("neutral_drift", "scan_sizes"):
+        for name in ("neutral_drift", "scan_sizes", "scan_macros"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if not 0.0 <= self.adaptive_moves <= MAX_ADAPTIVE_MOVES:
@@ -436,7 +437,7 @@ def _spaces_holding(graph: LayerGraph, space: str) -> str:
 # The engine a new search starts from when none is named, per task (the rest: "paper"):
 # planted searches recover their target far more often with memetic-log (docs/RESULTS.md,
 # "Size pressure on the log-error scale"); classification keeps the paper's engine.
-DEFAULT_ENGINES: dict[str, str] = {"planted": "memetic-log"}
+DEFAULT_ENGINES: dict[str, str] = {"planted": "memetic-norm"}
 
 
 def _brief(value: Any, limit: int = 80) -> str:

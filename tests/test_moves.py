@@ -120,7 +120,9 @@ def test_bad_arguments() -> None:
 
 # ---- further operators (ours, off by default) -------------------------------------------
 
-from evonorm_search.search.moves import MUTATIONS, check_mutations  # noqa: E402
+from evonorm_search.search.moves import (  # noqa: E402
+    MUTATIONS, check_mutations, normalization_axes, normalized_nodes, reads_of,
+)
 
 
 @given(seed=st.integers(0, 2**32), space=spaces, operator=st.sampled_from(sorted(MUTATIONS)),
@@ -258,3 +260,33 @@ def test_graft_copies_a_donor_subexpression_into_the_parent() -> None:
     assert "x * sigmoid(v1 * x) / std_group(x)" in formulas  # the donor's numerator grafted
     with pytest.raises(GraphError, match="donor"):
         MUTATIONS["graft"](parent, rng, op_names("S"))
+
+
+X, V0 = 0, 2
+
+
+def test_normalize_centres_standardizes_or_scales_a_node_for_its_reads_or_on_top() -> None:
+    relu = LayerGraph([("max", (X, V0)), ("mul", (4, X))])  # max(x, v0) * x
+    ops = op_names("B")
+    assert normalization_axes(ops) == ("layer", "instance", "group", "batch")
+    assert normalization_axes(op_names("T")) == ("channel", "channel_group")
+
+    def formula(source: int, reads: list, kind: str, axis: str) -> str:
+        return LayerGraph(normalized_nodes(relu, source, reads, kind, axis)).formula()
+
+    assert reads_of(relu, X) == [(4, 0), (5, 1)]
+    assert formula(X, [(4, 0)], "standardize", "batch") == \
+        "max((x - mean_batch(x)) / std_batch(x), v0) * x"
+    assert formula(X, [(4, 0), (5, 1)], "centre", "group") == \
+        "max(x - mean_group(x), v0) * (x - mean_group(x))"
+    assert formula(4, [(5, 0)], "rms", "layer") == "max(x, v0) / rms_layer(max(x, v0)) * x"
+    assert formula(5, [], "std", "instance") == \
+        "max(x, v0) * x / std_instance(max(x, v0) * x)"
+    with pytest.raises(GraphError, match="only the output"):
+        normalized_nodes(relu, 4, [], "std", "layer")
+    # The move draws among these, and its children are valid layers of the space.
+    rng = random.Random(0)
+    children = {MUTATIONS["normalize"](relu, rng, ops).formula() for _ in range(400)}
+    assert "max((x - mean_batch(x)) / std_batch(x), v0) * x" in children
+    assert "max(x, v0) * x / std_instance(max(x, v0) * x)" in children
+    assert all(f.count("(") > relu.formula().count("(") for f in children)

@@ -64,3 +64,29 @@ def test_the_scan_walks_each_layer_once_in_a_fixed_order() -> None:
     assert again.next([s1, s0], stored) == (first_pass[300][0],
                                              next(g for g in neighbourhood(s1, "S") + neighbourhood(s0, "S")
                                                   if g.structural_hash() == first_pass[300][1]))
+
+
+def test_macro_edits_normalize_a_node_and_wrap_with_a_learned_skip() -> None:
+    relu = LayerGraph([("max", (X, V0))])
+    single = {g.structural_hash() for g in neighbourhood(relu, "B")}
+    found = {g.structural_hash() for g in neighbourhood(relu, "B", macros=True)}
+    assert single < found
+
+    def has(*nodes: tuple) -> bool:
+        return LayerGraph(nodes).structural_hash() in found - single
+
+    # BN-ReLU with its shift (max(z, v0) = max(z - v0, 0) + v0) from max(x, v0): one edit.
+    assert has(("mean_batch", (X,)), ("neg", (4,)), ("add", (X, 5)), ("std_batch", (X,)),
+               ("div", (6, 7)), ("max", (8, V0)))
+    assert has(("max", (X, V0)), ("mean_group", (4,)), ("neg", (5,)),
+               ("add", (4, 6)))  # the output centred
+    assert has(("max", (X, V0)), ("mul", (V1, X)), ("add", (4, 5)))  # max(x, v0) + v1 * x
+    # tanh_skip's `+ v0 * z` from tanh(z), z = x / std_group(x).
+    squash = LayerGraph([("std_group", (X,)), ("div", (X, 4)), ("tanh", (5,))])
+    assert LayerGraph([("std_group", (X,)), ("div", (X, 4)), ("tanh", (5,)), ("mul", (V0, 5)),
+                       ("add", (6, 7))]).structural_hash() in {
+        g.structural_hash() for g in neighbourhood(squash, "S", macros=True)}
+    # Every macro neighbour is valid and in the space; none exceeds the node limit.
+    for space in SPACES:
+        layer = next(g for g in KNOWN_LAYERS.values() if is_valid(g, space) and g.size <= 5)
+        assert all(is_valid(g, space) for g in neighbourhood(layer, space, macros=True))

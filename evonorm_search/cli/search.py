@@ -68,6 +68,7 @@ _SETTINGS = {
     "scan_elites": "scan_elites",
     "scan_limit": "scan_limit",
     "scan_sizes": "scan_sizes",
+    "scan_macros": "scan_macros",
     "adaptive_moves": "adaptive_moves",
     "size_penalty": "size_penalty",
     "fitness": "fitness",
@@ -261,15 +262,18 @@ SEARCH_GROUPS = {
 @option("--engine", group="engine", type=click.Choice(list(ENGINES)),
         help="How children are proposed: paper (the paper's engine exactly), memetic "
              "(islands, elites, all moves with adaptive weights, a local scan when the "
-             "best stalls) or memetic-log (memetic with size pressure on the log-error "
-             "scale; for planted targets); see docs/method.md. Sets the engine options "
+             "best stalls), memetic-log (memetic with size pressure on the log-error "
+             "scale; for planted targets) or memetic-norm (memetic-log that also "
+             "centres, standardizes or scales a node by a statistic in one edit); see "
+             "docs/method.md. Sets the engine options "
              "below; those given beside it override its values. [default: paper; "
-             "memetic-log for --task planted]")
+             "memetic-norm for --task planted]")
 @option("--mutations", group="engine", comma_list=True,
         help="Comma-separated moves, one drawn per child: node (the paper's: new op and "
              "inputs), op, input, insert, delete, wrap (a new op on the output), swap (the "
              "operands of a non-commutative op, e.g. a / b), subgraph (a node replaced by "
-             "a random chain), graft (a donor's subexpression; kept only if not worse) "
+             "a random chain), graft (a donor's subexpression; kept only if not worse), "
+             "normalize (a node centred, standardized or divided by its std or rms) "
              f"(see docs/method.md). [default: {','.join(_DEFAULTS.mutations)}]")
 @option("--tournament-fraction", group="engine", type=float,
         help="Share of the population sampled per parent tournament. "
@@ -307,6 +311,11 @@ SEARCH_GROUPS = {
         help="The scan edits the best layer and then the best layer of each smaller "
              "size (PySR keeps its hall of fame per complexity) instead of the "
              f"--scan-elites best. [default: {_DEFAULTS.scan_sizes}]")
+@option("--scan-macros/--no-scan-macros", group="engine", default=None,
+        help="The scan also makes multi-node edits: centre, standardize or divide a "
+             "node by a statistic (for one of its reads, all, or the output) and wrap "
+             "the output with a learned skip (+ v0 * a). "
+             f"[default: {_DEFAULTS.scan_macros}]")
 @option("--adaptive-moves", group="engine", type=float,
         help="Strength (0-1) of adapting move weights to the moves whose children "
              f"improve on their parents (0: uniform). [default: {_DEFAULTS.adaptive_moves}]")

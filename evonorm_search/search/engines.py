@@ -19,6 +19,10 @@ runs with what it started with whatever the presets become. The settings themsel
   and the best smaller ones (docs/RESULTS.md, "Size pressure on the log-error scale").
   For targets scored near 1 (planted R^2); on accuracies far from 1 the penalty is
   large (0.1 decades of a 40% error is 4 points).
+- `memetic-norm`: memetic-log that also normalizes a node in one move (centre,
+  standardize, divide by a std or rms: `moves.NORMALIZATIONS`) and whose scan also makes
+  these multi-node edits and wraps with a learned skip (`--scan-macros`; docs/RESULTS.md,
+  "Normalizations as one edit").
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from typing import Any
 ENGINE_SETTINGS: tuple[str, ...] = (
     "mutations", "num_nodes", "tournament_fraction", "islands", "migration_rate",
     "island_restart", "elites", "neutral_drift", "scan_after", "scan_elites",
-    "scan_limit", "scan_sizes", "adaptive_moves", "size_penalty", "fitness",
+    "scan_limit", "scan_sizes", "scan_macros", "adaptive_moves", "size_penalty", "fitness",
 )
 
 _MEMETIC: dict[str, Any] = {
@@ -36,7 +40,8 @@ _MEMETIC: dict[str, Any] = {
                   "graft"),
     "num_nodes": 4, "tournament_fraction": 0.25, "islands": 4, "migration_rate": 0.05,
     "island_restart": 2000, "elites": 2, "neutral_drift": True, "scan_after": 300,
-    "scan_elites": 3, "scan_limit": 0, "scan_sizes": False, "adaptive_moves": 0.5,
+    "scan_elites": 3, "scan_limit": 0, "scan_sizes": False, "scan_macros": False,
+    "adaptive_moves": 0.5,
     "size_penalty": 1e-4, "fitness": "score",
 }
 ENGINES: dict[str, dict[str, Any]] = {
@@ -44,12 +49,15 @@ ENGINES: dict[str, dict[str, Any]] = {
         "mutations": ("node",), "num_nodes": 10, "tournament_fraction": 0.05, "islands": 1,
         "migration_rate": 0.0, "island_restart": 0, "elites": 0, "neutral_drift": False,
         "scan_after": 0, "scan_elites": 3, "scan_limit": 0, "scan_sizes": False,
-        "adaptive_moves": 0.0, "size_penalty": 0.0, "fitness": "score",
+        "scan_macros": False, "adaptive_moves": 0.0, "size_penalty": 0.0, "fitness": "score",
     },
     "memetic": _MEMETIC,
     "memetic-log": {**_MEMETIC, "fitness": "log_error", "size_penalty": 0.1,
                     "scan_sizes": True},
 }
+# memetic-log with the normalization move and the scan's multi-node edits.
+ENGINES["memetic-norm"] = {**ENGINES["memetic-log"], "scan_macros": True,
+                           "mutations": (*_MEMETIC["mutations"], "normalize")}
 DEFAULT_ENGINE = "paper"
 
 assert all(set(values) == set(ENGINE_SETTINGS) for values in ENGINES.values())

@@ -7,8 +7,11 @@ gives it a uniformly drawn primitive and redraws its inputs uniformly from the n
 before it; its successors are untouched. Further operators (ours, off by default; see
 `MUTATIONS` and docs/method.md) change only the op or only one input of a node, splice a
 node into an edge or delete one, put a new op on top of the output (root-wrap), swap the
-operands of a non-commutative op, replace a node by a small random chain, or graft a
-donor layer's subexpression into the parent (recombination).
+operands of a non-commutative op, replace a node by a small random chain, graft a
+donor layer's subexpression into the parent (recombination), or normalize a node by a
+statistic (centre it, standardize it or divide it by its std or rms: the 2-5 coordinated
+nodes every BatchNorm/GroupNorm/LayerNorm-based layer is built of, which no single-node
+edit adds; `normalized`).
 Draws that the graph validator refuses (e.g. an output that does not depend on the
 input `x`, or more than `MAX_INTERMEDIATE` nodes) are thrown away and drawn again. All
 randomness comes from the `random.Random` passed in, so a seeded generator reproduces
@@ -251,6 +254,90 @@ def _graft(graph: LayerGraph, rng: random.Random, ops: tuple[str, ...],
     return LayerGraph([*block, *shifted])
 
 
+# Normalizations of a node `s` over a statistic's axis (e.g. "group"), by the nodes they
+# add: "centre" s - mean(s); "standardize" (s - mean(s)) / std(s); "std" and "rms" s
+# divided by that statistic of s. The last new node is the normalized s.
+NORMALIZATIONS: tuple[str, ...] = ("centre", "standardize", "std", "rms")
+_NORMALIZATION_SIZES = {"centre": 3, "standardize": 5, "std": 2, "rms": 2}
+Read = tuple[int, int]  # (consumer node index, input slot)
+
+
+def normalization_axes(ops: tuple[str, ...]) -> tuple[str, ...]:
+    """The axes over which `ops` hold all three statistics (mean, std, rms)."""
+    return tuple(op[len("mean_"):] for op in ops if op.startswith("mean_")
+                 and f"std_{op[len('mean_'):]}" in ops and f"rms_{op[len('mean_'):]}" in ops)
+
+
+def normalization_size(kind: str) -> int:
+    return _NORMALIZATION_SIZES[kind]
+
+
+def _normalization_block(kind: str, axis: str, source: int, start: int) -> list[Node]:
+    """The nodes of `kind` over `axis` applied to `source`, the first at index `start`."""
+    if kind in ("std", "rms"):
+        return [Node(f"{kind}_{axis}", (source,)), Node("div", (source, start))]
+    centred = [Node(f"mean_{axis}", (source,)), Node("neg", (start,)),
+               Node("add", (source, start + 1))]
+    if kind == "centre":
+        return centred
+    return [*centred, Node(f"std_{axis}", (source,)), Node("div", (start + 2, start + 3))]
+
+
+def normalized_nodes(graph: LayerGraph, source: int, reads: Sequence[Read], kind: str,
+                     axis: str) -> list[Node]:
+    """The node list of `graph` with `source` normalized (`kind` over `axis`): the new
+    nodes follow `source` and the given reads of it read the normalized node instead;
+    with no reads, `source` must be the output and its normalization becomes the output."""
+    nodes = list(graph.nodes)
+    first = len(INITIAL_NODES)
+    if not reads:
+        if source != graph.output:
+            raise GraphError("only the output is normalized without a read to rewire")
+        return [*nodes, *_normalization_block(kind, axis, source, graph.num_nodes)]
+    start = max(source + 1, first)
+    block = _normalization_block(kind, axis, source, start)
+    width = len(block)
+    later = [_shifted(node, start, width) for node in nodes[start - first:]]
+    for consumer, slot in reads:
+        node = later[consumer - start]
+        inputs = list(node.inputs)
+        inputs[slot] = start + width - 1
+        later[consumer - start] = Node(node.op, tuple(inputs))
+    return [*nodes[: start - first], *block, *later]
+
+
+def reads_of(graph: LayerGraph, source: int) -> list[Read]:
+    """Every (consumer, slot) of a live node that reads `source`."""
+    return [(index, slot) for index in sorted(graph.live_nodes()) if index >= len(INITIAL_NODES)
+            for slot, read in enumerate(graph.node(index).inputs) if read == source]
+
+
+def normalization_scopes(graph: LayerGraph, source: int) -> list[list[Read]]:
+    """Which reads of `source` a normalization can rewire: each read alone, all of them
+    (when there are several), and, for the output, none (the normalization on top)."""
+    reads = reads_of(graph, source)
+    scopes: list[list[Read]] = [[read] for read in reads]
+    if len(reads) > 1:
+        scopes.append(reads)
+    if source == graph.output:
+        scopes.append([])
+    return scopes
+
+
+def _normalize(graph: LayerGraph, rng: random.Random, ops: tuple[str, ...]) -> LayerGraph:
+    """A live node (or `x`) normalized by a drawn statistic (`NORMALIZATIONS`, over a drawn
+    axis) for one of its reads, for all of them, or, for the output, on top of it."""
+    axes = normalization_axes(ops)
+    if not axes:
+        raise GraphError("the space has no statistics to normalize with")
+    kind = rng.choice(NORMALIZATIONS)
+    graph = _with_room(graph, normalization_size(kind))
+    sources = [i for i in sorted(graph.live_nodes()) if i == 0 or i >= len(INITIAL_NODES)]
+    source = rng.choice(sources)
+    scope = rng.choice(normalization_scopes(graph, source))
+    return LayerGraph(normalized_nodes(graph, source, scope, kind, rng.choice(axes)))
+
+
 # Moves by name. "node" is the paper's; the others are ours (docs/method.md). Each takes
 # (parent, rng, the space's ops); a recombination (in `RECOMBINATIONS`) also a donor.
 MUTATIONS: dict[str, Callable[..., LayerGraph]] = {
@@ -263,6 +350,7 @@ MUTATIONS: dict[str, Callable[..., LayerGraph]] = {
     "swap": _swap_operands,
     "subgraph": _replace_subexpression,
     "graft": _graft,
+    "normalize": _normalize,
 }
 RECOMBINATIONS = frozenset({"graft"})
 PAPER_MUTATIONS: tuple[str, ...] = ("node",)

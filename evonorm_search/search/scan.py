@@ -8,7 +8,12 @@ node (same inputs; a binary op gets each earlier node as its second operand), th
 operands of a non-commutative op swapped, one input rewired to another earlier node, a
 node spliced into an edge, a node deleted (its consumers reading one of its inputs), and
 a new op on top of the output (root-wrap; a binary one with an earlier node, or a new
-unary node of one, as its other operand, as the `wrap` move does).
+unary node of one, as its other operand, as the `wrap` move does). With macro edits on
+(`--scan-macros`), the neighbourhood also holds the multi-node edits no single edit
+makes: every normalization of `x` or a live node (`moves.NORMALIZATIONS`, over each axis
+of the space) for each of its reads, all of them at once, or on top of the output; and a
+root-wrap whose other operand is a new `v0 * a` or `v1 * a` of an earlier node `a` (a
+learned skip: `tanh(z) + v0 * z` from `tanh(z)`).
 Edits that leave the space or make an invalid graph are left out; the rest are
 deduplicated by structure. Dead nodes are dropped first: an edit there would change
 nothing, and the room they take is what inserts need.
@@ -20,15 +25,20 @@ structure, so the order is a function of the layer: resume proposes the same one
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Container, Iterator
 
 from evonorm_search.errors import GraphError
 from evonorm_search.graph import INITIAL_NODES, MAX_INTERMEDIATE, LayerGraph, Node
-from evonorm_search.search.moves import is_valid
+from evonorm_search.search.moves import (
+    NORMALIZATIONS, is_valid, normalization_axes, normalization_scopes, normalization_size,
+    normalized_nodes,
+)
 from primitives import get_op, op_names
 
 FIRST = len(INITIAL_NODES)
+PARAMETERS = (2, 3)  # v0 and v1 (evonorm_search.graph.INITIAL_NODES)
 # Neighbourhoods kept (one per scanned layer); beyond this the oldest are dropped and, if
 # scanned again, rebuilt (the cursor then skips what the search has stored since).
 CACHED_NEIGHBOURHOODS = 16
@@ -109,13 +119,44 @@ def _edits(graph: LayerGraph, ops: tuple[str, ...]) -> Iterator[list[Node]]:
                     yield [*nodes, Node(inner, (source,)), Node(op, inputs)]
 
 
-def neighbourhood(graph: LayerGraph, space: str) -> list[LayerGraph]:
-    """Every valid layer of `space` one edit away from `graph`'s live part, one per
-    structure, `graph` itself excluded; in generation order."""
+def _macro_edits(graph: LayerGraph, ops: tuple[str, ...]) -> Iterator[list[Node]]:
+    """The multi-node edits (normalizations, scaled-operand wraps) of `graph`."""
+    count = len(graph.nodes)
+    axes = normalization_axes(ops)
+    for source in [0, *range(FIRST, graph.num_nodes)]:
+        scopes = normalization_scopes(graph, source)
+        for kind in NORMALIZATIONS:
+            if count + normalization_size(kind) > MAX_INTERMEDIATE:
+                continue
+            for axis in axes:
+                for scope in scopes:
+                    yield normalized_nodes(graph, source, scope, kind, axis)
+    if count + 2 > MAX_INTERMEDIATE:
+        return
+    nodes, output = list(graph.nodes), graph.output
+    for op in ops:
+        spec = get_op(op)
+        if spec.arity != 2:
+            continue
+        for source in range(output + 1):
+            for parameter in PARAMETERS:
+                for inputs in _operand_pairs(output, range(output + 1, output + 2),
+                                             spec.commutative):
+                    yield [*nodes, Node("mul", (parameter, source)), Node(op, inputs)]
+
+
+def neighbourhood(graph: LayerGraph, space: str, macros: bool = False) -> list[LayerGraph]:
+    """Every valid layer of `space` one edit away from `graph`'s live part (with
+    `macros`, also one multi-node edit away), one per structure, `graph` itself
+    excluded; in generation order."""
     pruned = graph.pruned()
     seen = {pruned.structural_hash()}
     found = []
-    for nodes in _edits(pruned, op_names(space)):
+    ops = op_names(space)
+    edits = _edits(pruned, ops)
+    if macros:
+        edits = itertools.chain(edits, _macro_edits(pruned, ops))
+    for nodes in edits:
         try:
             child = LayerGraph(nodes)
         except GraphError:
@@ -137,8 +178,9 @@ class LocalScan:
     and `seen`, whatever was asked before.
     """
 
-    def __init__(self, space: str) -> None:
+    def __init__(self, space: str, macros: bool = False) -> None:
         self._space = space
+        self._macros = macros
         self._walks: dict[str, tuple[list[tuple[str, LayerGraph]], list[int]]] = {}
 
     def next(self, layers: list[LayerGraph], seen: Container[str]) -> tuple[int, LayerGraph] | None:
@@ -157,7 +199,7 @@ class LocalScan:
             if len(self._walks) >= CACHED_NEIGHBOURHOODS:
                 del self._walks[next(iter(self._walks))]
             neighbours = [(child.structural_hash(), child)
-                          for child in neighbourhood(layer, self._space)]
+                          for child in neighbourhood(layer, self._space, self._macros)]
             random.Random(key).shuffle(neighbours)
             walk = self._walks[key] = (neighbours, [0])
         return walk

@@ -202,7 +202,7 @@ class EvolutionStrategy:
         self._config = config
         self._fitness_scale = Fitness(config.fitness, config.size_penalty)
         self._fresh = _Fresh(config)
-        self._scan = LocalScan(config.space) if config.scan_after else None
+        self._scan = LocalScan(config.space, config.scan_macros) if config.scan_after else None
         # Whether anything reads scalar fitness (elites, hall of fame, stall clocks,
         # credit, a graft's acceptance); the paper's engine reads only the aging members.
         self._ranked = bool(config.elites or config.scan_after or config.island_restart
