@@ -11,11 +11,13 @@ operands of a non-commutative op, replace a node by a small random chain, graft 
 donor layer's subexpression into the parent (recombination), or normalize a node by a
 statistic (centre it, standardize it or divide it by its std or rms: the 2-5 coordinated
 nodes every BatchNorm/GroupNorm/LayerNorm-based layer is built of, which no single-node
-edit adds; `normalized`).
+edit adds; `normalized_nodes`).
 Draws that the graph validator refuses (e.g. an output that does not depend on the
 input `x`, or more than `MAX_INTERMEDIATE` nodes) are thrown away and drawn again. All
 randomness comes from the `random.Random` passed in, so a seeded generator reproduces
-the same layers; no op or space is named here (they come from `primitives`).
+the same layers. Ops and spaces come from `primitives`; only the normalizations name
+ops, the arithmetic (`neg`, `add`, `div`) and the statistics by their `mean_`/`std_`/
+`rms_` prefixes, over whatever axes the space holds.
 """
 
 from __future__ import annotations
@@ -269,6 +271,7 @@ def normalization_axes(ops: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def normalization_size(kind: str) -> int:
+    """How many nodes the normalization `kind` adds."""
     return _NORMALIZATION_SIZES[kind]
 
 
