@@ -260,8 +260,8 @@ def _graft(graph: LayerGraph, rng: random.Random, ops: tuple[str, ...],
 # add: "centre" s - mean(s); "standardize" (s - mean(s)) / std(s); "std" and "rms" s
 # divided by that statistic of s. The last new node is the normalized s.
 NORMALIZATIONS: tuple[str, ...] = ("centre", "standardize", "std", "rms")
-_NORMALIZATION_SIZES = {"centre": 3, "standardize": 5, "std": 2, "rms": 2}
 Read = tuple[int, int]  # (consumer node index, input slot)
+_X = INITIAL_NODES.index("x")
 
 
 def normalization_axes(ops: tuple[str, ...]) -> tuple[str, ...]:
@@ -272,7 +272,7 @@ def normalization_axes(ops: tuple[str, ...]) -> tuple[str, ...]:
 
 def normalization_size(kind: str) -> int:
     """How many nodes the normalization `kind` adds."""
-    return _NORMALIZATION_SIZES[kind]
+    return len(_normalization_block(kind, "layer", _X, len(INITIAL_NODES)))
 
 
 def _normalization_block(kind: str, axis: str, source: int, start: int) -> list[Node]:
@@ -315,6 +315,11 @@ def reads_of(graph: LayerGraph, source: int) -> list[Read]:
             for slot, read in enumerate(graph.node(index).inputs) if read == source]
 
 
+def normalization_sources(graph: LayerGraph) -> list[int]:
+    """The nodes a normalization can apply to: `x` and the live intermediate nodes."""
+    return [i for i in sorted(graph.live_nodes()) if i == _X or i >= len(INITIAL_NODES)]
+
+
 def normalization_scopes(graph: LayerGraph, source: int) -> list[list[Read]]:
     """Which reads of `source` a normalization can rewire: each read alone, all of them
     (when there are several), and, for the output, none (the normalization on top)."""
@@ -335,8 +340,7 @@ def _normalize(graph: LayerGraph, rng: random.Random, ops: tuple[str, ...]) -> L
         raise GraphError("the space has no statistics to normalize with")
     kind = rng.choice(NORMALIZATIONS)
     graph = _with_room(graph, normalization_size(kind))
-    sources = [i for i in sorted(graph.live_nodes()) if i == 0 or i >= len(INITIAL_NODES)]
-    source = rng.choice(sources)
+    source = rng.choice(normalization_sources(graph))
     scope = rng.choice(normalization_scopes(graph, source))
     return LayerGraph(normalized_nodes(graph, source, scope, kind, rng.choice(axes)))
 

@@ -33,12 +33,12 @@ from evonorm_search.errors import GraphError
 from evonorm_search.graph import INITIAL_NODES, MAX_INTERMEDIATE, LayerGraph, Node
 from evonorm_search.search.moves import (
     NORMALIZATIONS, is_valid, normalization_axes, normalization_scopes, normalization_size,
-    normalized_nodes,
+    normalization_sources, normalized_nodes,
 )
 from primitives import get_op, op_names
 
 FIRST = len(INITIAL_NODES)
-PARAMETERS = (2, 3)  # v0 and v1 (evonorm_search.graph.INITIAL_NODES)
+PARAMETERS = tuple(INITIAL_NODES.index(name) for name in ("v0", "v1"))
 # Neighbourhoods kept (one per scanned layer); beyond this the oldest are dropped and, if
 # scanned again, rebuilt (the cursor then skips what the search has stored since).
 CACHED_NEIGHBOURHOODS = 16
@@ -123,7 +123,7 @@ def _macro_edits(graph: LayerGraph, ops: tuple[str, ...]) -> Iterator[list[Node]
     """The multi-node edits (normalizations, scaled-operand wraps) of `graph`."""
     count = len(graph.nodes)
     axes = normalization_axes(ops)
-    for source in [0, *range(FIRST, graph.num_nodes)]:
+    for source in normalization_sources(graph):
         scopes = normalization_scopes(graph, source)
         for kind in NORMALIZATIONS:
             if count + normalization_size(kind) > MAX_INTERMEDIATE:
