@@ -100,6 +100,7 @@ ARMS: dict[str, dict[str, Any]] = {
               "num_nodes": 4, "tournament_fraction": 0.25},
     "memetic-log": {"engine": "memetic-log"},
     "memetic-norm": {"engine": "memetic-norm"},
+    "memetic-blocks": {"engine": "memetic-blocks"},
     "random": {"engine": "paper", "strategy": "random", "num_nodes": 4},
 }
 PROTOCOLS: dict[str, dict[str, Any]] = {

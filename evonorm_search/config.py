@@ -16,6 +16,7 @@ from evonorm_search.errors import EvonormError, GraphError, StoreError
 from evonorm_search.graph import MAX_INTERMEDIATE, LayerGraph
 from evonorm_search.search.engines import DEFAULT_ENGINE, ENGINES
 from evonorm_search.search.moves import check_mutations, in_space
+from evonorm_search.search.scan import check_macros
 from evonorm_search.search.selection import FITNESS_QUANTA
 from evonorm_search.task import DatasetSpec, TrainSettings
 from primitives import SPACES
@@ -38,6 +39,8 @@ MAX_REEVALUATE = 100  # seeds per front member: far above any useful count
 # whatever today's default is.
 LEGACY_SETTINGS: dict[str, Any] = {"hurdle": None, "reevaluate": 1, "engine": "paper",
                                     **ENGINES["paper"]}
+# What `scan_macros = true` meant when it was a switch (searches stored before the families).
+LEGACY_MACROS: tuple[str, ...] = ("normalize", "skip")
 MAX_ADAPTIVE_MOVES = 1.0  # 1: a move's weight follows its credit fully
 
 
@@ -83,7 +86,8 @@ class SearchConfig:
     scan_elites: int = 3  # how many of the best distinct layers the scan edits
     scan_limit: int = 0  # scan proposals per stall, then evolution again (0: no limit)
     scan_sizes: bool = False  # the scan edits the best layer and the best smaller ones
-    scan_macros: bool = False  # the scan also makes multi-node edits (normalizations)
+    # Multi-node edit families the scan also makes (evonorm_search.search.scan.MACROS).
+    scan_macros: tuple[str, ...] = ()
     adaptive_moves: float = 0.0  # strength of move-weight adaptation (0: fixed, uniform)
     size_penalty: float = 0.0  # fitness units per live node in selection
     # The scale selection compares scores on (evonorm_search.search.selection.Fitness):
@@ -176,7 +180,11 @@ class SearchConfig:
                               f"{self.population // self.islands}, got {self.elites}")
         if self.scan_elites < 1:
             raise ConfigError(f"scan_elites must be >= 1, got {self.scan_elites}")
-        for name in ("neutral_drift", "scan_sizes", "scan_macros"):
+        try:
+            check_macros(self.scan_macros)
+        except ValueError as error:
+            raise ConfigError(f"{error} (--scan-macros; none: no macro edits)") from None
+        for name in ("neutral_drift", "scan_sizes"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if not 0.0 <= self.adaptive_moves <= MAX_ADAPTIVE_MOVES:
@@ -294,6 +302,7 @@ class SearchConfig:
         data = asdict(self)
         data["proxies"] = list(self.proxies)
         data["mutations"] = list(self.mutations)
+        data["scan_macros"] = list(self.scan_macros)
         return data
 
     @classmethod
@@ -309,6 +318,10 @@ class SearchConfig:
                 values["proxies"] = tuple(values["proxies"])
             if "mutations" in values:
                 values["mutations"] = tuple(values["mutations"])
+            if isinstance(values.get("scan_macros"), bool):  # stored before the families
+                values["scan_macros"] = LEGACY_MACROS if values["scan_macros"] else ()
+            if "scan_macros" in values:
+                values["scan_macros"] = tuple(values["scan_macros"])
             if "dataset" in values:
                 values["dataset"] = DatasetSpec.from_dict(values["dataset"])
             if "train" in values:

@@ -106,3 +106,17 @@ def test_init_files_are_stored_so_a_resume_needs_none(tmp_path: Path) -> None:
     code, _, err = run_evonorm("search", "--name", "p", "--db", str(db), "--budget", "3",
                                "--executor", "inline")
     assert code == 0 and "resuming search 'p'" in err, err
+
+
+def test_scan_macros_stored_as_a_switch_resume_as_the_families_it_meant(tmp_path: Path) -> None:
+    """Searches stored when `scan_macros` was true/false resume with what it meant then
+    (normalize and skip), and a settings file names families or none."""
+    stored = SearchConfig(scan_macros=("normalize", "skip")).to_dict()
+    assert SearchConfig.from_dict({**stored, "scan_macros": True}) == SearchConfig.from_dict(stored)
+    assert SearchConfig.from_dict({**stored, "scan_macros": False}).scan_macros == ()
+    path = tmp_path / "macros.toml"
+    for value, expected in (('["guard", "gate"]', ("guard", "gate")), ('"none"', ())):
+        path.write_text(f"scan-macros = {value}\n")
+        config, _ = _resolve(tmp_path / "absent.db", "m",
+                             _overrides(read_settings_file(path, search)))
+        assert config.scan_macros == expected

@@ -466,7 +466,8 @@ MEMETIC = {"engine": "memetic", "population": 8, "islands": 2, "migration_rate":
 
 @pytest.mark.parametrize("changes", [
     {}, {"fitness": "log_error", "size_penalty": 0.1, "scan_limit": 3, "scan_sizes": True,
-         "scan_macros": True, "mutations": (*MEMETIC["mutations"], "normalize")}],
+         "scan_macros": ("normalize", "skip", "guard", "gate"),
+         "mutations": (*MEMETIC["mutations"], "normalize")}],
     ids=["score", "log-error-scan-limit"])
 def test_resume_with_islands_scan_and_every_move_equals_uninterrupted(
         tmp_path: Path, changes: dict[str, object]) -> None:

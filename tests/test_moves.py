@@ -120,9 +120,10 @@ def test_bad_arguments() -> None:
 
 # ---- further operators (ours, off by default) -------------------------------------------
 
-from evonorm_search.search.moves import (  # noqa: E402
-    MUTATIONS, check_mutations, normalization_axes, normalized_nodes, reads_of,
+from evonorm_search.search.blocks import (  # noqa: E402
+    normalization_axes, normalized_nodes, reads_of,
 )
+from evonorm_search.search.moves import MUTATIONS, check_mutations  # noqa: E402
 
 
 @given(seed=st.integers(0, 2**32), space=spaces, operator=st.sampled_from(sorted(MUTATIONS)),
@@ -282,8 +283,8 @@ def test_normalize_centres_standardizes_or_scales_a_node_for_its_reads_or_on_top
     assert formula(4, [(5, 0)], "rms", "layer") == "max(x, v0) / rms_layer(max(x, v0)) * x"
     assert formula(5, [], "std", "instance") == \
         "max(x, v0) * x / std_instance(max(x, v0) * x)"
-    with pytest.raises(GraphError, match="only the output"):
-        normalized_nodes(relu, 4, [], "std", "layer")
+    # With no read to rewire, the normalized node becomes the output (here max(x, v0)'s).
+    assert formula(4, [], "std", "layer") == "max(x, v0) / std_layer(max(x, v0))"
     # The move draws among these, and its children are valid layers of the space.
     rng = random.Random(0)
     children = {MUTATIONS["normalize"](relu, rng, ops).formula() for _ in range(400)}

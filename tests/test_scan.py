@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from evonorm_search.graph import LayerGraph
 from evonorm_search.known import KNOWN_LAYERS, get_known
 from evonorm_search.search.moves import is_valid
-from evonorm_search.search.scan import LocalScan, neighbourhood
+from evonorm_search.search.scan import MACROS, LocalScan, check_macros, neighbourhood
 from primitives import SPACES
 
 X, ZERO, V0, V1 = 0, 1, 2, 3
@@ -69,7 +71,7 @@ def test_the_scan_walks_each_layer_once_in_a_fixed_order() -> None:
 def test_macro_edits_normalize_a_node_and_wrap_with_a_learned_skip() -> None:
     relu = LayerGraph([("max", (X, V0))])
     single = {g.structural_hash() for g in neighbourhood(relu, "B")}
-    found = {g.structural_hash() for g in neighbourhood(relu, "B", macros=True)}
+    found = {g.structural_hash() for g in neighbourhood(relu, "B", ("normalize", "skip"))}
     assert single < found
 
     def has(*nodes: tuple) -> bool:
@@ -85,8 +87,58 @@ def test_macro_edits_normalize_a_node_and_wrap_with_a_learned_skip() -> None:
     squash = LayerGraph([("std_group", (X,)), ("div", (X, 4)), ("tanh", (5,))])
     assert LayerGraph([("std_group", (X,)), ("div", (X, 4)), ("tanh", (5,)), ("mul", (V0, 5)),
                        ("add", (6, 7))]).structural_hash() in {
-        g.structural_hash() for g in neighbourhood(squash, "S", macros=True)}
+        g.structural_hash() for g in neighbourhood(squash, "S", ("normalize", "skip"))}
     # Every macro neighbour is valid and in the space; none exceeds the node limit.
     for space in SPACES:
         layer = next(g for g in KNOWN_LAYERS.values() if is_valid(g, space) and g.size <= 5)
-        assert all(is_valid(g, space) for g in neighbourhood(layer, space, macros=True))
+        assert all(is_valid(g, space) for g in neighbourhood(layer, space, tuple(MACROS)))
+
+
+def test_guard_edits_take_the_max_of_a_scale_statistic_and_a_second_estimate() -> None:
+    # From the stall of the EvoNorm-B0 searches, max(-(x / std_batch(x)), v0), B0's own
+    # denominator max(std_batch(x), std_instance(x) + v1 * x) is one guard edit.
+    stall = LayerGraph([("std_batch", (X,)), ("div", (X, 4)), ("neg", (5,)), ("max", (6, V0))])
+    single = {g.formula() for g in neighbourhood(stall, "B", ("normalize", "skip"))}
+    guarded = {g.formula() for g in neighbourhood(stall, "B", ("guard",))}
+    for formula in ("max(-(x / max(std_batch(x), std_instance(x) + v1 * x)), v0)",
+                    "max(-(x / max(std_batch(x), rms_instance(x) * (x + v0))), v0)",
+                    "max(-(x / max(std_batch(x), rms_instance(x) - x)), v0)",
+                    "max(-(x / max(std_batch(x), std_layer(x))), v0)"):
+        assert formula in guarded and formula not in single
+    # ... and a max's operand replaced: EvoNorm-B1 (up to v0 for its constant 1) from
+    # x / max(std_batch(x), x).
+    b1_stall = LayerGraph([("std_batch", (X,)), ("max", (4, X)), ("div", (X, 5))])
+    assert "x / max(std_batch(x), rms_instance(x) * (x + v0))" in {
+        g.formula() for g in neighbourhood(b1_stall, "B", ("guard",))}
+    # In the S space (no batch axis) the second estimates are over its own axes only.
+    s_guarded = {g.formula() for g in neighbourhood(LayerGraph(
+        [("std_group", (X,)), ("div", (X, 4))]), "S", ("guard",))}
+    assert "x / max(std_group(x), rms_layer(x))" in s_guarded
+    assert not any("batch" in f for f in s_guarded)
+
+
+def test_gate_edits_self_gate_a_node_for_its_reads_or_as_the_output() -> None:
+    # BN-Swish from the centred ReLU stand-in max(v0, z), z standardized over the batch:
+    # z's gated affine as the new output is one edit.
+    z = [("mean_batch", (X,)), ("neg", (4,)), ("add", (X, 5)), ("std_batch", (X,)),
+         ("div", (6, 7))]
+    stall = LayerGraph([*z, ("max", (V0, 8))])
+    gated = {g.structural_hash(): g for g in neighbourhood(stall, "B", ("gate",))}
+    bn_swish = LayerGraph([*z, ("mul", (V1, 8)), ("add", (9, V0)), ("sigmoid", (10,)),
+                           ("mul", (10, 11))])
+    assert bn_swish.structural_hash() in gated
+    formulas = {g.formula() for g in gated.values()}
+    assert "x * sigmoid(x)" in {g.formula() for g in neighbourhood(
+        LayerGraph([("max", (X, V0))]), "B", ("gate",))}  # x gated, as the output
+    # A read rewired: max(v0, z) with z's read gated by tanh.
+    tanh_gated = "max(v0, (x - mean_batch(x)) / std_batch(x) * tanh((x - mean_batch(x)) / std_batch(x)))"
+    assert tanh_gated in formulas
+    assert stall.structural_hash() not in gated
+
+
+def test_macro_families_are_checked_by_name() -> None:
+    check_macros(("normalize", "gate"))
+    with pytest.raises(ValueError, match="unknown scan macro.*'wrap'.*normalize, skip, guard"):
+        check_macros(("wrap",))
+    with pytest.raises(ValueError, match="name one twice"):
+        check_macros(("gate", "gate"))

@@ -123,9 +123,11 @@ def _overrides(options: dict[str, Any]) -> dict[str, Any]:
     planted = _planted_overrides(options)
     overrides = {_SETTINGS[key]: value for key, value in options.items() if value is not None}
     overrides.update(planted)
-    for key in ("proxies", "mutations"):
+    for key in ("proxies", "mutations", "scan_macros"):
         if key in overrides:
             overrides[key] = tuple(p.strip() for p in overrides[key].split(",") if p.strip())
+    if overrides.get("scan_macros") == ("none",):
+        overrides["scan_macros"] = ()
     if "init" in overrides:  # layer graph files are read now and stored with the search
         overrides["init_graphs"] = read_init_files(overrides["init"])
     for key in ("dataset.data_dir", "dataset.corpus"):
@@ -263,8 +265,10 @@ SEARCH_GROUPS = {
         help="How children are proposed: paper (the paper's engine exactly), memetic "
              "(islands, elites, all moves with adaptive weights, a local scan when the "
              "best stalls), memetic-log (memetic with size pressure on the log-error "
-             "scale; for planted targets) or memetic-norm (memetic-log that also "
-             "centres, standardizes or scales a node by a statistic in one edit); see "
+             "scale; for planted targets), memetic-norm (memetic-log that also "
+             "centres, standardizes or scales a node by a statistic in one edit) or "
+             "memetic-blocks (memetic-norm whose scan also guards a statistic, max(d, "
+             "e), and self-gates a node, g * sigmoid(g)); see "
              "docs/method.md. Sets the engine options "
              "below; those given beside it override its values. [default: paper; "
              "memetic-norm for --task planted]")
@@ -311,11 +315,14 @@ SEARCH_GROUPS = {
         help="The scan edits the best layer and then the best layer of each smaller "
              "size (PySR keeps its hall of fame per complexity) instead of the "
              f"--scan-elites best. [default: {_DEFAULTS.scan_sizes}]")
-@option("--scan-macros/--no-scan-macros", group="engine", default=None,
-        help="The scan also makes multi-node edits: centre, standardize or divide a "
-             "node by a statistic (for one of its reads, all, or the output) and wrap "
-             "the output with a learned skip (+ v0 * a). "
-             f"[default: {_DEFAULTS.scan_macros}]")
+@option("--scan-macros", group="engine", comma_list=True,
+        help="Comma-separated multi-node edits the scan also makes, or none: normalize "
+             "(centre, standardize or divide a node by a statistic, for one of its reads, "
+             "all, or the output), skip (wrap the output with a learned skip, + v0 * a), "
+             "guard (a std/rms node d becomes max(d, e), or a max operand e, with e a "
+             "second scale estimate of x such as std_instance(x) + v1 * x), gate (a node "
+             "a becomes g * sigmoid(g) or g * tanh(g), g = a, v1 * a or v1 * a + v0). "
+             f"[default: {','.join(_DEFAULTS.scan_macros) or 'none'}]")
 @option("--adaptive-moves", group="engine", type=float,
         help="Strength (0-1) of adapting move weights to the moves whose children "
              f"improve on their parents (0: uniform). [default: {_DEFAULTS.adaptive_moves}]")

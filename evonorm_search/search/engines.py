@@ -21,8 +21,12 @@ runs with what it started with whatever the presets become. The settings themsel
   large (0.1 decades of a 40% error is 4 points).
 - `memetic-norm`: memetic-log that also normalizes a node in one move (centre,
   standardize, divide by a std or rms: `moves.NORMALIZATIONS`) and whose scan also makes
-  these multi-node edits and wraps with a learned skip (`--scan-macros`; docs/RESULTS.md,
-  "Normalizations as one edit").
+  these multi-node edits and wraps with a learned skip (`--scan-macros normalize,skip`;
+  docs/RESULTS.md, "Normalizations as one edit").
+- `memetic-blocks`: memetic-norm whose scan also guards a scale statistic, `max(d, e)`
+  with a second estimate `e` of x (the paper's B-layer denominators), and self-gates a
+  node, `g * sigmoid(g)` (`--scan-macros normalize,skip,guard,gate`; docs/RESULTS.md,
+  "Guards and gates").
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ _MEMETIC: dict[str, Any] = {
                   "graft"),
     "num_nodes": 4, "tournament_fraction": 0.25, "islands": 4, "migration_rate": 0.05,
     "island_restart": 2000, "elites": 2, "neutral_drift": True, "scan_after": 300,
-    "scan_elites": 3, "scan_limit": 0, "scan_sizes": False, "scan_macros": False,
+    "scan_elites": 3, "scan_limit": 0, "scan_sizes": False, "scan_macros": (),
     "adaptive_moves": 0.5,
     "size_penalty": 1e-4, "fitness": "score",
 }
@@ -49,15 +53,18 @@ ENGINES: dict[str, dict[str, Any]] = {
         "mutations": ("node",), "num_nodes": 10, "tournament_fraction": 0.05, "islands": 1,
         "migration_rate": 0.0, "island_restart": 0, "elites": 0, "neutral_drift": False,
         "scan_after": 0, "scan_elites": 3, "scan_limit": 0, "scan_sizes": False,
-        "scan_macros": False, "adaptive_moves": 0.0, "size_penalty": 0.0, "fitness": "score",
+        "scan_macros": (), "adaptive_moves": 0.0, "size_penalty": 0.0, "fitness": "score",
     },
     "memetic": _MEMETIC,
     "memetic-log": {**_MEMETIC, "fitness": "log_error", "size_penalty": 0.1,
                     "scan_sizes": True},
 }
 # memetic-log with the normalization move and the scan's multi-node edits.
-ENGINES["memetic-norm"] = {**ENGINES["memetic-log"], "scan_macros": True,
+ENGINES["memetic-norm"] = {**ENGINES["memetic-log"], "scan_macros": ("normalize", "skip"),
                            "mutations": (*_MEMETIC["mutations"], "normalize")}
+# memetic-norm whose scan also guards a scale statistic and gates a node.
+ENGINES["memetic-blocks"] = {**ENGINES["memetic-norm"],
+                             "scan_macros": ("normalize", "skip", "guard", "gate")}
 DEFAULT_ENGINE = "paper"
 
 assert all(set(values) == set(ENGINE_SETTINGS) for values in ENGINES.values())

@@ -11,13 +11,12 @@ operands of a non-commutative op, replace a node by a small random chain, graft 
 donor layer's subexpression into the parent (recombination), or normalize a node by a
 statistic (centre it, standardize it or divide it by its std or rms: the 2-5 coordinated
 nodes every BatchNorm/GroupNorm/LayerNorm-based layer is built of, which no single-node
-edit adds; `normalized_nodes`).
+edit adds; `blocks.normalized_nodes`).
 Draws that the graph validator refuses (e.g. an output that does not depend on the
 input `x`, or more than `MAX_INTERMEDIATE` nodes) are thrown away and drawn again. All
 randomness comes from the `random.Random` passed in, so a seeded generator reproduces
-the same layers. Ops and spaces come from `primitives`; only the normalizations name
-ops, the arithmetic (`neg`, `add`, `div`) and the statistics by their `mean_`/`std_`/
-`rms_` prefixes, over whatever axes the space holds.
+the same layers. Ops and spaces come from `primitives`; the normalization's blocks
+(`evonorm_search.search.blocks`) are the only code that names ops.
 """
 
 from __future__ import annotations
@@ -27,6 +26,10 @@ from collections.abc import Callable, Sequence
 
 from evonorm_search.errors import GraphError
 from evonorm_search.graph import INITIAL_NODES, MAX_INTERMEDIATE, LayerGraph, Node
+from evonorm_search.search.blocks import (
+    NORMALIZATIONS, normalization_axes, normalization_scopes, normalization_size,
+    normalization_sources, normalized_nodes, shifted,
+)
 from primitives import SPACES, get_op, get_space, op_names
 
 Space = str  # a name of `primitives.SPACES`
@@ -109,10 +112,6 @@ def _rewire_input(graph: LayerGraph, rng: random.Random, ops: tuple[str, ...]) -
     return graph.replace_node(index, Node(node.op, tuple(inputs)))
 
 
-def _shifted(node: Node, at: int, by: int) -> Node:
-    return Node(node.op, tuple(i + by if i >= at else i for i in node.inputs))
-
-
 def _insert_node(graph: LayerGraph, rng: random.Random, ops: tuple[str, ...]) -> LayerGraph:
     """A new node spliced into one edge: consumer c read s; now a new node reads s (and,
     for a binary op, a uniformly drawn earlier node) and c reads the new node."""
@@ -128,11 +127,11 @@ def _insert_node(graph: LayerGraph, rng: random.Random, ops: tuple[str, ...]) ->
     if get_op(op).arity == 2 and rng.random() < 0.5:
         inputs = inputs[::-1]
     nodes = list(graph.nodes)
-    shifted = [_shifted(n, consumer, 1) for n in nodes[consumer - first:]]
-    rewired = list(shifted[0].inputs)
+    moved = [shifted(n, consumer, 1) for n in nodes[consumer - first:]]
+    rewired = list(moved[0].inputs)
     rewired[slot] = consumer
-    shifted[0] = Node(shifted[0].op, tuple(rewired))
-    return LayerGraph([*nodes[: consumer - first], Node(op, inputs), *shifted])
+    moved[0] = Node(moved[0].op, tuple(rewired))
+    return LayerGraph([*nodes[: consumer - first], Node(op, inputs), *moved])
 
 
 def _delete_node(graph: LayerGraph, rng: random.Random, ops: tuple[str, ...]) -> LayerGraph:
@@ -148,7 +147,7 @@ def _delete_node(graph: LayerGraph, rng: random.Random, ops: tuple[str, ...]) ->
             continue
         node = graph.node(index)
         node = Node(node.op, tuple(heir if i == victim else i for i in node.inputs))
-        kept.append(_shifted(node, victim + 1, -1))
+        kept.append(shifted(node, victim + 1, -1))
     return LayerGraph(kept)
 
 
@@ -222,7 +221,7 @@ def _replace_subexpression(graph: LayerGraph, rng: random.Random,
                 inputs.reverse()
         chain.append(Node(op, tuple(inputs)))
     shift = length - 1
-    moved = [_shifted(node, index + 1, shift) for node in graph_nodes[index - first + 1:]]
+    moved = [shifted(node, index + 1, shift) for node in graph_nodes[index - first + 1:]]
     moved = [Node(n.op, tuple(index + shift if i == index else i for i in n.inputs))
              for n in moved]
     return LayerGraph([*graph_nodes[: index - first], *chain, *moved])
@@ -247,89 +246,13 @@ def _graft(graph: LayerGraph, rng: random.Random, ops: tuple[str, ...],
     new_index = {old: first + k for k, old in enumerate(copied)}
     block = [Node(donor.node(old).op,
                   tuple(new_index.get(j, j) for j in donor.node(old).inputs)) for old in copied]
-    shifted = [_shifted(node, first, len(copied)) for node in graph.nodes]
+    moved = [shifted(node, first, len(copied)) for node in graph.nodes]
     position = rng.choice([i for i in sorted(graph.live_nodes()) if i >= first]) - first
-    node = shifted[position]
+    node = moved[position]
     inputs = list(node.inputs)
     inputs[rng.randrange(len(inputs))] = new_index[root]
-    shifted[position] = Node(node.op, tuple(inputs))
-    return LayerGraph([*block, *shifted])
-
-
-# Normalizations of a node `s` over a statistic's axis (e.g. "group"), by the nodes they
-# add: "centre" s - mean(s); "standardize" (s - mean(s)) / std(s); "std" and "rms" s
-# divided by that statistic of s. The last new node is the normalized s.
-NORMALIZATIONS: tuple[str, ...] = ("centre", "standardize", "std", "rms")
-Read = tuple[int, int]  # (consumer node index, input slot)
-_X = INITIAL_NODES.index("x")
-
-
-def normalization_axes(ops: tuple[str, ...]) -> tuple[str, ...]:
-    """The axes over which `ops` hold all three statistics (mean, std, rms)."""
-    return tuple(op[len("mean_"):] for op in ops if op.startswith("mean_")
-                 and f"std_{op[len('mean_'):]}" in ops and f"rms_{op[len('mean_'):]}" in ops)
-
-
-def normalization_size(kind: str) -> int:
-    """How many nodes the normalization `kind` adds."""
-    return len(_normalization_block(kind, "layer", _X, len(INITIAL_NODES)))
-
-
-def _normalization_block(kind: str, axis: str, source: int, start: int) -> list[Node]:
-    """The nodes of `kind` over `axis` applied to `source`, the first at index `start`."""
-    if kind in ("std", "rms"):
-        return [Node(f"{kind}_{axis}", (source,)), Node("div", (source, start))]
-    centred = [Node(f"mean_{axis}", (source,)), Node("neg", (start,)),
-               Node("add", (source, start + 1))]
-    if kind == "centre":
-        return centred
-    return [*centred, Node(f"std_{axis}", (source,)), Node("div", (start + 2, start + 3))]
-
-
-def normalized_nodes(graph: LayerGraph, source: int, reads: Sequence[Read], kind: str,
-                     axis: str) -> list[Node]:
-    """The node list of `graph` with `source` normalized (`kind` over `axis`): the new
-    nodes follow `source` and the given reads of it read the normalized node instead;
-    with no reads, `source` must be the output and its normalization becomes the output."""
-    nodes = list(graph.nodes)
-    first = len(INITIAL_NODES)
-    if not reads:
-        if source != graph.output:
-            raise GraphError("only the output is normalized without a read to rewire")
-        return [*nodes, *_normalization_block(kind, axis, source, graph.num_nodes)]
-    start = max(source + 1, first)
-    block = _normalization_block(kind, axis, source, start)
-    width = len(block)
-    later = [_shifted(node, start, width) for node in nodes[start - first:]]
-    for consumer, slot in reads:
-        node = later[consumer - start]
-        inputs = list(node.inputs)
-        inputs[slot] = start + width - 1
-        later[consumer - start] = Node(node.op, tuple(inputs))
-    return [*nodes[: start - first], *block, *later]
-
-
-def reads_of(graph: LayerGraph, source: int) -> list[Read]:
-    """Every (consumer, slot) of a live node that reads `source`."""
-    return [(index, slot) for index in sorted(graph.live_nodes()) if index >= len(INITIAL_NODES)
-            for slot, read in enumerate(graph.node(index).inputs) if read == source]
-
-
-def normalization_sources(graph: LayerGraph) -> list[int]:
-    """The nodes a normalization can apply to: `x` and the live intermediate nodes."""
-    return [i for i in sorted(graph.live_nodes()) if i == _X or i >= len(INITIAL_NODES)]
-
-
-def normalization_scopes(graph: LayerGraph, source: int) -> list[list[Read]]:
-    """Which reads of `source` a normalization can rewire: each read alone, all of them
-    (when there are several), and, for the output, none (the normalization on top)."""
-    reads = reads_of(graph, source)
-    scopes: list[list[Read]] = [[read] for read in reads]
-    if len(reads) > 1:
-        scopes.append(reads)
-    if source == graph.output:
-        scopes.append([])
-    return scopes
+    moved[position] = Node(node.op, tuple(inputs))
+    return LayerGraph([*block, *moved])
 
 
 def _normalize(graph: LayerGraph, rng: random.Random, ops: tuple[str, ...]) -> LayerGraph:

@@ -9,11 +9,15 @@ operands of a non-commutative op swapped, one input rewired to another earlier n
 node spliced into an edge, a node deleted (its consumers reading one of its inputs), and
 a new op on top of the output (root-wrap; a binary one with an earlier node, or a new
 unary node of one, as its other operand, as the `wrap` move does). With macro edits on
-(`--scan-macros`), the neighbourhood also holds the multi-node edits no single edit
-makes: every normalization of `x` or a live node (`moves.NORMALIZATIONS`, over each axis
-of the space) for each of its reads, all of them at once, or on top of the output; and a
-root-wrap whose other operand is a new `v0 * a` or `v1 * a` of an earlier node `a` (a
-learned skip: `tanh(z) + v0 * z` from `tanh(z)`).
+(`--scan-macros`, families `MACROS`), the neighbourhood also holds the multi-node edits
+no single edit makes (`blocks`): "normalize", every normalization of `x` or a live node
+over each axis of the space, for each of its reads, all of them at once, or on top of
+the output; "skip", a root-wrap whose other operand is a new `v0 * a` or `v1 * a` of an
+earlier node `a` (a learned skip: `tanh(z) + v0 * z` from `tanh(z)`); "guard", a live
+std/rms node `d` replaced by `max(d, e)`, or an operand of a live max by `e`, for every
+second scale estimate `e` of `x`; "gate", `x` or a live node `a` replaced (per read, or
+as the new output) by its self-gated form `g * sigmoid(g)` or `g * tanh(g)`, g in `a`,
+`v1 * a`, `v1 * a + v0`.
 Edits that leave the space or make an invalid graph are left out; the rest are
 deduplicated by structure. Dead nodes are dropped first: an edit there would change
 nothing, and the room they take is what inserts need.
@@ -27,18 +31,19 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Container, Iterator
+from collections.abc import Callable, Container, Iterator
 
 from evonorm_search.errors import GraphError
 from evonorm_search.graph import INITIAL_NODES, MAX_INTERMEDIATE, LayerGraph, Node
-from evonorm_search.search.moves import (
-    NORMALIZATIONS, is_valid, normalization_axes, normalization_scopes, normalization_size,
-    normalization_sources, normalized_nodes,
+from evonorm_search.search.blocks import (
+    FIRST, GATE_INPUTS, GATE_OPS, NORMALIZATIONS, V0, V1, X, block_size, gate_block, guard_block,
+    guard_terms, normalization_axes, normalization_scopes, normalization_size,
+    normalization_sources, normalized_nodes, scale_statistic_nodes, with_block,
 )
+from evonorm_search.search.moves import is_valid
 from primitives import get_op, op_names
 
-FIRST = len(INITIAL_NODES)
-PARAMETERS = tuple(INITIAL_NODES.index(name) for name in ("v0", "v1"))
+PARAMETERS = (V0, V1)
 # Neighbourhoods kept (one per scanned layer); beyond this the oldest are dropped and, if
 # scanned again, rebuilt (the cursor then skips what the search has stored since).
 CACHED_NEIGHBOURHOODS = 16
@@ -119,19 +124,21 @@ def _edits(graph: LayerGraph, ops: tuple[str, ...]) -> Iterator[list[Node]]:
                     yield [*nodes, Node(inner, (source,)), Node(op, inputs)]
 
 
-def _macro_edits(graph: LayerGraph, ops: tuple[str, ...]) -> Iterator[list[Node]]:
-    """The multi-node edits (normalizations, scaled-operand wraps) of `graph`."""
-    count = len(graph.nodes)
-    axes = normalization_axes(ops)
+def _normalize_edits(graph: LayerGraph, ops: tuple[str, ...]) -> Iterator[list[Node]]:
+    """Every normalization of `x` or a live node, over each axis, for each scope."""
     for source in normalization_sources(graph):
         scopes = normalization_scopes(graph, source)
         for kind in NORMALIZATIONS:
-            if count + normalization_size(kind) > MAX_INTERMEDIATE:
+            if len(graph.nodes) + normalization_size(kind) > MAX_INTERMEDIATE:
                 continue
-            for axis in axes:
+            for axis in normalization_axes(ops):
                 for scope in scopes:
                     yield normalized_nodes(graph, source, scope, kind, axis)
-    if count + 2 > MAX_INTERMEDIATE:
+
+
+def _skip_edits(graph: LayerGraph, ops: tuple[str, ...]) -> Iterator[list[Node]]:
+    """Root-wraps whose other operand is a new `v0 * a` or `v1 * a` (a learned skip)."""
+    if len(graph.nodes) + 2 > MAX_INTERMEDIATE:
         return
     nodes, output = list(graph.nodes), graph.output
     for op in ops:
@@ -145,17 +152,75 @@ def _macro_edits(graph: LayerGraph, ops: tuple[str, ...]) -> Iterator[list[Node]
                     yield [*nodes, Node("mul", (parameter, source)), Node(op, inputs)]
 
 
-def neighbourhood(graph: LayerGraph, space: str, macros: bool = False) -> list[LayerGraph]:
-    """Every valid layer of `space` one edit away from `graph`'s live part (with
-    `macros`, also one multi-node edit away), one per structure, `graph` itself
-    excluded; in generation order."""
+def _guard_edits(graph: LayerGraph, ops: tuple[str, ...]) -> Iterator[list[Node]]:
+    """A live std/rms node `d` guarded, `max(d, e)`, for each scope of its reads; and
+    either operand of a live `max` replaced by a new `e` (`blocks.guard_terms`)."""
+    terms = guard_terms(ops)
+    room = MAX_INTERMEDIATE - len(graph.nodes)
+    for source in scale_statistic_nodes(graph):
+        for scope in normalization_scopes(graph, source):
+            for term in terms:
+                block = guard_block(source, term)
+                if block_size(block) <= room:
+                    yield with_block(graph, source, scope, block)
+    for index in sorted(graph.live_nodes()):
+        if index < FIRST or graph.node(index).op != "max":
+            continue
+        for slot in range(2):
+            for term in terms:
+                if block_size(term) <= room:
+                    yield with_block(graph, X, [(index, slot)], term)
+
+
+def _gate_edits(graph: LayerGraph, ops: tuple[str, ...]) -> Iterator[list[Node]]:
+    """`x` or a live node `a` gated, `g * u(g)` (`blocks.gate_block`), for each scope of
+    its reads, or as the new output."""
+    room = MAX_INTERMEDIATE - len(graph.nodes)
+    gates = [gate for gate in GATE_OPS if gate in ops]
+    for source in normalization_sources(graph):
+        scopes = normalization_scopes(graph, source)
+        if source != graph.output:
+            scopes.append([])
+        for gate_input in GATE_INPUTS:
+            for gate in gates:
+                block = gate_block(source, gate_input, gate)
+                if block_size(block) > room:
+                    continue
+                for scope in scopes:
+                    yield with_block(graph, source, scope, block)
+
+
+# The scan's multi-node edit families by name (`--scan-macros`; blocks.py says what each
+# block is): "normalize" and "skip" make up the memetic-norm engine's macro edits.
+MACROS: dict[str, Callable[[LayerGraph, tuple[str, ...]], Iterator[list[Node]]]] = {
+    "normalize": _normalize_edits,
+    "skip": _skip_edits,
+    "guard": _guard_edits,
+    "gate": _gate_edits,
+}
+
+
+def check_macros(names: tuple[str, ...]) -> None:
+    """ValueError naming unknown or repeated macro families."""
+    unknown = [name for name in names if name not in MACROS]
+    if unknown:
+        raise ValueError(f"unknown scan macro(s) {', '.join(map(repr, unknown))}: use any of "
+                         f"{', '.join(MACROS)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"scan macros {', '.join(names)} name one twice")
+
+
+def neighbourhood(graph: LayerGraph, space: str,
+                  macros: tuple[str, ...] = ()) -> list[LayerGraph]:
+    """Every valid layer of `space` one edit away from `graph`'s live part (and one edit
+    of each of the `macros` families away), one per structure, `graph` itself excluded;
+    in generation order."""
     pruned = graph.pruned()
     seen = {pruned.structural_hash()}
     found = []
     ops = op_names(space)
     edits = _edits(pruned, ops)
-    if macros:
-        edits = itertools.chain(edits, _macro_edits(pruned, ops))
+    edits = itertools.chain(edits, *(MACROS[name](pruned, ops) for name in macros))
     for nodes in edits:
         try:
             child = LayerGraph(nodes)
@@ -178,7 +243,7 @@ class LocalScan:
     and `seen`, whatever was asked before.
     """
 
-    def __init__(self, space: str, macros: bool = False) -> None:
+    def __init__(self, space: str, macros: tuple[str, ...] = ()) -> None:
         self._space = space
         self._macros = macros
         self._walks: dict[str, tuple[list[tuple[str, LayerGraph]], list[int]]] = {}
