@@ -134,6 +134,13 @@ def test_gate_edits_self_gate_a_node_for_its_reads_or_as_the_output() -> None:
     tanh_gated = "max(v0, (x - mean_batch(x)) / std_batch(x) * tanh((x - mean_batch(x)) / std_batch(x)))"
     assert tanh_gated in formulas
     assert stall.structural_hash() not in gated
+    # The stall the BN-Swish searches then sat on has 8 nodes, too many for 4 more: as the
+    # new output, the gate is put on z alone (the nodes only the old output read go).
+    relu_z = [*z, ("max", (8, V0))]  # max(z, v0), 6 nodes
+    big_stall = LayerGraph([*relu_z, ("max", (9, V1)), ("add", (9, 10))])
+    assert len(big_stall.pruned().nodes) == 8
+    assert bn_swish.structural_hash() in {
+        g.structural_hash() for g in neighbourhood(big_stall, "B", ("gate",))}
 
 
 def test_macro_families_are_checked_by_name() -> None:

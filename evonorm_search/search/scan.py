@@ -174,20 +174,35 @@ def _guard_edits(graph: LayerGraph, ops: tuple[str, ...]) -> Iterator[list[Node]
 
 def _gate_edits(graph: LayerGraph, ops: tuple[str, ...]) -> Iterator[list[Node]]:
     """`x` or a live node `a` gated, `g * u(g)` (`blocks.gate_block`), for each scope of
-    its reads, or as the new output."""
+    its reads, or as the new output: then the layer is first cut back to `a` and what
+    it reads (the nodes only the old output used go, which makes room for the gate:
+    BN-Swish from an 8-node ReLU stand-in built on its standardized x)."""
     room = MAX_INTERMEDIATE - len(graph.nodes)
     gates = [gate for gate in GATE_OPS if gate in ops]
     for source in normalization_sources(graph):
         scopes = normalization_scopes(graph, source)
-        if source != graph.output:
-            scopes.append([])
+        base = None if source == graph.output else _cut_back(graph, source)
         for gate_input in GATE_INPUTS:
             for gate in gates:
                 block = gate_block(source, gate_input, gate)
-                if block_size(block) > room:
-                    continue
-                for scope in scopes:
-                    yield with_block(graph, source, scope, block)
+                if block_size(block) <= room:
+                    for scope in scopes:
+                        yield with_block(graph, source, scope, block)
+                if base is not None and len(base[0]) + block_size(block) <= MAX_INTERMEDIATE:
+                    nodes, at = base
+                    yield [*nodes, *gate_block(at, gate_input, gate)(FIRST + len(nodes))]
+
+
+def _cut_back(graph: LayerGraph, source: int) -> tuple[list[Node], int] | None:
+    """The nodes `source` depends on, renumbered, and its index among them (no nodes for
+    `x`); None when `source` does not depend on `x` (no valid layer ends there)."""
+    if source == X:
+        return [], X
+    try:
+        cut = LayerGraph(graph.nodes[: source - FIRST + 1]).pruned()
+    except GraphError:
+        return None
+    return list(cut.nodes), cut.output
 
 
 # The scan's multi-node edit families by name (`--scan-macros`; blocks.py says what each
