@@ -15,7 +15,7 @@ population 100, 10,000 evaluated candidates. Seeds 0-99 are for tuning and kept 
 
 Arms (--arms) are named engine settings: `paper` (the paper's mutation and random
 layers), `tuned` (the planted settings recommended in docs/method.md before the
-memetic engines), `memetic-log` and `memetic-norm` (the presets) and `random`
+memetic engines), `memetic-log`, `memetic-norm` and `memetic-blocks` (the presets) and `random`
 (random search over distinct layers: the controller evaluates no structural-hash or
 fingerprint duplicate, so every evaluation is a new function; the table checks this).
 `NAME:KEY=VALUE;KEY=VALUE` defines an arm from SearchConfig settings (JSON values), e.g.
@@ -35,7 +35,7 @@ proposals per search that cost no evaluation (fingerprint cache hits / structura
 skips / neutral skips). --ecdf
 writes the ECDF of evaluations to recovery per arm (a PNG).
 
-    python benchmarks/planted_recovery.py --protocol planted-12 --arms memetic-norm,memetic-log,random \\
+    python benchmarks/planted_recovery.py --protocol planted-12 --arms memetic-blocks,memetic-norm,random \\
         --jobs 2 --results planted12.jsonl --db-dir planted12-dbs --ecdf planted12.png
 A smoke run in under a minute:
     python benchmarks/planted_recovery.py --targets evonorm_s1 --seeds 1 --budget 30 \\
@@ -92,7 +92,7 @@ DOUBLE_SEEDS = ("evonorm_s0", "evonorm_b0")  # 20 seeds each in the protocol
 # Tuning seeds are 0..REPORTING_SEEDS-1; figures are reported on seeds from REPORTING_SEEDS.
 REPORTING_SEEDS = 100
 # Built-in arms (engine settings over the preset named; an arm defined on the command line
-# without `engine` starts from the planted task's default engine, memetic-norm).
+# without `engine` starts from the planted task's default engine, memetic-blocks).
 ARMS: dict[str, dict[str, Any]] = {
     "paper": {"engine": "paper", "mutations": ["node"], "num_nodes": 10,
               "tournament_fraction": 0.05},
@@ -208,7 +208,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="comma-separated: known layer names, designed targets "
                              f"({', '.join(DESIGNED_TARGETS)}) or layer graph JSON files "
                              "(default: evonorm_s0,gn_relu)")
-    parser.add_argument("--arms", default="memetic-norm,random",
+    parser.add_argument("--arms", default="memetic-blocks,random",
                         help=f"comma-separated arms: {', '.join(ARMS)} or NAME:KEY=VALUE;...")
     parser.add_argument("--seeds", type=int, default=None, help="seeds per target and arm (10)")
     parser.add_argument("--seeds-per-target", default=None, metavar="TARGET=N,...",

@@ -448,9 +448,9 @@ def _spaces_holding(graph: LayerGraph, space: str) -> str:
 
 
 # The engine a new search starts from when none is named, per task (the rest: "paper"):
-# planted searches recover their target far more often with memetic-log (docs/RESULTS.md,
-# "Size pressure on the log-error scale"); classification keeps the paper's engine.
-DEFAULT_ENGINES: dict[str, str] = {"planted": "memetic-norm"}
+# planted searches recover their targets far more often with memetic-blocks (docs/RESULTS.md,
+# "Guards and gates"); classification keeps the paper's engine.
+DEFAULT_ENGINES: dict[str, str] = {"planted": "memetic-blocks"}
 
 
 def _brief(value: Any, limit: int = 80) -> str:

@@ -271,7 +271,7 @@ SEARCH_GROUPS = {
              "e), and self-gates a node, g * sigmoid(g)); see "
              "docs/method.md. Sets the engine options "
              "below; those given beside it override its values. [default: paper; "
-             "memetic-norm for --task planted]")
+             "memetic-blocks for --task planted]")
 @option("--mutations", group="engine", comma_list=True,
         help="Comma-separated moves, one drawn per child: node (the paper's: new op and "
              "inputs), op, input, insert, delete, wrap (a new op on the output), swap (the "
