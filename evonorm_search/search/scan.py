@@ -34,7 +34,7 @@ import random
 from collections.abc import Callable, Container, Iterator
 
 from evonorm_search.errors import GraphError
-from evonorm_search.graph import INITIAL_NODES, MAX_INTERMEDIATE, LayerGraph, Node
+from evonorm_search.graph import MAX_INTERMEDIATE, LayerGraph, Node
 from evonorm_search.search.blocks import (
     FIRST, GATE_INPUTS, GATE_OPS, NORMALIZATIONS, V0, V1, X, block_size, gate_block, guard_block,
     guard_terms, normalization_axes, normalization_scopes, normalization_size,
@@ -126,12 +126,13 @@ def _edits(graph: LayerGraph, ops: tuple[str, ...]) -> Iterator[list[Node]]:
 
 def _normalize_edits(graph: LayerGraph, ops: tuple[str, ...]) -> Iterator[list[Node]]:
     """Every normalization of `x` or a live node, over each axis, for each scope."""
+    axes = normalization_axes(ops)
     for source in normalization_sources(graph):
         scopes = normalization_scopes(graph, source)
         for kind in NORMALIZATIONS:
             if len(graph.nodes) + normalization_size(kind) > MAX_INTERMEDIATE:
                 continue
-            for axis in normalization_axes(ops):
+            for axis in axes:
                 for scope in scopes:
                     yield normalized_nodes(graph, source, scope, kind, axis)
 
