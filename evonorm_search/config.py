@@ -86,6 +86,9 @@ class SearchConfig:
     scan_elites: int = 3  # how many of the best distinct layers the scan edits
     scan_limit: int = 0  # scan proposals per stall, then evolution again (0: no limit)
     scan_sizes: bool = False  # the scan edits the best layer and the best smaller ones
+    # When every neighbour of those is stored, the scan goes on down the hall of fame to
+    # its `scan_depth` best distinct layers instead of going idle (0: it goes idle).
+    scan_depth: int = 0
     # Multi-node edit families the scan also makes (evonorm_search.search.scan.MACROS).
     scan_macros: tuple[str, ...] = ()
     adaptive_moves: float = 0.0  # strength of move-weight adaptation (0: fixed, uniform)
@@ -170,7 +173,7 @@ class SearchConfig:
         if self.migration_rate > 0 and self.islands == 1:
             raise ConfigError("--migration-rate moves parents between islands: it needs "
                               "--islands 2 or more (or --migration-rate 0)")
-        for name in ("island_restart", "scan_after", "scan_limit", "elites"):
+        for name in ("island_restart", "scan_after", "scan_limit", "scan_depth", "elites"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"{name} must be a whole number >= 0 (0: off), got {value!r} "

@@ -241,6 +241,8 @@ TABLE = [
     row([*SEARCH, "--scan-after", "-5"], "scan_after must be a whole number >= 0",
         id="search-scan-after-negative"),
     row([*SEARCH, "--scan-elites", "0"], "scan_elites must be >= 1", id="search-scan-elites-0"),
+    row([*SEARCH, "--scan-depth", "-1"], "scan_depth must be a whole number >= 0",
+        id="search-scan-depth-negative"),
     row([*SEARCH, "--scan-macros", "guard,wrap"],
         "unknown scan macro(s) 'wrap': use any of normalize, skip, guard, gate",
         id="search-scan-macros-unknown"),

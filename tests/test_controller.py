@@ -466,6 +466,7 @@ MEMETIC = {"engine": "memetic", "population": 8, "islands": 2, "migration_rate":
 
 @pytest.mark.parametrize("changes", [
     {}, {"fitness": "log_error", "size_penalty": 0.1, "scan_limit": 3, "scan_sizes": True,
+         "scan_depth": 4,
          "scan_macros": ("normalize", "skip", "guard", "gate"),
          "mutations": (*MEMETIC["mutations"], "normalize")}],
     ids=["score", "log-error-scan-limit"])

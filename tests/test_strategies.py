@@ -337,6 +337,40 @@ def test_with_scan_sizes_the_scan_edits_the_best_then_the_best_smaller_layers() 
         assert proposal.move == SCAN and proposal.parent.number == second
 
 
+def test_with_scan_depth_an_exhausted_scan_goes_on_down_the_ranking() -> None:
+    from evonorm_search.search.scan import neighbourhood
+
+    best = LayerGraph([("std_group", (0,)), ("sigmoid", (0,)), ("mul", (0, 5)),
+                       ("div", (6, 4))])  # 4 nodes
+    twin = LayerGraph([("std_group", (0,)), ("tanh", (0,)), ("mul", (0, 5)),
+                       ("div", (6, 4))])  # as good, as large
+    larger = LayerGraph([("std_group", (0,)), ("abs", (0,)), ("sigmoid", (5,)),
+                         ("mul", (0, 6)), ("div", (7, 4))])  # as good, one node more
+    smaller = LayerGraph([("std_group", (0,)), ("div", (0, 4))])  # worse
+    rows = [record(0, best, scores=(0.99, 0.99)), record(1, twin, scores=(0.99, 0.99)),
+            record(2, smaller, scores=(0.9, 0.9)), record(3, larger, scores=(0.99, 0.99))]
+    rows += [record(n, random_graph(random.Random(n), "S", 3), scores=(0.2, 0.2))
+             for n in range(4, 16)]
+    seen = {child.structural_hash() for child in neighbourhood(best, "S")}
+    for depth, parents in ((0, []), (3, [1, 3])):
+        strategy = EvolutionStrategy(memetic(islands=1, migration_rate=0.0, scan_after=10,
+                                             scan_elites=1, neutral_drift=False,
+                                             scan_depth=depth))
+        for row in rows:
+            strategy.tell(row)
+        exhausted = set(seen)
+        scanned = []
+        while (proposal := strategy.ask(random.Random(0), exhausted)).move == SCAN:
+            if not scanned or scanned[-1] != proposal.parent.number:
+                scanned.append(proposal.parent.number)
+            exhausted.add(proposal.graph.structural_hash())
+        # Without depth the stall goes back to evolution once the best is exhausted; with
+        # it the scan walks the next best (the twin, then the larger layer: the 3 best),
+        # never the worse one beyond the depth.
+        assert scanned == parents
+        assert proposal.move in ALL_MOVES
+
+
 def test_a_lagging_stalled_island_restarts_from_fresh_layers() -> None:
     strategy = EvolutionStrategy(memetic(population=4, islands=2, elites=0, scan_after=0,
                                          migration_rate=0.0, island_restart=3))

@@ -68,6 +68,7 @@ _SETTINGS = {
     "scan_elites": "scan_elites",
     "scan_limit": "scan_limit",
     "scan_sizes": "scan_sizes",
+    "scan_depth": "scan_depth",
     "scan_macros": "scan_macros",
     "adaptive_moves": "adaptive_moves",
     "size_penalty": "size_penalty",
@@ -315,6 +316,11 @@ SEARCH_GROUPS = {
         help="The scan edits the best layer and then the best layer of each smaller "
              "size (PySR keeps its hall of fame per complexity) instead of the "
              f"--scan-elites best. [default: {_DEFAULTS.scan_sizes}]")
+@option("--scan-depth", group="engine", type=int, metavar="LAYERS",
+        help="When every single edit of the layers the scan edits has been tried, the "
+             "scan goes on down the ranking to the best LAYERS distinct layers instead "
+             "of leaving the stall to evolution (0: it leaves it). "
+             f"[default: {_DEFAULTS.scan_depth}]")
 @option("--scan-macros", group="engine", comma_list=True,
         help="Comma-separated multi-node edits the scan also makes, or none: normalize "
              "(centre, standardize or divide a node by a statistic, for one of its reads, "

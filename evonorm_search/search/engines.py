@@ -26,7 +26,9 @@ runs with what it started with whatever the presets become. The settings themsel
 - `memetic-blocks`: memetic-norm whose scan also guards a scale statistic, `max(d, e)`
   with a second estimate `e` of x (the paper's B-layer denominators), and self-gates a
   node, `g * sigmoid(g)` (`--scan-macros normalize,skip,guard,gate`; docs/RESULTS.md,
-  "Guards and gates").
+  "Guards and gates"); when every edit of the layers it scans has been tried, the scan
+  goes on to the next of the 10 best instead of going idle (`--scan-depth 10`;
+  docs/RESULTS.md, "A scan that does not go idle").
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ from typing import Any
 ENGINE_SETTINGS: tuple[str, ...] = (
     "mutations", "num_nodes", "tournament_fraction", "islands", "migration_rate",
     "island_restart", "elites", "neutral_drift", "scan_after", "scan_elites",
-    "scan_limit", "scan_sizes", "scan_macros", "adaptive_moves", "size_penalty", "fitness",
+    "scan_limit", "scan_sizes", "scan_depth", "scan_macros", "adaptive_moves", "size_penalty",
+    "fitness",
 )
 
 _MEMETIC: dict[str, Any] = {
@@ -44,8 +47,8 @@ _MEMETIC: dict[str, Any] = {
                   "graft"),
     "num_nodes": 4, "tournament_fraction": 0.25, "islands": 4, "migration_rate": 0.05,
     "island_restart": 2000, "elites": 2, "neutral_drift": True, "scan_after": 300,
-    "scan_elites": 3, "scan_limit": 0, "scan_sizes": False, "scan_macros": (),
-    "adaptive_moves": 0.5,
+    "scan_elites": 3, "scan_limit": 0, "scan_sizes": False, "scan_depth": 0,
+    "scan_macros": (), "adaptive_moves": 0.5,
     "size_penalty": 1e-4, "fitness": "score",
 }
 ENGINES: dict[str, dict[str, Any]] = {
@@ -53,7 +56,8 @@ ENGINES: dict[str, dict[str, Any]] = {
         "mutations": ("node",), "num_nodes": 10, "tournament_fraction": 0.05, "islands": 1,
         "migration_rate": 0.0, "island_restart": 0, "elites": 0, "neutral_drift": False,
         "scan_after": 0, "scan_elites": 3, "scan_limit": 0, "scan_sizes": False,
-        "scan_macros": (), "adaptive_moves": 0.0, "size_penalty": 0.0, "fitness": "score",
+        "scan_depth": 0, "scan_macros": (), "adaptive_moves": 0.0, "size_penalty": 0.0,
+        "fitness": "score",
     },
     "memetic": _MEMETIC,
     "memetic-log": {**_MEMETIC, "fitness": "log_error", "size_penalty": 0.1,
@@ -62,9 +66,11 @@ ENGINES: dict[str, dict[str, Any]] = {
 # memetic-log with the normalization move and the scan's multi-node edits.
 ENGINES["memetic-norm"] = {**ENGINES["memetic-log"], "scan_macros": ("normalize", "skip"),
                            "mutations": (*_MEMETIC["mutations"], "normalize")}
-# memetic-norm whose scan also guards a scale statistic and gates a node.
+# memetic-norm whose scan also guards a scale statistic and gates a node, and goes on
+# down the hall of fame when the layers it edits are exhausted.
 ENGINES["memetic-blocks"] = {**ENGINES["memetic-norm"],
-                             "scan_macros": ("normalize", "skip", "guard", "gate")}
+                             "scan_macros": ("normalize", "skip", "guard", "gate"),
+                             "scan_depth": 10}
 DEFAULT_ENGINE = "paper"
 
 assert all(set(values) == set(ENGINE_SETTINGS) for values in ENGINES.values())

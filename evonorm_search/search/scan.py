@@ -263,18 +263,25 @@ class LocalScan:
         self._space = space
         self._macros = macros
         self._walks: dict[str, tuple[list[tuple[str, LayerGraph]], list[int]]] = {}
+        # Layers whose every neighbour is in `seen`: since `seen` only grows, they stay
+        # so, and a deep list of layers is walked without rebuilding their neighbourhoods.
+        self._exhausted: set[str] = set()
 
     def next(self, layers: list[LayerGraph], seen: Container[str]) -> tuple[int, LayerGraph] | None:
         for rank, layer in enumerate(layers):
-            neighbours, cursor = self._walk(layer)
+            key = layer.structural_hash()
+            if key in self._exhausted:
+                continue
+            neighbours, cursor = self._walk(layer, key)
             while cursor[0] < len(neighbours) and neighbours[cursor[0]][0] in seen:
                 cursor[0] += 1
             if cursor[0] < len(neighbours):
                 return rank, neighbours[cursor[0]][1]
+            self._exhausted.add(key)
+            del self._walks[key]
         return None
 
-    def _walk(self, layer: LayerGraph) -> tuple[list[tuple[str, LayerGraph]], list[int]]:
-        key = layer.structural_hash()
+    def _walk(self, layer: LayerGraph, key: str) -> tuple[list[tuple[str, LayerGraph]], list[int]]:
         walk = self._walks.get(key)
         if walk is None:
             if len(self._walks) >= CACHED_NEIGHBOURHOODS:

@@ -177,7 +177,8 @@ class EvolutionStrategy:
     gets it (one island per share of the executor's slots); if the search's best has
     stalled for `scan_after` evaluations, the local scan proposes an unseen single edit
     of the best distinct layers (the hall of fame; with `scan_sizes`, the best and the
-    best of each smaller size), at most `scan_limit` per stall; if the island lags behind the best
+    best of each smaller size; once those are exhausted, the next of the `scan_depth`
+    best), at most `scan_limit` per stall; if the island lags behind the best
     and has stalled for `island_restart` of its evaluations, it restarts from a fresh
     layer; until it is full, it gets fresh layers; otherwise a parent is drawn by
     multi-objective tournament over its aging members plus its `elites` best (or, with
@@ -352,18 +353,23 @@ class EvolutionStrategy:
         return Proposal(child, parent, move, label)
 
     def _scanned(self) -> list[int]:
-        """The layers the scan edits: the `scan_elites` best distinct ones or, with
-        `scan_sizes`, the best one and then the best of each smaller size, by rank."""
+        """The layers the scan edits, in the order it edits them: the `scan_elites` best
+        distinct ones or, with `scan_sizes`, the best one and then the best of each
+        smaller size, by rank; then the rest of the `scan_depth` best, which the scan
+        reaches only once every neighbour of the layers before them is stored."""
         count = self._config.scan_elites
         if not self._config.scan_sizes:
-            return self._hall.top(count)
-        best = self._hall.top(1)
-        if not best:
-            return []
-        size = self._sizes[best[0]]
-        heads = [ranking.top(1)[0] for s, ranking in self._by_size.items() if s < size]
-        heads.sort(key=self._hall.key)
-        return [*best, *heads[: count - 1]]
+            first = self._hall.top(count)
+        else:
+            best = self._hall.top(1)
+            if not best:
+                return []
+            size = self._sizes[best[0]]
+            heads = [ranking.top(1)[0] for s, ranking in self._by_size.items() if s < size]
+            heads.sort(key=self._hall.key)
+            first = [*best, *heads[: count - 1]]
+        chosen = set(first)
+        return [*first, *(i for i in self._hall.top(self._config.scan_depth) if i not in chosen)]
 
     def _scan_due(self) -> bool:
         """The search's best has stalled for `scan_after` evaluations and the scan has
