@@ -36,7 +36,10 @@ Transformer norms (space T, proxies vit and charlm with their own training defau
 AdamW at width 64, depth 4, 600 steps; charlm on the pinned stdlib corpus or --corpus):
     python benchmarks/evolution_vs_random.py --db bench_t.db --space T --proxies vit,charlm \
         --init known --cpu-seconds 900 --reevaluate 2 --eval-batches 0 --seeds 0 \
-        --rerank-top 2 --rerank-seeds 3 --baselines layernorm,rmsnorm,dyt --executor inline
+        --rerank-top 2 --rerank-new 1 --rerank-seeds 3 --baselines layernorm,rmsnorm,dyt \
+        --executor inline
+(the known layers fill the front there, so `--rerank-new 1` adds each arm's best layer
+that is not a known one)
 
 Run it (tens of minutes on a 2-core machine with the defaults; measured times in docs/RESULTS.md):
     python benchmarks/evolution_vs_random.py --db bench_evo_vs_random.db
@@ -132,6 +135,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--reevaluate", type=int, default=1, help="see `evonorm search --reevaluate`")
     parser.add_argument("--rerank-top", type=int, default=0,
                         help="retrain each arm's best K layers on the test split (0: skip)")
+    parser.add_argument("--rerank-new", type=int, default=0,
+                        help="with --rerank-top: also retrain each arm's best K trained layers "
+                             "that are not known layers (where the known layers fill the front)")
     parser.add_argument("--rerank-seeds", type=int, default=5)
     parser.add_argument("--rerank-seed-base", type=int, default=10_000,
                         help="another base draws another set of fresh seeds (a confirmation)")
@@ -268,6 +274,15 @@ def run_search(store: SearchStore, name: str, config: SearchConfig, evaluator: A
                      stop_when=lambda _done: metered.spent >= cpu_seconds).run()
 
 
+NEW_KEPT = 10  # best non-known layers kept per search for `--rerank-new`
+
+
+def member_summary(candidate: CandidateRecord) -> dict[str, Any]:
+    return {"id": candidate.id, "accuracies": candidate.accuracies,
+            "standard_errors": candidate.standard_errors, "seeds": candidate.seed_count,
+            "graph_json": candidate.graph_json, "hash": candidate.structural_hash}
+
+
 def summarize(candidates: list[CandidateRecord], config: SearchConfig) -> dict[str, Any]:
     proxies = config.proxies
     series = progress_series(candidates, proxies, config.population)
@@ -290,9 +305,12 @@ def summarize(candidates: list[CandidateRecord], config: SearchConfig) -> dict[s
         "best_mean": max(
             (statistics.fmean(c.accuracies[p] for p in proxies) for c in done), default=float("nan")
         ),
-        "front": [{"id": c.id, "accuracies": c.accuracies, "standard_errors": c.standard_errors,
-                   "seeds": c.seed_count, "graph_json": c.graph_json,
-                   "hash": c.structural_hash} for c in front],
+        "front": [member_summary(c) for c in front],
+        # The best trained layers that are not known ones: where the known layers fill the
+        # front (space T), these are what the search itself found (`--rerank-new`).
+        "best_new": [member_summary(c) for c in sorted(
+            (c for c in done if known_name(c.structural_hash) is None),
+            key=lambda c: -statistics.fmean(c.accuracies[p] for p in proxies))[:NEW_KEPT]],
         "stopped": sum(c.status == "stopped" for c in candidates),
         "rejected": sum(c.status == "rejected" for c in candidates),
     }
@@ -361,11 +379,12 @@ def interval(values: list[float]) -> tuple[float, float]:
 
 
 def best_layers(results: dict[str, dict[str, Any]], arm: str, seeds: list[int], top: int,
-                proxies: tuple[str, ...]) -> list[dict[str, Any]]:
-    """The arm's best `top` distinct layers over its searches' fronts, by mean validation
+                proxies: tuple[str, ...], pool: str = "front") -> list[dict[str, Any]]:
+    """The arm's best `top` distinct layers over its searches' fronts (`pool` "front") or
+    over their best layers that are not known ones ("best_new"), by mean validation
     accuracy over the proxies (each a mean over its seeds)."""
     pooled = [dict(member, search=f"{arm}-s{s}") for s in seeds
-              for member in results[f"{arm}-s{s}"]["front"]]
+              for member in results[f"{arm}-s{s}"][pool]]
     pooled.sort(key=lambda m: -statistics.fmean(m["accuracies"][p] for p in proxies))
     chosen: list[dict[str, Any]] = []
     for member in pooled:
@@ -387,7 +406,10 @@ def rerank_arms(args: argparse.Namespace, results: dict[str, dict[str, Any]], se
         entries[graph.structural_hash()] = {"label": name, "arm": "known",
                                             "graph_json": graph.to_json(), "validation": None}
     for arm in arm_names(args):
-        for member in best_layers(results, arm, seeds, args.rerank_top, proxies):
+        chosen = best_layers(results, arm, seeds, args.rerank_top, proxies)
+        if args.rerank_new:
+            chosen += best_layers(results, arm, seeds, args.rerank_new, proxies, "best_new")
+        for member in chosen:
             entry = entries.setdefault(member["hash"], {
                 "label": f"{member['search']} #{member['id']}", "arm": arm,
                 "graph_json": member["graph_json"], "validation": member["accuracies"]})

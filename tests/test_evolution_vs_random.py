@@ -26,3 +26,35 @@ def test_the_memetic_arm_differs_from_evolution_only_in_its_engine(tmp_path: Pat
     differing = {key for key in evo if evo[key] != memetic[key]}
     assert differing <= {"engine", *ENGINES["memetic"]}, differing
     assert evo["seed"] == memetic["seed"] and evo["init"] == memetic["init"]
+
+
+def test_rerank_new_takes_the_best_layers_that_are_not_known_ones() -> None:
+    """In space T the known layers fill the front; `--rerank-new` re-ranks what the search
+    itself found: its best trained layers that are not known layers, by mean accuracy."""
+    from datetime import datetime
+
+    from db.store import CandidateRecord
+    from evonorm_search.config import new_search_config
+    from evonorm_search.graph import LayerGraph
+    from evonorm_search.known import get_known
+
+    found = [LayerGraph([("abs", (0,)), ("log", (4,)), ("tanh", (5,))]),  # tanh(log(abs(x)))
+             LayerGraph([("tanh", (0,))]), LayerGraph([("sigmoid", (0,))])]
+    layers = [(get_known("layernorm"), 0.50), (get_known("rmsnorm"), 0.49),
+              (found[0], 0.44), (found[1], 0.30), (found[2], 0.40)]
+    now = datetime(2026, 1, 1)
+    records = [CandidateRecord(
+        id=i + 1, search_id=1, number=i, parent_id=None, graph_json=graph.to_json(),
+        structural_hash=graph.structural_hash(), fingerprint=str(i), status="done", stage=None,
+        reason=None, seed=i, attempts=1, duplicate_of=None,
+        accuracies={"vit": score, "charlm": score}, seconds={}, steps={}, created_at=now,
+        started_at=now, finished_at=now, seed_count=1) for i, (graph, score) in enumerate(layers)]
+    config = new_search_config({"space": "T", "proxies": ("vit", "charlm"), "population": 2})
+    summary = BENCHMARK.summarize(records, config)
+    assert [m["id"] for m in summary["front"]] == [1]  # LayerNorm dominates everything
+    assert [m["id"] for m in summary["best_new"]] == [3, 5, 4]
+    results = {"evo-s0": summary}
+    proxies = config.proxies
+    assert [m["id"] for m in BENCHMARK.best_layers(results, "evo", [0], 2, proxies)] == [1]
+    assert [m["id"] for m in BENCHMARK.best_layers(results, "evo", [0], 2, proxies,
+                                                   "best_new")] == [3, 5]
