@@ -89,6 +89,10 @@ class SearchConfig:
     # When every neighbour of those is stored, the scan goes on down the hall of fame to
     # its `scan_depth` best distinct layers instead of going idle (0: it goes idle).
     scan_depth: int = 0
+    # Down the ranking (`scan_depth`) the scan takes the best of each larger size that
+    # scores above the best, then one layer per score, and tries all their macro edits
+    # before any single edit, the best of a layer's winning.
+    scan_sweep: bool = False
     # Multi-node edit families the scan also makes (evonorm_search.search.scan.MACROS).
     scan_macros: tuple[str, ...] = ()
     adaptive_moves: float = 0.0  # strength of move-weight adaptation (0: fixed, uniform)
@@ -187,9 +191,13 @@ class SearchConfig:
             check_macros(self.scan_macros)
         except ValueError as error:
             raise ConfigError(f"{error} (--scan-macros; none: no macro edits)") from None
-        for name in ("neutral_drift", "scan_sizes"):
+        for name in ("neutral_drift", "scan_sizes", "scan_sweep"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.scan_sweep and not (self.scan_after and self.scan_depth and self.scan_macros):
+            raise ConfigError("scan_sweep sweeps the macro edits of the layers the scan reaches "
+                              "down the ranking: it needs --scan-after, --scan-depth and "
+                              "--scan-macros (or --no-scan-sweep)")
         if not 0.0 <= self.adaptive_moves <= MAX_ADAPTIVE_MOVES:
             raise ConfigError(f"adaptive_moves must be a strength in [0, {MAX_ADAPTIVE_MOVES}] "
                               f"(0: fixed uniform move weights), got {self.adaptive_moves}")

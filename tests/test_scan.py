@@ -7,7 +7,9 @@ import pytest
 from evonorm_search.graph import LayerGraph
 from evonorm_search.known import KNOWN_LAYERS, get_known
 from evonorm_search.search.moves import is_valid
-from evonorm_search.search.scan import MACROS, LocalScan, check_macros, neighbourhood
+from evonorm_search.search.scan import (
+    MACROS, LocalScan, check_macros, macro_neighbourhood, neighbourhood,
+)
 from primitives import SPACES
 
 X, ZERO, V0, V1 = 0, 1, 2, 3
@@ -66,6 +68,22 @@ def test_the_scan_walks_each_layer_once_in_a_fixed_order() -> None:
     assert again.next([s1, s0], stored) == (first_pass[300][0],
                                              next(g for g in neighbourhood(s1, "S") + neighbourhood(s0, "S")
                                                   if g.structural_hash() == first_pass[300][1]))
+
+
+def test_a_sweep_walks_the_macro_edits_of_a_layer_once() -> None:
+    s0, macros = get_known("evonorm_s0"), tuple(MACROS)
+    swept = {g.structural_hash() for g in macro_neighbourhood(s0, "S", macros)}
+    every = {g.structural_hash() for g in neighbourhood(s0, "S", macros)}
+    singles = {g.structural_hash() for g in neighbourhood(s0, "S")}
+    # The macro edits: what the families add to the single edits, and the few single
+    # edits a family also makes (a gate of the output is a root-wrap's too).
+    assert every - singles <= swept <= every and len(swept) > 100
+    scan, seen = LocalScan("S", macros), set()
+    while (child := scan.sweep(s0, seen)) is not None:
+        assert child.structural_hash() not in seen
+        seen.add(child.structural_hash())
+    assert seen == swept
+    assert LocalScan("S", macros).sweep(s0, seen) is None  # a function of what is stored
 
 
 def test_macro_edits_normalize_a_node_and_wrap_with_a_learned_skip() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -128,7 +129,7 @@ def test_random_strategy_never_has_a_parent_and_known_layers_come_first() -> Non
 from evonorm_search.graph import Node  # noqa: E402
 from evonorm_search.known import get_known  # noqa: E402
 from evonorm_search.search.moves import MUTATIONS, adaptive_weights  # noqa: E402
-from evonorm_search.search.strategies import RESTART, SCAN  # noqa: E402
+from evonorm_search.search.strategies import RESTART, SCAN, SWEEP  # noqa: E402
 
 ALL_MOVES = tuple(MUTATIONS)
 
@@ -369,6 +370,80 @@ def test_with_scan_depth_an_exhausted_scan_goes_on_down_the_ranking() -> None:
         # never the worse one beyond the depth.
         assert scanned == parents
         assert proposal.move in ALL_MOVES
+
+
+def test_with_scan_sweep_the_layers_reached_deep_have_all_their_macro_edits_tried() -> None:
+    from evonorm_search.search.scan import macro_neighbourhood, neighbourhood
+
+    macros = ("normalize", "gate")
+    best = LayerGraph([("std_group", (0,)), ("sigmoid", (0,)), ("mul", (0, 5)),
+                       ("div", (6, 4))])
+    twin = LayerGraph([("std_group", (0,)), ("tanh", (0,)), ("mul", (0, 5)),
+                       ("div", (6, 4))])  # as good, as large: a variant of the best
+    second = LayerGraph([("std_group", (0,)), ("div", (0, 4)), ("tanh", (5,))])
+    third = LayerGraph([("rms_group", (0,)), ("div", (0, 4)), ("abs", (5,))])
+    # Scores above the best, but its 9 nodes rank it below the second (penalty 1e-4).
+    larger = LayerGraph([("std_group", (0,)), ("div", (0, 4)), ("tanh", (5,)),
+                         ("sigmoid", (5,)), ("mul", (6, 7)), ("abs", (8,)), ("add", (9, 5)),
+                         ("sigmoid", (10,)), ("tanh", (11,))])
+    rows = [record(0, best, scores=(0.99, 0.99)), record(1, twin, scores=(0.99, 0.99)),
+            record(2, second, scores=(0.9895, 0.9895)), record(3, third, scores=(0.989, 0.989)),
+            record(4, larger, scores=(0.99001, 0.99001))]
+    rows += [record(n, random_graph(random.Random(n), "S", 3), scores=(0.2, 0.2))
+             for n in range(5, 16)]
+    exhausted = {child.structural_hash() for child in neighbourhood(best, "S", macros)}
+
+    def macro_edits(layer: LayerGraph) -> set[str]:
+        return {child.structural_hash() for child in macro_neighbourhood(layer, "S", macros)}
+
+    assert len(macro_edits(second)) > 10
+
+    def engine(on: bool, told: list) -> EvolutionStrategy:
+        strategy = EvolutionStrategy(memetic(
+            islands=1, migration_rate=0.0, scan_after=10, scan_elites=1, neutral_drift=False,
+            scan_depth=4, scan_macros=macros, scan_sweep=on))
+        for row in told:
+            strategy.tell(row)
+        return strategy
+
+    # Without the sweep the scan goes on to the twin (the next distinct structure) and
+    # walks its single and macro edits in one shuffled order.
+    plain = engine(False, rows)
+    proposal = plain.ask(random.Random(0), exhausted)
+    assert proposal.move == SCAN and proposal.parent.number == 1
+    # With it, the layers down the ranking are the best of each larger size that scores
+    # above the best, then one per score (the twin is skipped); every macro edit of
+    # each comes first, in that order, then their single edits.
+    strategy, stored, told, parents = engine(True, rows), set(exhausted), list(rows), []
+    number = 16
+    while (proposal := strategy.ask(random.Random(number), stored)).move == SWEEP:
+        assert proposal.graph.structural_hash() not in stored
+        parents.append(proposal.parent.number)
+        row = record(number, proposal.graph, scores=(0.5, 0.5), move=SWEEP,
+                     parent_id=proposal.parent.id)
+        told.append(row)
+        strategy.tell(row)
+        stored.add(proposal.graph.structural_hash())
+        number += 1
+        if number == 20:  # resumed mid-sweep, it proposes the same
+            assert engine(True, told).ask(random.Random(number), stored) == \
+                strategy.ask(random.Random(number), stored)
+    assert stored == exhausted | macro_edits(larger) | macro_edits(second) | macro_edits(third)
+    order = [number for number, _ in itertools.groupby(parents)]
+    assert order == [4, 2, 3]
+    assert proposal.move == SCAN and proposal.parent.number == 4
+    # An improving macro edit does not end the sweep (the best of them wins); then the
+    # scan goes on from the best, the improvement.
+    strategy, stored, number = engine(True, rows), set(exhausted), 16
+    while (proposal := strategy.ask(random.Random(number), stored)).move == SWEEP:
+        assert proposal.parent.number == 4
+        score = 0.995 if number == 18 else 0.5
+        strategy.tell(record(number, proposal.graph, scores=(score, score), move=SWEEP,
+                             parent_id=proposal.parent.id))
+        stored.add(proposal.graph.structural_hash())
+        number += 1
+    assert stored == exhausted | macro_edits(larger)
+    assert proposal.move == SCAN and proposal.parent.number == 18
 
 
 def test_a_lagging_stalled_island_restarts_from_fresh_layers() -> None:

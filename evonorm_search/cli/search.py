@@ -69,6 +69,7 @@ _SETTINGS = {
     "scan_limit": "scan_limit",
     "scan_sizes": "scan_sizes",
     "scan_depth": "scan_depth",
+    "scan_sweep": "scan_sweep",
     "scan_macros": "scan_macros",
     "adaptive_moves": "adaptive_moves",
     "size_penalty": "size_penalty",
@@ -321,6 +322,13 @@ SEARCH_GROUPS = {
              "scan goes on down the ranking to the best LAYERS distinct layers instead "
              "of leaving the stall to evolution (0: it leaves it). "
              f"[default: {_DEFAULTS.scan_depth}]")
+@option("--scan-sweep/--no-scan-sweep", group="engine", default=None,
+        help="Down the ranking (--scan-depth) the scan takes the best layer of each "
+             "larger size that scores above the best (the size penalty hides them), then "
+             "one layer per score, and tries every --scan-macros edit of each before "
+             "their single edits; a layer's edits all go out whatever improves meanwhile, "
+             "so the best of them wins instead of the first improving one. "
+             f"[default: {_DEFAULTS.scan_sweep}]")
 @option("--scan-macros", group="engine", comma_list=True,
         help="Comma-separated multi-node edits the scan also makes, or none: normalize "
              "(centre, standardize or divide a node by a statistic, for one of its reads, "

@@ -28,7 +28,10 @@ runs with what it started with whatever the presets become. The settings themsel
   node, `g * sigmoid(g)` (`--scan-macros normalize,skip,guard,gate`; docs/RESULTS.md,
   "Guards and gates"); when every edit of the layers it scans has been tried, the scan
   goes on to the next of the 10 best instead of going idle (`--scan-depth 10`;
-  docs/RESULTS.md, "A scan that does not go idle").
+  docs/RESULTS.md, "A scan that does not go idle"), taking there the best of each
+  larger size that scores above the best, then one layer per score, and trying all
+  their macro edits first, the best of each layer's winning (`--scan-sweep`;
+  docs/RESULTS.md, "A sweep where the scan goes deep").
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from typing import Any
 ENGINE_SETTINGS: tuple[str, ...] = (
     "mutations", "num_nodes", "tournament_fraction", "islands", "migration_rate",
     "island_restart", "elites", "neutral_drift", "scan_after", "scan_elites",
-    "scan_limit", "scan_sizes", "scan_depth", "scan_macros", "adaptive_moves", "size_penalty",
+    "scan_limit", "scan_sizes", "scan_depth", "scan_sweep", "scan_macros", "adaptive_moves", "size_penalty",
     "fitness",
 )
 
@@ -48,7 +51,7 @@ _MEMETIC: dict[str, Any] = {
     "num_nodes": 4, "tournament_fraction": 0.25, "islands": 4, "migration_rate": 0.05,
     "island_restart": 2000, "elites": 2, "neutral_drift": True, "scan_after": 300,
     "scan_elites": 3, "scan_limit": 0, "scan_sizes": False, "scan_depth": 0,
-    "scan_macros": (), "adaptive_moves": 0.5,
+    "scan_sweep": False, "scan_macros": (), "adaptive_moves": 0.5,
     "size_penalty": 1e-4, "fitness": "score",
 }
 ENGINES: dict[str, dict[str, Any]] = {
@@ -56,7 +59,7 @@ ENGINES: dict[str, dict[str, Any]] = {
         "mutations": ("node",), "num_nodes": 10, "tournament_fraction": 0.05, "islands": 1,
         "migration_rate": 0.0, "island_restart": 0, "elites": 0, "neutral_drift": False,
         "scan_after": 0, "scan_elites": 3, "scan_limit": 0, "scan_sizes": False,
-        "scan_depth": 0, "scan_macros": (), "adaptive_moves": 0.0, "size_penalty": 0.0,
+        "scan_depth": 0, "scan_sweep": False, "scan_macros": (), "adaptive_moves": 0.0, "size_penalty": 0.0,
         "fitness": "score",
     },
     "memetic": _MEMETIC,
@@ -67,10 +70,11 @@ ENGINES: dict[str, dict[str, Any]] = {
 ENGINES["memetic-norm"] = {**ENGINES["memetic-log"], "scan_macros": ("normalize", "skip"),
                            "mutations": (*_MEMETIC["mutations"], "normalize")}
 # memetic-norm whose scan also guards a scale statistic and gates a node, and goes on
-# down the hall of fame when the layers it edits are exhausted.
+# down the hall of fame when the layers it edits are exhausted, sweeping the macro edits
+# of each layer it reaches there.
 ENGINES["memetic-blocks"] = {**ENGINES["memetic-norm"],
                              "scan_macros": ("normalize", "skip", "guard", "gate"),
-                             "scan_depth": 10}
+                             "scan_depth": 10, "scan_sweep": True}
 DEFAULT_ENGINE = "paper"
 
 assert all(set(values) == set(ENGINE_SETTINGS) for values in ENGINES.values())

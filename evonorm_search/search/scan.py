@@ -232,11 +232,25 @@ def neighbourhood(graph: LayerGraph, space: str,
     of each of the `macros` families away), one per structure, `graph` itself excluded;
     in generation order."""
     pruned = graph.pruned()
+    ops = op_names(space)
+    edits = itertools.chain(_edits(pruned, ops), *(MACROS[name](pruned, ops) for name in macros))
+    return _children(pruned, edits, space)
+
+
+def macro_neighbourhood(graph: LayerGraph, space: str,
+                        macros: tuple[str, ...]) -> list[LayerGraph]:
+    """The layers of `neighbourhood` that one edit of the `macros` families makes (some
+    may also be single edits), in generation order."""
+    pruned = graph.pruned()
+    ops = op_names(space)
+    return _children(pruned, itertools.chain(*(MACROS[name](pruned, ops) for name in macros)),
+                     space)
+
+
+def _children(pruned: LayerGraph, edits: Iterator[list[Node]], space: str) -> list[LayerGraph]:
+    """The valid layers of `space` the node lists make, one per structure, not `pruned`."""
     seen = {pruned.structural_hash()}
     found = []
-    ops = op_names(space)
-    edits = _edits(pruned, ops)
-    edits = itertools.chain(edits, *(MACROS[name](pruned, ops) for name in macros))
     for nodes in edits:
         try:
             child = LayerGraph(nodes)
@@ -256,38 +270,49 @@ class LocalScan:
     `next(layers, seen)` returns (the index in `layers` of the layer edited, the child) or
     None when every neighbour of every layer is in `seen`. A cursor per layer only moves
     past neighbours in `seen`, which only grows, so the answer is a function of `layers`
-    and `seen`, whatever was asked before.
+    and `seen`, whatever was asked before. `sweep(layer, seen)` does the same over one
+    layer's macro edits only (the strategy's sweep: all of them, best improvement).
     """
 
     def __init__(self, space: str, macros: tuple[str, ...] = ()) -> None:
         self._space = space
         self._macros = macros
-        self._walks: dict[str, tuple[list[tuple[str, LayerGraph]], list[int]]] = {}
-        # Layers whose every neighbour is in `seen`: since `seen` only grows, they stay
-        # so, and a deep list of layers is walked without rebuilding their neighbourhoods.
-        self._exhausted: set[str] = set()
+        self._walks: dict[tuple[str, bool], tuple[list[tuple[str, LayerGraph]], list[int]]] = {}
+        # (layer, macros only) whose every neighbour is in `seen`: since `seen` only
+        # grows, they stay so, and a deep list of layers (or a finished sweep, asked
+        # again) costs no rebuilt neighbourhood.
+        self._exhausted: set[tuple[str, bool]] = set()
 
     def next(self, layers: list[LayerGraph], seen: Container[str]) -> tuple[int, LayerGraph] | None:
         for rank, layer in enumerate(layers):
-            key = layer.structural_hash()
-            if key in self._exhausted:
-                continue
-            neighbours, cursor = self._walk(layer, key)
-            while cursor[0] < len(neighbours) and neighbours[cursor[0]][0] in seen:
-                cursor[0] += 1
-            if cursor[0] < len(neighbours):
-                return rank, neighbours[cursor[0]][1]
-            self._exhausted.add(key)
-            del self._walks[key]
+            child = self._unseen(layer, layer.structural_hash(), False, seen)
+            if child is not None:
+                return rank, child
         return None
 
-    def _walk(self, layer: LayerGraph, key: str) -> tuple[list[tuple[str, LayerGraph]], list[int]]:
-        walk = self._walks.get(key)
+    def sweep(self, layer: LayerGraph, seen: Container[str]) -> LayerGraph | None:
+        """An unseen macro edit of `layer`, or None when all of them are in `seen`."""
+        return self._unseen(layer, layer.structural_hash(), True, seen)
+
+    def _unseen(self, layer: LayerGraph, key: str, macros_only: bool,
+                seen: Container[str]) -> LayerGraph | None:
+        walk_key = (key, macros_only)
+        if walk_key in self._exhausted:
+            return None
+        walk = self._walks.get(walk_key)
         if walk is None:
             if len(self._walks) >= CACHED_NEIGHBOURHOODS:
                 del self._walks[next(iter(self._walks))]
-            neighbours = [(child.structural_hash(), child)
-                          for child in neighbourhood(layer, self._space, self._macros)]
+            children = (macro_neighbourhood(layer, self._space, self._macros) if macros_only
+                        else neighbourhood(layer, self._space, self._macros))
+            neighbours = [(child.structural_hash(), child) for child in children]
             random.Random(key).shuffle(neighbours)
-            walk = self._walks[key] = (neighbours, [0])
-        return walk
+            walk = self._walks[walk_key] = (neighbours, [0])
+        neighbours, cursor = walk
+        while cursor[0] < len(neighbours) and neighbours[cursor[0]][0] in seen:
+            cursor[0] += 1
+        if cursor[0] < len(neighbours):
+            return neighbours[cursor[0]][1]
+        del self._walks[walk_key]
+        self._exhausted.add(walk_key)
+        return None

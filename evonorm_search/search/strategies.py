@@ -24,6 +24,7 @@ exactly.
 from __future__ import annotations
 
 import bisect
+import itertools
 import random
 from collections.abc import Container, Sequence
 from dataclasses import dataclass, replace
@@ -146,8 +147,12 @@ class RandomStrategy:
 # Moves that are not mutation operators (stored in `candidates.move`).
 RESTART = "restart"  # the first fresh layer of a restarted island
 SCAN = "scan"  # a single edit of an elite, proposed by the local scan
+SWEEP = "sweep"  # a macro edit of a layer the scan reached down the ranking (`scan_sweep`)
 # The latest finished children whose outcomes credit their moves (adaptive weights).
 CREDIT_WINDOW = 1000
+# With `scan_sweep`, the deep layers are looked for among this many times `scan_depth`
+# best (each score once): a bound on the walk, far beyond what the ranking needs.
+DEEP_WINDOW = 50
 UNFINISHED = ("pending", "running")
 
 
@@ -178,7 +183,11 @@ class EvolutionStrategy:
     stalled for `scan_after` evaluations, the local scan proposes an unseen single edit
     of the best distinct layers (the hall of fame; with `scan_sizes`, the best and the
     best of each smaller size; once those are exhausted, the next of the `scan_depth`
-    best), at most `scan_limit` per stall; if the island lags behind the best
+    best), at most `scan_limit` per stall; with `scan_sweep`, the layers down the ranking
+    are the best of each larger size that scores above the best, then one per score
+    (scores without the size penalty), and each has every one of its macro edits
+    proposed, whatever improves meanwhile, so the best of them wins (best improvement),
+    before the scan tries their single edits; if the island lags behind the best
     and has stalled for `island_restart` of its evaluations, it restarts from a fresh
     layer; until it is full, it gets fresh layers; otherwise a parent is drawn by
     multi-objective tournament over its aging members plus its `elites` best (or, with
@@ -219,10 +228,12 @@ class EvolutionStrategy:
         count, size = self._config.islands, self._config.population
         self._islands = [Island(i, size // count + (i < size % count)) for i in range(count)]
         self._fitness: dict[int, float] = {}  # done id -> scalar fitness
+        self._raw_scores: dict[int, int] = {}  # done id -> quantized fitness without the penalty
         self._hall = Ranking()  # every done member: the hall of fame is its top
         self._by_size: dict[int, Ranking] = {}  # the same, per live node count
         self._clock = StallClock()  # the search's
         self._scans: list[int] = []  # numbers of the scan's proposals, sorted
+        self._sweep: tuple[int, int] | None = None  # the latest sweep proposal: number, parent id
         # Finished children of moves, by number, with whether each improved on its parent;
         # `_credit` counts (children, improved) per move over the latest CREDIT_WINDOW.
         self._children: list[tuple[int, str, bool]] = []
@@ -266,8 +277,10 @@ class EvolutionStrategy:
             if record.move == RESTART and record.number > island.start:
                 island.start = record.number
                 island.reset()
-            if record.move == SCAN:
+            if record.move in (SCAN, SWEEP):
                 bisect.insort(self._scans, record.number)
+            if record.move == SWEEP and (self._sweep is None or record.number > self._sweep[0]):
+                self._sweep = (record.number, record.parent_id)
             if counts_toward_budget(record):
                 self._clock.evaluated(record.number)
                 if record.number >= island.start:
@@ -279,6 +292,8 @@ class EvolutionStrategy:
         score = None
         if record.status == "done":
             self._fitness[record.id] = self._scalar(record)
+            self._raw_scores[record.id] = self._quantized(
+                self._fitness_scale.scalar(self._scores(record), 0))
             score = self._quantized(self._fitness[record.id])
         finished_now = record.status not in UNFINISHED and (
             previous is None or previous.status in UNFINISHED)
@@ -328,9 +343,26 @@ class EvolutionStrategy:
         config = self._config
         island = min(self._islands, key=lambda i: (len(i.unfinished), i.rows, i.index))
         label = island.index if len(self._islands) > 1 else None
+        swept = self._open_sweep(seen)
+        if swept is not None:
+            return replace(swept, island=label)
         if self._scan_due():
-            elites = [self._records[i] for i in self._scanned()]
-            found = self._scan.next([self._graph(e) for e in elites], seen)
+            scanned, first = self._scanned()
+            elites = [self._records[i] for i in scanned]
+            layers = [self._graph(e) for e in elites]
+            if config.scan_sweep:
+                found = self._scan.next(layers[:first], seen)
+                if found is None:
+                    # Down the ranking, the first improving edit is often a partial one
+                    # (docs/RESULTS.md, "A sweep where the scan goes deep"): every macro
+                    # edit of each layer there, in rank order, before any single edit.
+                    for rank in range(first, len(layers)):
+                        macro = self._scan.sweep(layers[rank], seen)
+                        if macro is not None:
+                            return Proposal(macro, elites[rank], SWEEP, label)
+                    found = self._scan.next(layers, seen)
+            else:
+                found = self._scan.next(layers, seen)
             if found is not None:
                 rank, child = found
                 return Proposal(child, elites[rank], SCAN, label)
@@ -352,10 +384,20 @@ class EvolutionStrategy:
                                  weights, donor)
         return Proposal(child, parent, move, label)
 
-    def _scanned(self) -> list[int]:
-        """The layers the scan edits, in the order it edits them: the `scan_elites` best
-        distinct ones or, with `scan_sizes`, the best one and then the best of each
-        smaller size, by rank; then the rest of the `scan_depth` best, which the scan
+    def _open_sweep(self, seen: Container[str]) -> Proposal | None:
+        """The next macro edit of the layer the latest sweep proposal came from, until
+        all of them are stored (a function of the records: resume sweeps on)."""
+        if self._sweep is None or self._sweep[1] not in self._records:
+            return None
+        parent = self._records[self._sweep[1]]
+        macro = self._scan.sweep(self._graph(parent), seen)
+        return None if macro is None else Proposal(macro, parent, SWEEP)
+
+    def _scanned(self) -> tuple[list[int], int]:
+        """The layers the scan edits, in the order it edits them, and how many come
+        first: the `scan_elites` best distinct ones or, with `scan_sizes`, the best one
+        and then the best of each smaller size, by rank; then the rest of the
+        `scan_depth` best (with `scan_sweep`, those `_deep` picks), which the scan
         reaches only once every neighbour of the layers before them is stored."""
         count = self._config.scan_elites
         if not self._config.scan_sizes:
@@ -363,13 +405,42 @@ class EvolutionStrategy:
         else:
             best = self._hall.top(1)
             if not best:
-                return []
+                return [], 0
             size = self._sizes[best[0]]
             heads = [ranking.top(1)[0] for s, ranking in self._by_size.items() if s < size]
             heads.sort(key=self._hall.key)
             first = [*best, *heads[: count - 1]]
-        chosen = set(first)
-        return [*first, *(i for i in self._hall.top(self._config.scan_depth) if i not in chosen)]
+        depth = self._config.scan_depth
+        if not self._config.scan_sweep:
+            chosen = set(first)
+            return [*first, *(i for i in self._hall.top(depth) if i not in chosen)], len(first)
+        return [*first, *self._deep(first, depth)], len(first)
+
+    def _deep(self, first: list[int], depth: int) -> list[int]:
+        """With `scan_sweep`, the layers after `first` (best first) up to `depth` in all:
+        the best layer of each larger size that scores above the best (PySR keeps its
+        hall of fame per complexity): the size penalty ranks a stall's small variants
+        above them, and they are where the scan has not been; then one layer per score,
+        down the ranking: below a stall it fills with near-equivalent variants of it
+        (`v0 + v0` for `v0`, an rms of an rms), whose edits are its own. Scores here
+        are without the size penalty."""
+        if not first:
+            return []
+        leader = first[0]
+        heads = []
+        for size, ranking in self._by_size.items():
+            head = ranking.top(1)[0]
+            if size > self._sizes[leader] and self._raw_scores[head] > self._raw_scores[leader]:
+                heads.append(head)
+        heads.sort(key=self._hall.key)
+        chosen, scores, deep = set(first), {self._raw_scores[i] for i in first}, []
+        for i in itertools.chain(heads, self._hall.top(DEEP_WINDOW * depth)):
+            if len(first) + len(deep) >= depth:
+                break
+            if i not in chosen and self._raw_scores[i] not in scores:
+                scores.add(self._raw_scores[i])
+                deep.append(i)
+        return deep
 
     def _scan_due(self) -> bool:
         """The search's best has stalled for `scan_after` evaluations and the scan has
