@@ -192,6 +192,80 @@ def recovery_of(candidate_id: int, evaluations: int, graph: LayerGraph,
                     formula_label(simple), identical)
 
 
+@dataclass(frozen=True)
+class Reduction:
+    """A recovery cut down to the smallest layer found that still recovers the target."""
+
+    formula: str
+    # Whether that is the target's function for every parameter value (up to the affine:
+    # `simplify.equivalent`), i.e. its formula up to rewriting, e.g. `r + x * r` for
+    # `(x + 1) * r`; a layer that needs a fitted value (`x + v1`, v1 = 1) is not.
+    identical: bool
+    # Whether it is the target's function once a constant of the target (a node computed
+    # from no input or parameter, e.g. B1's `exp(0)`, the 1 of `x + 1`) is replaced by a
+    # parameter the target does not use: the target with that constant learned.
+    constant_learned: bool
+    nodes: int
+    # Nodes of the target's formula simplified the same way: a reduction no longer than
+    # that is the target up to how its parameters are written (BN-ReLU's
+    # `max(v1 * z + v0, 0)` as `max(z, v0)` once the affine absorbs v1), or shorter.
+    target_nodes: int
+
+
+def reduce_recovery(graph: LayerGraph, target: LayerGraph,
+                    still_recovers: Callable[[LayerGraph], bool]) -> Reduction:
+    """`graph` (a recovery of `target`) with nodes removed while `still_recovers` holds:
+    greedily the smallest rewrite of `simplify.smaller_rewrites` (a node read from one
+    of its inputs, an earlier node or the zero node) whose parameters, fitted again,
+    still recover the target, until none does; then simplified up to the affine.
+
+    Unlike `simplify`, which keeps a node unless the function is the same for every
+    parameter value, this keeps it unless the target is still reproduced with fitted
+    parameters: `max(v0, -u)` whose fitted v0 lies below every `-u` the regimes reach
+    becomes `-u`, which is how EvoNorm-B1's denominator came back wrapped in a `max`
+    (docs/RESULTS.md, "Readable answers")."""
+    from evonorm_search.simplify import equivalent, simplify, smaller_rewrites
+
+    current = simplify(graph, up_to_affine=True, prefer=(target,))
+    while True:
+        for candidate in smaller_rewrites(current):
+            if still_recovers(candidate):
+                current = simplify(candidate, up_to_affine=True, prefer=(target,))
+                break
+        else:
+            break
+    identical = current.structural_hash() == target.structural_hash() or equivalent(
+        current, target, up_to_affine=True)
+    learned = not identical and any(equivalent(current, variant, up_to_affine=True)
+                                    for variant in _constants_learned(target))
+    short = simplify(target, up_to_affine=True, prefer=(target,)).size
+    return Reduction(formula_label(current), identical, learned, current.size, short)
+
+
+def _constants_learned(target: LayerGraph) -> list[LayerGraph]:
+    """`target` with one of its constant nodes read as a parameter it does not use."""
+    from evonorm_search.graph import INITIAL_NODES, NUM_INITIAL, Node
+
+    zero = INITIAL_NODES.index("zero")
+    live = target.live_nodes()
+    parameters = [INITIAL_NODES.index(name) for name in ("v0", "v1")
+                  if INITIAL_NODES.index(name) not in live]
+    constant: set[int] = set()
+    variants = []
+    for index in range(NUM_INITIAL, target.num_nodes):
+        if not all(i == zero or i in constant for i in target.node(index).inputs):
+            continue
+        constant.add(index)
+        for parameter in parameters:
+            nodes = [Node(n.op, tuple(parameter if i == index else i for i in n.inputs))
+                     for n in target.nodes]
+            try:
+                variants.append(LayerGraph(nodes).pruned())
+            except GraphError:
+                continue
+    return variants
+
+
 def first_recovery(candidates: list, regimes: tuple[str, ...], target: LayerGraph,
                    counts: Callable[[object], bool],
                    check: CheckScores | None = None) -> Recovery | None:

@@ -204,7 +204,7 @@ def _redirect(graph: LayerGraph, index: int, replacement: int) -> LayerGraph | N
         return None
 
 
-def _rewrites(graph: LayerGraph) -> list[LayerGraph]:
+def smaller_rewrites(graph: LayerGraph) -> list[LayerGraph]:
     """Every smaller graph one redirection away, fewest nodes first (then by the node
     redirected and its replacement, for determinism)."""
     found: dict[str, tuple[int, int, int, LayerGraph]] = {}
@@ -237,7 +237,7 @@ def _simplify(graph_json: str, up_to_affine: bool, preferred: tuple[str, ...]) -
     if reference is None:
         return graph.to_json()
     while True:
-        for candidate in _rewrites(graph):
+        for candidate in smaller_rewrites(graph):
             if _matches(candidate, reference, up_to_affine):
                 graph = _merged(candidate)
                 break

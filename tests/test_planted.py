@@ -267,7 +267,7 @@ def test_planted_settings_leave_other_searches_unchanged() -> None:
     # Planted searches start from the engine that recovers targets; classification
     # keeps the paper's, and a named engine wins.
     assert (config.engine, config.fitness, config.scan_sizes, config.scan_macros) == (
-        "memetic-blocks", "log_error", True, ("normalize", "skip", "guard", "gate"))
+        "memetic-blocks", "log_error", True, ("normalize", "skip", "guard", "gate", "hoist"))
     assert "normalize" in config.mutations
     assert new_search_config({}).engine == "paper"
     assert new_search_config({"task": "planted", "target": get_known("gn_relu").to_json(),
@@ -297,3 +297,46 @@ def test_evaluate_command_scores_layers_against_a_target() -> None:
 def test_evaluate_command_refuses_bad_planted_input(args: list[str], expected: str) -> None:
     code, _, err = run_evonorm("evaluate", "evonorm_s0", *args)
     assert code == 2 and expected in err, err
+
+
+def test_a_recovery_is_reduced_to_the_nodes_its_fit_uses() -> None:
+    from evonorm_search.planted import reduce_recovery
+    from evonorm_search.simplify import simplify
+    from workers.planted import strictly_recovers
+
+    target = get_known("evonorm_s0")
+    # S0 dividing by max(std_group(x), v0): the fit puts v0 below every std the regimes
+    # reach, so the max is inactive there, but it is not the same function for every v0.
+    guarded = LayerGraph([
+        Node("std_group", (X,)), Node("max", (4, V0)), Node("mul", (V1, X)),
+        Node("sigmoid", (6,)), Node("mul", (X, 7)), Node("div", (8, 5)),
+    ])
+    regimes = REGIME_NAMES
+    assert strictly_recovers(guarded, target.to_json(), regimes)
+    assert simplify(guarded, up_to_affine=True).structural_hash() != target.structural_hash()
+    reduced = reduce_recovery(guarded, target,
+                              lambda g: strictly_recovers(g, target.to_json(), regimes))
+    assert reduced.identical and reduced.nodes == target.size
+    assert reduced.formula.startswith(simplify(target, up_to_affine=True).formula())
+    # A layer that only approaches the target is no recovery, and a predicate that keeps
+    # a node the target lacks stops the reduction there: the greedy walk is the
+    # predicate's, not the target's.
+    assert not strictly_recovers(get_known("evonorm_s1"), target.to_json(), regimes)
+    kept = reduce_recovery(guarded, target, lambda g: "max" in g.formula())
+    assert not kept.identical and "max" in kept.formula
+
+
+def test_a_reduced_recovery_that_learns_the_targets_constant_is_told_apart() -> None:
+    from evonorm_search.planted import reduce_recovery
+
+    b1 = get_known("evonorm_b1")  # x / max(std_batch(x), (x + 1) * rms_instance(x))
+    learned = LayerGraph([
+        Node("std_batch", (X,)), Node("add", (X, V1)), Node("rms_instance", (X,)),
+        Node("mul", (5, 6)), Node("max", (4, 7)), Node("div", (X, 8)),
+    ])
+    reduction = reduce_recovery(learned, b1, lambda g: g.structural_hash() == learned.structural_hash())
+    assert (reduction.identical, reduction.constant_learned) == (False, True)
+    own = reduce_recovery(b1, b1, lambda g: False)
+    assert (own.identical, own.constant_learned) == (True, False)
+    other = LayerGraph([("std_batch", (X,)), ("div", (X, 4))])
+    assert not reduce_recovery(other, b1, lambda g: False).constant_learned

@@ -8,7 +8,8 @@ from evonorm_search.graph import LayerGraph
 from evonorm_search.known import KNOWN_LAYERS, get_known
 from evonorm_search.search.moves import is_valid
 from evonorm_search.search.scan import (
-    MACROS, LocalScan, check_macros, macro_neighbourhood, neighbourhood,
+    FAMILIES, MACROS, LocalScan, check_macros, hoisted_neighbourhood, macro_neighbourhood,
+    neighbourhood,
 )
 from primitives import SPACES
 
@@ -109,7 +110,7 @@ def test_macro_edits_normalize_a_node_and_wrap_with_a_learned_skip() -> None:
     # Every macro neighbour is valid and in the space; none exceeds the node limit.
     for space in SPACES:
         layer = next(g for g in KNOWN_LAYERS.values() if is_valid(g, space) and g.size <= 5)
-        assert all(is_valid(g, space) for g in neighbourhood(layer, space, tuple(MACROS)))
+        assert all(is_valid(g, space) for g in neighbourhood(layer, space, FAMILIES))
 
 
 def test_guard_edits_take_the_max_of_a_scale_statistic_and_a_second_estimate() -> None:
@@ -162,8 +163,67 @@ def test_gate_edits_self_gate_a_node_for_its_reads_or_as_the_output() -> None:
 
 
 def test_macro_families_are_checked_by_name() -> None:
-    check_macros(("normalize", "gate"))
-    with pytest.raises(ValueError, match="unknown scan macro.*'wrap'.*normalize, skip, guard"):
+    check_macros(("normalize", "gate", "hoist"))
+    with pytest.raises(ValueError, match="unknown scan macro.*'wrap'.*normalize, skip, guard.*hoist"):
         check_macros(("wrap",))
     with pytest.raises(ValueError, match="name one twice"):
         check_macros(("gate", "gate"))
+
+
+# The stall of an EvoNorm-B0 search (seed 110): its core x / std_batch(x) / v0 is buried
+# under a log-sum-exp that the fit bends into B0's shape.
+B0_STALL = LayerGraph([("std_batch", (X,)), ("div", (X, 4)), ("div", (5, V0)), ("exp", (6,)),
+                       ("exp", (V1,)), ("add", (7, 8)), ("log", (9,)), ("div", (6, 10))])
+
+
+def test_hoist_cuts_a_layer_back_to_a_node_and_edits_what_is_left() -> None:
+    assert B0_STALL.formula() == "x / std_batch(x) / v0 / log(exp(x / std_batch(x) / v0) + exp(v1))"
+    b0_like = "x / max(std_batch(x), std_instance(x) + v1 * x) / v0"
+    own = {g.formula() for g in neighbourhood(B0_STALL, "B", ("guard",))}
+    assert b0_like not in own
+    hoisted = {g.formula() for g in hoisted_neighbourhood(B0_STALL, "B", ("guard", "hoist"))}
+    assert b0_like in hoisted
+    # The cut-back layers themselves: each live node (not x, not the output) as the output.
+    assert {"x / std_batch(x)", "x / std_batch(x) / v0",
+            "log(exp(x / std_batch(x) / v0) + exp(v1))"} <= hoisted
+    # Only the families named beside hoist edit the cut-back layers; without hoist, none.
+    assert b0_like not in {g.formula() for g in hoisted_neighbourhood(B0_STALL, "B", ("hoist",))}
+    assert hoisted_neighbourhood(B0_STALL, "B", ("guard",)) == []
+    # Hoisted layers are not the layer's other neighbours, and come after them.
+    every = neighbourhood(B0_STALL, "B", ("guard", "hoist"))
+    first = neighbourhood(B0_STALL, "B", ("guard",))
+    assert every[: len(first)] == first
+    assert every[len(first):] == hoisted_neighbourhood(B0_STALL, "B", ("guard", "hoist"), first)
+    assert {g.formula() for g in every} >= hoisted
+    assert all(is_valid(g, "B") for g in every)
+    assert {g.formula() for g in macro_neighbourhood(B0_STALL, "B", ("guard", "hoist"))} >= hoisted
+
+
+def test_the_scan_walks_hoisted_layers_after_all_of_a_layers_own_neighbours() -> None:
+    def walk(macros: tuple[str, ...], macros_only: bool) -> list[str]:
+        scan, seen, order = LocalScan("B", macros), set(), []
+        while True:
+            child = (scan.sweep(B0_STALL, seen) if macros_only
+                     else (scan.next([B0_STALL], seen) or (None, None))[1])
+            if child is None:
+                return order
+            seen.add(child.structural_hash())
+            order.append(child.structural_hash())
+
+    for macros_only in (False, True):
+        without = walk(("guard",), macros_only)
+        with_hoist = walk(("guard", "hoist"), macros_only)
+        # The same walk as without the family (searches that never finish a layer's own
+        # neighbours propose what they did before), then every hoisted layer once.
+        assert with_hoist[: len(without)] == without
+        own = (macro_neighbourhood if macros_only else neighbourhood)(B0_STALL, "B", ("guard",))
+        hoisted = {g.structural_hash()
+                   for g in hoisted_neighbourhood(B0_STALL, "B", ("guard", "hoist"), own)}
+        assert len(with_hoist) == len(set(with_hoist)) == len(without) + len(hoisted)
+        assert set(with_hoist[len(without):]) == hoisted
+    # A scan rebuilt midway through the hoisted layers (a resumed search) proposes the
+    # same next one: the walk is a function of the layer and what is stored.
+    middle = len(without) + len(hoisted) // 2
+    resumed = LocalScan("B", ("guard", "hoist"))
+    assert resumed.sweep(B0_STALL, set(with_hoist[:middle])).structural_hash() == \
+        with_hoist[middle]

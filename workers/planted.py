@@ -46,7 +46,9 @@ from torch import Tensor
 
 from evonorm_search.compile import CompiledLayer, compile_layer
 from evonorm_search.graph import NUM_INITIAL, LayerGraph
-from evonorm_search.planted import check_regime_names, get_regime, target_slot
+from evonorm_search.planted import (
+    CHECK_R2, RECOVERY_R2, check_regime_names, get_regime, target_slot,
+)
 from evonorm_search.task import EvalResult, EvalTask
 from primitives import OPS
 
@@ -500,6 +502,22 @@ def score_regime(graph: LayerGraph, target_json: str, regime_name: str,
         error = float(((y * gamma + beta - target.outputs) ** 2).sum())
     r2 = max(0.0, 1.0 - error / target.total) if target.total > 0 else 0.0
     return RegimeScore(r2 if math.isfinite(r2) else 0.0, done, True)
+
+
+def strictly_recovers(graph: LayerGraph, target_json: str, regimes: tuple[str, ...]) -> bool:
+    """Whether `graph`, its parameters fitted, recovers the target by the strict criterion
+    (`evonorm_search.planted.strictly_recovered`) on `regimes`; the first regime below
+    the threshold ends the check (what `reduce_recovery` asks of each rewrite)."""
+    for name in regimes:
+        score = score_regime(graph, target_json, name)
+        if not score.finite or score.r2 < RECOVERY_R2:
+            return False
+    checks = check_regime_names(target_slot(LayerGraph.from_json(target_json)))
+    for name in checks:
+        score = score_regime(graph, target_json, name, CHECK_FIT)
+        if not score.finite or score.r2 < CHECK_R2:
+            return False
+    return bool(checks)
 
 
 def check_scores(graph: LayerGraph, target_json: str) -> dict[str, float]:

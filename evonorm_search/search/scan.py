@@ -17,7 +17,12 @@ earlier node `a` (a learned skip: `tanh(z) + v0 * z` from `tanh(z)`); "guard", a
 std/rms node `d` replaced by `max(d, e)`, or an operand of a live max by `e`, for every
 second scale estimate `e` of `x`; "gate", `x` or a live node `a` replaced (per read, or
 as the new output) by its self-gated form `g * sigmoid(g)` or `g * tanh(g)`, g in `a`,
-`v1 * a`, `v1 * a + v0`.
+`v1 * a`, `v1 * a + v0`; "hoist", a live node `a` made the output (the layer cut back to `a` and
+what it reads: GP's hoist mutation) and, with it, every edit of the other families of
+that cut-back layer (a stall whose core is a buried `x / std_batch(x)` is one guard away
+from EvoNorm-B0 once the rest is cut off). The hoisted layers of a layer are walked after
+all its other neighbours: they are large jumps, and searches that never finish a layer's
+own neighbours propose exactly what they did before the family existed.
 Edits that leave the space or make an invalid graph are left out; the rest are
 deduplicated by structure. Dead nodes are dropped first: an edit there would change
 nothing, and the room they take is what inserts need.
@@ -31,7 +36,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Callable, Container, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 
 from evonorm_search.errors import GraphError
 from evonorm_search.graph import MAX_INTERMEDIATE, LayerGraph, Node
@@ -207,7 +212,8 @@ def _cut_back(graph: LayerGraph, source: int) -> tuple[list[Node], int] | None:
 
 
 # The scan's multi-node edit families by name (`--scan-macros`; blocks.py says what each
-# block is): "normalize" and "skip" make up the memetic-norm engine's macro edits.
+# block is): "normalize" and "skip" make up the memetic-norm engine's macro edits. HOIST
+# is a family too, applied on top of the others (`_hoist_edits`).
 MACROS: dict[str, Callable[[LayerGraph, tuple[str, ...]], Iterator[list[Node]]]] = {
     "normalize": _normalize_edits,
     "skip": _skip_edits,
@@ -216,40 +222,85 @@ MACROS: dict[str, Callable[[LayerGraph, tuple[str, ...]], Iterator[list[Node]]]]
 }
 
 
+HOIST = "hoist"
+FAMILIES: tuple[str, ...] = (*MACROS, HOIST)
+
+
+def _hoist_edits(graph: LayerGraph, ops: tuple[str, ...],
+                 families: tuple[str, ...]) -> Iterator[list[Node]]:
+    """Each live node `a` of `graph` (not `x`, not the output) made the output, the layer
+    cut back to what `a` reads; then every edit of `families` of that cut-back layer."""
+    for source in sorted(graph.live_nodes()):
+        if source < FIRST or source == graph.output:
+            continue
+        cut = _cut_back(graph, source)
+        if cut is None:
+            continue
+        nodes = cut[0]
+        yield nodes
+        try:
+            base = LayerGraph(nodes)
+        except GraphError:
+            continue
+        for family in families:
+            yield from MACROS[family](base, ops)
+
+
 def check_macros(names: tuple[str, ...]) -> None:
     """ValueError naming unknown or repeated macro families."""
-    unknown = [name for name in names if name not in MACROS]
+    unknown = [name for name in names if name not in FAMILIES]
     if unknown:
         raise ValueError(f"unknown scan macro(s) {', '.join(map(repr, unknown))}: use any of "
-                         f"{', '.join(MACROS)}")
+                         f"{', '.join(FAMILIES)}")
     if len(set(names)) != len(names):
         raise ValueError(f"scan macros {', '.join(names)} name one twice")
+
+
+def _families(macros: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(name for name in macros if name != HOIST)
 
 
 def neighbourhood(graph: LayerGraph, space: str,
                   macros: tuple[str, ...] = ()) -> list[LayerGraph]:
     """Every valid layer of `space` one edit away from `graph`'s live part (and one edit
     of each of the `macros` families away), one per structure, `graph` itself excluded;
-    in generation order."""
+    in generation order, hoisted layers (`hoisted_neighbourhood`) last."""
     pruned = graph.pruned()
     ops = op_names(space)
-    edits = itertools.chain(_edits(pruned, ops), *(MACROS[name](pruned, ops) for name in macros))
-    return _children(pruned, edits, space)
+    families = _families(macros)
+    edits = itertools.chain(_edits(pruned, ops), *(MACROS[name](pruned, ops) for name in families))
+    found = _children(pruned, edits, space)
+    return found + hoisted_neighbourhood(pruned, space, macros, found)
 
 
 def macro_neighbourhood(graph: LayerGraph, space: str,
                         macros: tuple[str, ...]) -> list[LayerGraph]:
     """The layers of `neighbourhood` that one edit of the `macros` families makes (some
-    may also be single edits), in generation order."""
+    may also be single edits), in generation order, hoisted layers last."""
     pruned = graph.pruned()
     ops = op_names(space)
-    return _children(pruned, itertools.chain(*(MACROS[name](pruned, ops) for name in macros)),
-                     space)
+    families = _families(macros)
+    found = _children(pruned, itertools.chain(*(MACROS[name](pruned, ops) for name in families)),
+                      space)
+    return found + hoisted_neighbourhood(pruned, space, macros, found)
 
 
-def _children(pruned: LayerGraph, edits: Iterator[list[Node]], space: str) -> list[LayerGraph]:
-    """The valid layers of `space` the node lists make, one per structure, not `pruned`."""
-    seen = {pruned.structural_hash()}
+def hoisted_neighbourhood(graph: LayerGraph, space: str, macros: tuple[str, ...],
+                          other: Iterable[LayerGraph] = ()) -> list[LayerGraph]:
+    """With HOIST in `macros`, the layers its edits make that are not in `other` (the
+    layer's other neighbours), in generation order; else none."""
+    if HOIST not in macros:
+        return []
+    pruned = graph.pruned()
+    edits = _hoist_edits(pruned, op_names(space), _families(macros))
+    return _children(pruned, edits, space, {child.structural_hash() for child in other})
+
+
+def _children(pruned: LayerGraph, edits: Iterator[list[Node]], space: str,
+              excluded: Iterable[str] = ()) -> list[LayerGraph]:
+    """The valid layers of `space` the node lists make, one per structure, not `pruned`
+    nor `excluded`."""
+    seen = {pruned.structural_hash(), *excluded}
     found = []
     for nodes in edits:
         try:
@@ -277,7 +328,7 @@ class LocalScan:
     def __init__(self, space: str, macros: tuple[str, ...] = ()) -> None:
         self._space = space
         self._macros = macros
-        self._walks: dict[tuple[str, bool], tuple[list[tuple[str, LayerGraph]], list[int]]] = {}
+        self._walks: dict[tuple[str, bool], _Walk] = {}
         # (layer, macros only) whose every neighbour is in `seen`: since `seen` only
         # grows, they stay so, and a deep list of layers (or a finished sweep, asked
         # again) costs no rebuilt neighbourhood.
@@ -303,16 +354,41 @@ class LocalScan:
         if walk is None:
             if len(self._walks) >= CACHED_NEIGHBOURHOODS:
                 del self._walks[next(iter(self._walks))]
-            children = (macro_neighbourhood(layer, self._space, self._macros) if macros_only
-                        else neighbourhood(layer, self._space, self._macros))
-            neighbours = [(child.structural_hash(), child) for child in children]
-            random.Random(key).shuffle(neighbours)
-            walk = self._walks[walk_key] = (neighbours, [0])
-        neighbours, cursor = walk
-        while cursor[0] < len(neighbours) and neighbours[cursor[0]][0] in seen:
-            cursor[0] += 1
-        if cursor[0] < len(neighbours):
-            return neighbours[cursor[0]][1]
+            families = _families(self._macros)
+            children = (macro_neighbourhood(layer, self._space, families) if macros_only
+                        else neighbourhood(layer, self._space, families))
+            walk = self._walks[walk_key] = _Walk(_shuffled(children, key),
+                                                 children if HOIST in self._macros else None)
+        while True:
+            while walk.cursor < len(walk.neighbours) and walk.neighbours[walk.cursor][0] in seen:
+                walk.cursor += 1
+            if walk.cursor < len(walk.neighbours):
+                return walk.neighbours[walk.cursor][1]
+            if walk.own is None:
+                break
+            # The layer's own neighbours are all stored: its hoisted layers come next,
+            # built only now (most layers never get here), in their own shuffled order.
+            hoisted = hoisted_neighbourhood(layer, self._space, self._macros, walk.own)
+            walk.neighbours.extend(_shuffled(hoisted, key + HOIST))
+            walk.own = None
         del self._walks[walk_key]
         self._exhausted.add(walk_key)
         return None
+
+
+def _shuffled(children: list[LayerGraph], key: str) -> list[tuple[str, LayerGraph]]:
+    """`children` with their structural hashes in a fixed order seeded by `key`."""
+    neighbours = [(child.structural_hash(), child) for child in children]
+    random.Random(key).shuffle(neighbours)
+    return neighbours
+
+
+class _Walk:
+    """A scanned layer's neighbours in walk order, how far the walk is, and (until its
+    hoisted layers are added) its own neighbours."""
+
+    def __init__(self, neighbours: list[tuple[str, LayerGraph]],
+                 own: list[LayerGraph] | None) -> None:
+        self.neighbours = neighbours
+        self.cursor = 0
+        self.own = own
