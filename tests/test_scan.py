@@ -210,20 +210,21 @@ def test_the_scan_walks_hoisted_layers_after_all_of_a_layers_own_neighbours() ->
             seen.add(child.structural_hash())
             order.append(child.structural_hash())
 
-    for macros_only in (False, True):
-        without = walk(("guard",), macros_only)
-        with_hoist = walk(("guard", "hoist"), macros_only)
-        # The same walk as without the family (searches that never finish a layer's own
-        # neighbours propose what they did before), then every hoisted layer once.
-        assert with_hoist[: len(without)] == without
-        own = (macro_neighbourhood if macros_only else neighbourhood)(B0_STALL, "B", ("guard",))
-        hoisted = {g.structural_hash()
-                   for g in hoisted_neighbourhood(B0_STALL, "B", ("guard", "hoist"), own)}
-        assert len(with_hoist) == len(set(with_hoist)) == len(without) + len(hoisted)
-        assert set(with_hoist[len(without):]) == hoisted
+    without = walk(("guard",), False)
+    with_hoist = walk(("guard", "hoist"), False)
+    # The same walk as without the family (searches that never finish a layer's own
+    # neighbours propose what they did before), then every hoisted layer once.
+    assert with_hoist[: len(without)] == without
+    own = neighbourhood(B0_STALL, "B", ("guard",))
+    hoisted = {g.structural_hash()
+               for g in hoisted_neighbourhood(B0_STALL, "B", ("guard", "hoist"), own)}
+    assert len(with_hoist) == len(set(with_hoist)) == len(without) + len(hoisted)
+    assert set(with_hoist[len(without):]) == hoisted
     # A scan rebuilt midway through the hoisted layers (a resumed search) proposes the
     # same next one: the walk is a function of the layer and what is stored.
     middle = len(without) + len(hoisted) // 2
     resumed = LocalScan("B", ("guard", "hoist"))
-    assert resumed.sweep(B0_STALL, set(with_hoist[:middle])).structural_hash() == \
+    assert resumed.next([B0_STALL], set(with_hoist[:middle]))[1].structural_hash() == \
         with_hoist[middle]
+    # A sweep walks the layer's macro edits only, none hoisted.
+    assert walk(("guard", "hoist"), True) == walk(("guard",), True)

@@ -22,7 +22,8 @@ what it reads: GP's hoist mutation) and, with it, every edit of the other famili
 that cut-back layer (a stall whose core is a buried `x / std_batch(x)` is one guard away
 from EvoNorm-B0 once the rest is cut off). The hoisted layers of a layer are walked after
 all its other neighbours: they are large jumps, and searches that never finish a layer's
-own neighbours propose exactly what they did before the family existed.
+own neighbours propose exactly what they did before the family existed; the strategy's
+sweep (`LocalScan.sweep`) leaves them out.
 Edits that leave the space or make an invalid graph are left out; the rest are
 deduplicated by structure. Dead nodes are dropped first: an edit there would change
 nothing, and the room they take is what inserts need.
@@ -322,7 +323,8 @@ class LocalScan:
     None when every neighbour of every layer is in `seen`. A cursor per layer only moves
     past neighbours in `seen`, which only grows, so the answer is a function of `layers`
     and `seen`, whatever was asked before. `sweep(layer, seen)` does the same over one
-    layer's macro edits only (the strategy's sweep: all of them, best improvement).
+    layer's macro edits only (the strategy's sweep: all of them, best improvement),
+    hoisted layers left out.
     """
 
     def __init__(self, space: str, macros: tuple[str, ...] = ()) -> None:
@@ -357,8 +359,12 @@ class LocalScan:
             families = _families(self._macros)
             children = (macro_neighbourhood(layer, self._space, families) if macros_only
                         else neighbourhood(layer, self._space, families))
+            # A sweep (macros only) walks no hoisted layers: it proposes all of a deep
+            # layer's macro edits at once, and a thousand hoisted ones more per layer
+            # kept it from the layers below (docs/RESULTS.md, "Hoisted edits").
+            hoists = HOIST in self._macros and not macros_only
             walk = self._walks[walk_key] = _Walk(_shuffled(children, key),
-                                                 children if HOIST in self._macros else None)
+                                                 children if hoists else None)
         while True:
             while walk.cursor < len(walk.neighbours) and walk.neighbours[walk.cursor][0] in seen:
                 walk.cursor += 1
