@@ -177,6 +177,26 @@ def planted12_targets() -> dict[str, LayerGraph]:
     return {name: load_graph_spec(target_spec(name)) for name in PLANTED_12}
 
 
+def split_arms(text: str) -> list[str]:
+    """--arms split at its commas, except those inside a JSON list or string (a list
+    setting: `nohoist:scan_macros=["guard","gate"]`)."""
+    parts, current, depth, quoted = [], [], 0, False
+    for char in text:
+        if char == '"':
+            quoted = not quoted
+        elif not quoted and char in "[{":
+            depth += 1
+        elif not quoted and char in "]}":
+            depth -= 1
+        if char == "," and not depth and not quoted:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return parts
+
+
 def parse_arm(text: str) -> Arm:
     """`NAME` (a built-in arm) or `NAME:KEY=VALUE;KEY=VALUE` (SearchConfig settings, JSON
     values; a bare word is a string)."""
@@ -273,7 +293,7 @@ def evaluation_version() -> str:
 
 
 def make_jobs(args: argparse.Namespace) -> list[Job]:
-    arms = [parse_arm(text) for text in args.arms.split(",") if text.strip()]
+    arms = [parse_arm(text) for text in split_arms(args.arms) if text.strip()]
     if not arms:
         raise EvonormError("--arms is empty: name at least one arm")
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]

@@ -198,8 +198,9 @@ class Reduction:
 
     formula: str
     # Whether that is the target's function for every parameter value (up to the affine:
-    # `simplify.equivalent`), i.e. its formula up to rewriting, e.g. `r + x * r` for
-    # `(x + 1) * r`; a layer that needs a fitted value (`x + v1`, v1 = 1) is not.
+    # `simplify.equivalent`; v0 and v1 may be swapped), i.e. its formula up to rewriting,
+    # e.g. `r + x * r` for `(x + 1) * r`; a layer that needs a fitted value (`x + v1`,
+    # v1 = 1) is not.
     identical: bool
     # Whether it is the target's function once a constant of the target (a node computed
     # from no input or parameter, e.g. B1's `exp(0)`, the 1 of `x + 1`) is replaced by a
@@ -234,12 +235,21 @@ def reduce_recovery(graph: LayerGraph, target: LayerGraph,
                 break
         else:
             break
-    identical = current.structural_hash() == target.structural_hash() or equivalent(
-        current, target, up_to_affine=True)
+    identical = current.structural_hash() == target.structural_hash() or any(
+        equivalent(current, form, up_to_affine=True) for form in (target, _renamed(target)))
     learned = not identical and any(equivalent(current, variant, up_to_affine=True)
                                     for variant in _constants_learned(target))
     short = simplify(target, up_to_affine=True, prefer=(target,)).size
     return Reduction(formula_label(current), identical, learned, current.size, short)
+
+
+def _renamed(target: LayerGraph) -> LayerGraph:
+    """`target` with v0 and v1 swapped (B0's `v1 * x` written `v0 * x` is its formula)."""
+    from evonorm_search.graph import INITIAL_NODES, Node
+
+    v0, v1 = INITIAL_NODES.index("v0"), INITIAL_NODES.index("v1")
+    swap = {v0: v1, v1: v0}
+    return LayerGraph([Node(n.op, tuple(swap.get(i, i) for i in n.inputs)) for n in target.nodes])
 
 
 def _constants_learned(target: LayerGraph) -> list[LayerGraph]:

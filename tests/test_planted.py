@@ -338,5 +338,9 @@ def test_a_reduced_recovery_that_learns_the_targets_constant_is_told_apart() -> 
     assert (reduction.identical, reduction.constant_learned) == (False, True)
     own = reduce_recovery(b1, b1, lambda g: False)
     assert (own.identical, own.constant_learned) == (True, False)
+    b0 = get_known("evonorm_b0")  # x / max(std_batch(x), v1 * x + std_instance(x))
+    renamed = LayerGraph([("std_batch", (X,)), ("mul", (V0, X)), ("std_instance", (X,)),
+                          ("add", (5, 6)), ("max", (4, 7)), ("div", (X, 8))])
+    assert reduce_recovery(renamed, b0, lambda g: False).identical
     other = LayerGraph([("std_batch", (X,)), ("div", (X, 4))])
     assert not reduce_recovery(other, b1, lambda g: False).constant_learned

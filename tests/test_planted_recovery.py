@@ -200,3 +200,13 @@ def test_bad_benchmark_settings_exit_2_before_any_run(tmp_path: Path, capsys, ar
     assert BENCHMARK.main([*args, "--db-dir", str(tmp_path)]) == 2
     assert expected in capsys.readouterr().err
     assert not (tmp_path / "results.jsonl").exists()
+
+
+def test_an_arm_may_set_a_list_setting() -> None:
+    parts = BENCHMARK.split_arms('memetic-blocks,nohoist:engine=memetic-blocks;'
+                                 'scan_macros=["guard","gate"],random')
+    assert parts == ["memetic-blocks", 'nohoist:engine=memetic-blocks;scan_macros=["guard","gate"]',
+                     "random"]
+    arm = BENCHMARK.parse_arm(parts[1])
+    assert arm.settings == {"engine": "memetic-blocks", "scan_macros": ["guard", "gate"]}
+    assert BENCHMARK.split_arms('a:k="x,y",b') == ['a:k="x,y"', "b"]
