@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from evonorm_search.errors import GraphError
-from evonorm_search.graph import LayerGraph
+from evonorm_search.graph import INITIAL_NODES, NUM_INITIAL, LayerGraph, Node
 from evonorm_search.known import formula_label
 from evonorm_search.layer_spec import load_graph_spec
 
@@ -245,8 +245,6 @@ def reduce_recovery(graph: LayerGraph, target: LayerGraph,
 
 def _renamed(target: LayerGraph) -> LayerGraph:
     """`target` with v0 and v1 swapped (B0's `v1 * x` written `v0 * x` is its formula)."""
-    from evonorm_search.graph import INITIAL_NODES, Node
-
     v0, v1 = INITIAL_NODES.index("v0"), INITIAL_NODES.index("v1")
     swap = {v0: v1, v1: v0}
     return LayerGraph([Node(n.op, tuple(swap.get(i, i) for i in n.inputs)) for n in target.nodes])
@@ -254,8 +252,6 @@ def _renamed(target: LayerGraph) -> LayerGraph:
 
 def _constants_learned(target: LayerGraph) -> list[LayerGraph]:
     """`target` with one of its constant nodes read as a parameter it does not use."""
-    from evonorm_search.graph import INITIAL_NODES, NUM_INITIAL, Node
-
     zero = INITIAL_NODES.index("zero")
     live = target.live_nodes()
     parameters = [INITIAL_NODES.index(name) for name in ("v0", "v1")

@@ -193,7 +193,8 @@ def test_hoist_cuts_a_layer_back_to_a_node_and_edits_what_is_left() -> None:
     every = neighbourhood(B0_STALL, "B", ("guard", "hoist"))
     first = neighbourhood(B0_STALL, "B", ("guard",))
     assert every[: len(first)] == first
-    assert every[len(first):] == hoisted_neighbourhood(B0_STALL, "B", ("guard", "hoist"), first)
+    assert every[len(first):] == hoisted_neighbourhood(
+        B0_STALL, "B", ("guard", "hoist"), [g.structural_hash() for g in first])
     assert {g.formula() for g in every} >= hoisted
     assert all(is_valid(g, "B") for g in every)
     assert {g.formula() for g in macro_neighbourhood(B0_STALL, "B", ("guard", "hoist"))} >= hoisted
@@ -217,7 +218,8 @@ def test_the_scan_walks_hoisted_layers_after_all_of_a_layers_own_neighbours() ->
     assert with_hoist[: len(without)] == without
     own = neighbourhood(B0_STALL, "B", ("guard",))
     hoisted = {g.structural_hash()
-               for g in hoisted_neighbourhood(B0_STALL, "B", ("guard", "hoist"), own)}
+               for g in hoisted_neighbourhood(B0_STALL, "B", ("guard", "hoist"),
+                                        [g.structural_hash() for g in own])}
     assert len(with_hoist) == len(set(with_hoist)) == len(without) + len(hoisted)
     assert set(with_hoist[len(without):]) == hoisted
     # A scan rebuilt midway through the hoisted layers (a resumed search) proposes the

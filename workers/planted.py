@@ -47,7 +47,7 @@ from torch import Tensor
 from evonorm_search.compile import CompiledLayer, compile_layer
 from evonorm_search.graph import NUM_INITIAL, LayerGraph
 from evonorm_search.planted import (
-    CHECK_R2, RECOVERY_R2, check_regime_names, get_regime, target_slot,
+    RECOVERY_R2, check_regime_names, get_regime, strictly_recovered, target_slot,
 )
 from evonorm_search.task import EvalResult, EvalTask
 from primitives import OPS
@@ -506,18 +506,15 @@ def score_regime(graph: LayerGraph, target_json: str, regime_name: str,
 
 def strictly_recovers(graph: LayerGraph, target_json: str, regimes: tuple[str, ...]) -> bool:
     """Whether `graph`, its parameters fitted, recovers the target by the strict criterion
-    (`evonorm_search.planted.strictly_recovered`) on `regimes`; the first regime below
-    the threshold ends the check (what `reduce_recovery` asks of each rewrite)."""
+    (`evonorm_search.planted.strictly_recovered`) on `regimes`; the first scored regime
+    below the threshold ends the check (what `reduce_recovery` asks of each rewrite)."""
+    scores = {}
     for name in regimes:
         score = score_regime(graph, target_json, name)
         if not score.finite or score.r2 < RECOVERY_R2:
             return False
-    checks = check_regime_names(target_slot(LayerGraph.from_json(target_json)))
-    for name in checks:
-        score = score_regime(graph, target_json, name, CHECK_FIT)
-        if not score.finite or score.r2 < CHECK_R2:
-            return False
-    return bool(checks)
+        scores[name] = score.r2
+    return strictly_recovered(scores, regimes, check_scores(graph, target_json))
 
 
 def check_scores(graph: LayerGraph, target_json: str) -> dict[str, float]:

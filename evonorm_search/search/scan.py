@@ -271,7 +271,8 @@ def neighbourhood(graph: LayerGraph, space: str,
     families = _families(macros)
     edits = itertools.chain(_edits(pruned, ops), *(MACROS[name](pruned, ops) for name in families))
     found = _children(pruned, edits, space)
-    return found + hoisted_neighbourhood(pruned, space, macros, found)
+    return found + hoisted_neighbourhood(pruned, space, macros,
+                                         [child.structural_hash() for child in found])
 
 
 def macro_neighbourhood(graph: LayerGraph, space: str,
@@ -283,18 +284,19 @@ def macro_neighbourhood(graph: LayerGraph, space: str,
     families = _families(macros)
     found = _children(pruned, itertools.chain(*(MACROS[name](pruned, ops) for name in families)),
                       space)
-    return found + hoisted_neighbourhood(pruned, space, macros, found)
+    return found + hoisted_neighbourhood(pruned, space, macros,
+                                         [child.structural_hash() for child in found])
 
 
 def hoisted_neighbourhood(graph: LayerGraph, space: str, macros: tuple[str, ...],
-                          other: Iterable[LayerGraph] = ()) -> list[LayerGraph]:
-    """With HOIST in `macros`, the layers its edits make that are not in `other` (the
-    layer's other neighbours), in generation order; else none."""
+                          excluded: Iterable[str] = ()) -> list[LayerGraph]:
+    """With HOIST in `macros`, the layers its edits make whose structural hash is not in
+    `excluded` (the layer's other neighbours), in generation order; else none."""
     if HOIST not in macros:
         return []
     pruned = graph.pruned()
     edits = _hoist_edits(pruned, op_names(space), _families(macros))
-    return _children(pruned, edits, space, {child.structural_hash() for child in other})
+    return _children(pruned, edits, space, excluded)
 
 
 def _children(pruned: LayerGraph, edits: Iterator[list[Node]], space: str,
@@ -362,21 +364,21 @@ class LocalScan:
             # A sweep (macros only) walks no hoisted layers: it proposes all of a deep
             # layer's macro edits at once, and a thousand hoisted ones more per layer
             # kept it from the layers below (docs/RESULTS.md, "Hoisted edits").
-            hoists = HOIST in self._macros and not macros_only
-            walk = self._walks[walk_key] = _Walk(_shuffled(children, key),
-                                                 children if hoists else None)
+            walk = self._walks[walk_key] = _Walk(
+                _shuffled(children, key), HOIST in self._macros and not macros_only)
         while True:
             while walk.cursor < len(walk.neighbours) and walk.neighbours[walk.cursor][0] in seen:
                 walk.cursor += 1
             if walk.cursor < len(walk.neighbours):
                 return walk.neighbours[walk.cursor][1]
-            if walk.own is None:
+            if not walk.hoists_pending:
                 break
             # The layer's own neighbours are all stored: its hoisted layers come next,
             # built only now (most layers never get here), in their own shuffled order.
-            hoisted = hoisted_neighbourhood(layer, self._space, self._macros, walk.own)
+            hoisted = hoisted_neighbourhood(layer, self._space, self._macros,
+                                            [h for h, _ in walk.neighbours])
             walk.neighbours.extend(_shuffled(hoisted, key + HOIST))
-            walk.own = None
+            walk.hoists_pending = False
         del self._walks[walk_key]
         self._exhausted.add(walk_key)
         return None
@@ -390,11 +392,10 @@ def _shuffled(children: list[LayerGraph], key: str) -> list[tuple[str, LayerGrap
 
 
 class _Walk:
-    """A scanned layer's neighbours in walk order, how far the walk is, and (until its
-    hoisted layers are added) its own neighbours."""
+    """A scanned layer's neighbours (hash, layer) in walk order, how far the walk is, and
+    whether its hoisted layers are still to be added at the end."""
 
-    def __init__(self, neighbours: list[tuple[str, LayerGraph]],
-                 own: list[LayerGraph] | None) -> None:
+    def __init__(self, neighbours: list[tuple[str, LayerGraph]], hoists_pending: bool) -> None:
         self.neighbours = neighbours
         self.cursor = 0
-        self.own = own
+        self.hoists_pending = hoists_pending
