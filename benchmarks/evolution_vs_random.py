@@ -63,6 +63,7 @@ from typing import Any
 
 from db.store import CandidateRecord, SearchStore
 from evonorm_search.config import SearchConfig, engine_preset, stored_config
+from evonorm_search.errors import EvonormError
 from evonorm_search.search.controller import Progress, SearchController
 from evonorm_search.hypervolume import hypervolume
 from evonorm_search.known import get_known, known_name
@@ -129,6 +130,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="which searches this invocation runs, of evo (the paper's "
                              "engine), random and memetic (the memetic engine); e.g. one arm "
                              "per process, then all of them together for the report")
+    parser.add_argument("--memetic-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a setting of the memetic arm over its engine preset (repeatable; "
+                             "VALUE is JSON, else a string), e.g. engine=memetic-blocks, "
+                             "scan_after=1, size_penalty=0")
     parser.add_argument("--cpu-seconds", type=float, default=None,
                         help="evaluation seconds per search instead of a candidate budget")
     parser.add_argument("--hurdle", type=float, default=None, help="see `evonorm search --hurdle`")
@@ -144,7 +149,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--baselines", default="evonorm_s0,gn_relu",
                         help="known layers re-ranked with the arms' best; the first is the "
                              "reference of the paired differences")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    try:
+        memetic_config(SearchConfig(), args)
+    except EvonormError as error:
+        parser.error(str(error))
+    return args
 
 
 def base_config(args: argparse.Namespace, seed: int) -> SearchConfig:
@@ -189,8 +199,7 @@ def arm_names(args: argparse.Namespace) -> tuple[str, ...]:
 def arm_configs(args: argparse.Namespace, seed: int) -> dict[str, SearchConfig]:
     base = base_config(args, seed)
     arms = {f"evo-s{seed}": base, f"random-s{seed}": base.with_overrides({"strategy": "random"}),
-            f"memetic-s{seed}": base.with_overrides(
-                engine_preset({"engine": "memetic", "population": args.population}))}
+            f"memetic-s{seed}": memetic_config(base, args)}
     arms = {name: config for name, config in arms.items()
             if name.split("-")[0] in arm_names(args)}
     if args.rerank_top:  # the re-ranking measures the known layers, on fresh seeds
@@ -203,6 +212,29 @@ def arm_configs(args: argparse.Namespace, seed: int) -> dict[str, SearchConfig]:
             "strategy": "random",
         }),
     }
+
+
+def memetic_settings(pairs: list[str]) -> dict[str, Any]:
+    """`--memetic-set` KEY=VALUE pairs as settings (VALUE parsed as JSON, else a string)."""
+    settings: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip():
+            raise EvonormError(f"--memetic-set {pair!r}: give KEY=VALUE, e.g. scan_after=1")
+        try:
+            settings[key.strip()] = json.loads(text)
+        except json.JSONDecodeError:
+            settings[key.strip()] = text
+    return settings
+
+
+def memetic_config(base: SearchConfig, args: argparse.Namespace) -> SearchConfig:
+    """The memetic arm: the `engine` preset it names (default `memetic`) over `base`, then
+    the other `--memetic-set` settings."""
+    settings = memetic_settings(args.memetic_set)
+    preset = engine_preset({"engine": settings.get("engine", "memetic"),
+                            "population": args.population})
+    return base.with_overrides({**preset, **settings})
 
 
 class MeteredEvaluator:

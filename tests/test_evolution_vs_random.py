@@ -28,6 +28,32 @@ def test_the_memetic_arm_differs_from_evolution_only_in_its_engine(tmp_path: Pat
     assert evo["seed"] == memetic["seed"] and evo["init"] == memetic["init"]
 
 
+def test_memetic_set_picks_the_memetic_arms_engine_and_settings(tmp_path: Path) -> None:
+    args = BENCHMARK.parse_args(["--db", str(tmp_path / "b.db"), "--space", "T", "--proxies", "vit,charlm",
+                                 "--init", "known", "--arms", "memetic", "--rerank-top", "1",
+                                 "--memetic-set", "engine=memetic-blocks",
+                                 "--memetic-set", "fitness=score", "--memetic-set", "size_penalty=0",
+                                 "--memetic-set", 'scan_macros=["normalize","gate"]'])
+    memetic = BENCHMARK.arm_configs(args, 0)["memetic-s0"].to_dict()
+    assert memetic["engine"] == "memetic-blocks" and memetic["fitness"] == "score"
+    assert memetic["size_penalty"] == 0 and tuple(memetic["scan_macros"]) == ("normalize", "gate")
+    # The rest of the preset it names is kept.
+    assert memetic["scan_depth"] == ENGINES["memetic-blocks"]["scan_depth"]
+    assert not tmp_path.joinpath("b.db").exists()
+
+
+def test_memetic_set_rejects_bad_settings_before_anything_runs(tmp_path: Path, capsys) -> None:
+    import pytest
+
+    for bad, message in (("scan_after", "give KEY=VALUE"), ("bogus=1", "unknown search settings"),
+                         ("engine=nope", "engine 'nope' is unknown")):
+        with pytest.raises(SystemExit) as exit_info:
+            BENCHMARK.parse_args(["--db", str(tmp_path / "b.db"), "--memetic-set", bad])
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
+    assert not tmp_path.joinpath("b.db").exists()
+
+
 def test_rerank_new_takes_the_best_layers_that_are_not_known_ones() -> None:
     """In space T the known layers fill the front; `--rerank-new` re-ranks what the search
     itself found: its best trained layers that are not known layers, by mean accuracy."""

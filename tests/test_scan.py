@@ -8,7 +8,7 @@ from evonorm_search.graph import LayerGraph
 from evonorm_search.known import KNOWN_LAYERS, get_known
 from evonorm_search.search.moves import is_valid
 from evonorm_search.search.scan import (
-    FAMILIES, MACROS, LocalScan, check_macros, hoisted_neighbourhood, macro_neighbourhood,
+    FAMILIES, MACROS, LocalScan, check_macros, deferred_neighbourhood, macro_neighbourhood,
     neighbourhood,
 )
 from primitives import SPACES
@@ -181,20 +181,22 @@ def test_hoist_cuts_a_layer_back_to_a_node_and_edits_what_is_left() -> None:
     b0_like = "x / max(std_batch(x), std_instance(x) + v1 * x) / v0"
     own = {g.formula() for g in neighbourhood(B0_STALL, "B", ("guard",))}
     assert b0_like not in own
-    hoisted = {g.formula() for g in hoisted_neighbourhood(B0_STALL, "B", ("guard", "hoist"))}
+    hoisted = {g.formula()
+               for g in deferred_neighbourhood(B0_STALL, "B", ("guard", "hoist"), "hoist")}
     assert b0_like in hoisted
     # The cut-back layers themselves: each live node (not x, not the output) as the output.
     assert {"x / std_batch(x)", "x / std_batch(x) / v0",
             "log(exp(x / std_batch(x) / v0) + exp(v1))"} <= hoisted
     # Only the families named beside hoist edit the cut-back layers; without hoist, none.
-    assert b0_like not in {g.formula() for g in hoisted_neighbourhood(B0_STALL, "B", ("hoist",))}
-    assert hoisted_neighbourhood(B0_STALL, "B", ("guard",)) == []
+    assert b0_like not in {
+        g.formula() for g in deferred_neighbourhood(B0_STALL, "B", ("hoist",), "hoist")}
+    assert deferred_neighbourhood(B0_STALL, "B", ("guard",), "hoist") == []
     # Hoisted layers are not the layer's other neighbours, and come after them.
     every = neighbourhood(B0_STALL, "B", ("guard", "hoist"))
     first = neighbourhood(B0_STALL, "B", ("guard",))
     assert every[: len(first)] == first
-    assert every[len(first):] == hoisted_neighbourhood(
-        B0_STALL, "B", ("guard", "hoist"), [g.structural_hash() for g in first])
+    assert every[len(first):] == deferred_neighbourhood(
+        B0_STALL, "B", ("guard", "hoist"), "hoist", [g.structural_hash() for g in first])
     assert {g.formula() for g in every} >= hoisted
     assert all(is_valid(g, "B") for g in every)
     assert {g.formula() for g in macro_neighbourhood(B0_STALL, "B", ("guard", "hoist"))} >= hoisted
@@ -218,8 +220,8 @@ def test_the_scan_walks_hoisted_layers_after_all_of_a_layers_own_neighbours() ->
     assert with_hoist[: len(without)] == without
     own = neighbourhood(B0_STALL, "B", ("guard",))
     hoisted = {g.structural_hash()
-               for g in hoisted_neighbourhood(B0_STALL, "B", ("guard", "hoist"),
-                                        [g.structural_hash() for g in own])}
+               for g in deferred_neighbourhood(B0_STALL, "B", ("guard", "hoist"), "hoist",
+                                               [g.structural_hash() for g in own])}
     assert len(with_hoist) == len(set(with_hoist)) == len(without) + len(hoisted)
     assert set(with_hoist[len(without):]) == hoisted
     # A scan rebuilt midway through the hoisted layers (a resumed search) proposes the
@@ -230,3 +232,71 @@ def test_the_scan_walks_hoisted_layers_after_all_of_a_layers_own_neighbours() ->
         with_hoist[middle]
     # A sweep walks the layer's macro edits only, none hoisted.
     assert walk(("guard", "hoist"), True) == walk(("guard",), True)
+
+
+# The stall of a BN-Swish search (seed 128): v0 spent inside the statistics (`x + v0`),
+# so the gate `g * sigmoid(g)` with g = v1 * a + v0 has no parameter left for its shift.
+SWISH_STALL = LayerGraph([("add", (X, V0)), ("mean_batch", (4,)), ("neg", (5,)), ("add", (X, 6)),
+                          ("std_batch", (4,)), ("div", (7, 8)), ("mul", (V1, 9)),
+                          ("sigmoid", (10,)), ("tanh", (11,)), ("mul", (10, 12))])
+
+
+def test_free_takes_a_parameter_out_of_a_layer_and_edits_what_is_left() -> None:
+    assert SWISH_STALL.formula() == ("v1 * (x - mean_batch(x + v0)) / std_batch(x + v0) * "
+                                     "tanh(sigmoid(v1 * (x - mean_batch(x + v0)) / std_batch(x + v0)))")
+    target = get_known("bn_swish").structural_hash()
+    macros = ("gate", "free", "hoist")
+    own = neighbourhood(SWISH_STALL, "B", ("gate",))
+    freed = deferred_neighbourhood(SWISH_STALL, "B", macros, "free")
+    assert target not in {g.structural_hash() for g in own}
+    assert target not in {g.structural_hash() for g in deferred_neighbourhood(
+        SWISH_STALL, "B", macros, "hoist")}
+    assert target in {g.structural_hash() for g in freed}
+    # The freed layers themselves: v0's reads gone (`x + v0` read as `x`), v1's (`v1 * a`
+    # read as `a`), both's.
+    formulas = {g.formula() for g in freed}
+    assert {"v1 * (x - mean_batch(x)) / std_batch(x) * tanh(sigmoid(v1 * (x - mean_batch(x)) / "
+            "std_batch(x)))",
+            "(x - mean_batch(x + v0)) / std_batch(x + v0) * tanh(sigmoid((x - mean_batch(x + v0)) / "
+            "std_batch(x + v0)))",
+            "(x - mean_batch(x)) / std_batch(x) * tanh(sigmoid((x - mean_batch(x)) / std_batch(x)))",
+            } <= formulas
+    assert all(is_valid(g, "B") for g in freed)
+    # Only the families named beside free edit the freed layers; without free, none.
+    assert target not in {g.structural_hash() for g in deferred_neighbourhood(
+        SWISH_STALL, "B", ("free",), "free")}
+    assert deferred_neighbourhood(SWISH_STALL, "B", ("gate",), "free") == []
+
+
+def test_free_leaves_out_what_cannot_lose_a_parameter() -> None:
+    # `x + v0` freed of v0 is x itself (no layer).
+    shift = LayerGraph([("add", (X, V0))])
+    assert deferred_neighbourhood(shift, "B", ("free",), "free") == []
+    # `v1 * v0` freed of one parameter reads the other; freed of both, it reads nothing.
+    constant = LayerGraph([("mul", (V1, V0)), ("mul", (X, 4))])
+    freed = {g.formula() for g in deferred_neighbourhood(constant, "B", ("free",), "free")}
+    assert freed == {"x * v0", "x * v1"}
+    # A layer that reads no parameter has nothing to free.
+    assert deferred_neighbourhood(LayerGraph([("std_batch", (X,)), ("div", (X, 4))]), "B",
+                                  ("free", "gate"), "free") == []
+
+
+def test_the_scan_walks_freed_layers_then_hoisted_ones_after_a_layers_own_neighbours() -> None:
+    macros = ("gate", "free", "hoist")
+    scan, seen, order = LocalScan("B", macros), set(), []
+    while (step := scan.next([SWISH_STALL], seen)) is not None:
+        seen.add(step[1].structural_hash())
+        order.append(step[1].structural_hash())
+    own = [g.structural_hash() for g in neighbourhood(SWISH_STALL, "B", ("gate",))]
+    freed = [g.structural_hash()
+             for g in deferred_neighbourhood(SWISH_STALL, "B", macros, "free", own)]
+    hoisted = [g.structural_hash()
+               for g in deferred_neighbourhood(SWISH_STALL, "B", macros, "hoist", own + freed)]
+    assert len(order) == len(set(order)) == len(own) + len(freed) + len(hoisted)
+    assert set(order[: len(own)]) == set(own)
+    assert set(order[len(own): len(own) + len(freed)]) == set(freed)
+    assert set(order[len(own) + len(freed):]) == set(hoisted)
+    assert neighbourhood(SWISH_STALL, "B", macros) == [
+        *neighbourhood(SWISH_STALL, "B", ("gate",)),
+        *deferred_neighbourhood(SWISH_STALL, "B", macros, "free", own),
+        *deferred_neighbourhood(SWISH_STALL, "B", macros, "hoist", own + freed)]

@@ -335,9 +335,11 @@ SEARCH_GROUPS = {
              "all, or the output), skip (wrap the output with a learned skip, + v0 * a), "
              "guard (a std/rms node d becomes max(d, e), or a max operand e, with e a "
              "second scale estimate of x such as std_instance(x) + v1 * x), gate (a node "
-             "a becomes g * sigmoid(g) or g * tanh(g), g = a, v1 * a or v1 * a + v0), hoist "
-             "(the layer cut back to one of its nodes, and the other families' edits of "
-             "that; tried after all of a layer's other edits). "
+             "a becomes g * sigmoid(g) or g * tanh(g), g = a, v1 * a or v1 * a + v0), free "
+             "(the layer with every read of v0, of v1 or of both taken out, and the other "
+             "families' edits of that), hoist (the layer cut back to one of its nodes, and "
+             "the other families' edits of that); free and hoist are tried, in this order, "
+             "after all of a layer's other edits. "
              f"[default: {','.join(_DEFAULTS.scan_macros) or 'none'}]")
 @option("--adaptive-moves", group="engine", type=float,
         help="Strength (0-1) of adapting move weights to the moves whose children "

@@ -20,10 +20,14 @@ as the new output) by its self-gated form `g * sigmoid(g)` or `g * tanh(g)`, g i
 `v1 * a`, `v1 * a + v0`; "hoist", a live node `a` made the output (the layer cut back to `a` and
 what it reads: GP's hoist mutation) and, with it, every edit of the other families of
 that cut-back layer (a stall whose core is a buried `x / std_batch(x)` is one guard away
-from EvoNorm-B0 once the rest is cut off). The hoisted layers of a layer are walked after
-all its other neighbours: they are large jumps, and searches that never finish a layer's
-own neighbours propose exactly what they did before the family existed; the strategy's
-sweep (`LocalScan.sweep`) leaves them out.
+from EvoNorm-B0 once the rest is cut off); "free", the layer with every node that reads
+v0, v1 or both taken out (what read it reads its other operand: `x + v0` becomes `x`)
+and, with it, every edit of the other families of that freed layer (a BN-Swish stall
+that spent v0 inside its statistics, `mean_batch(x + v0)`, is one gate `g * sigmoid(g)`,
+g = v1 * a + v0, from the target once v0 is free again). The freed, then the hoisted,
+layers of a layer are walked after all its other neighbours: they are large jumps, and
+searches that never finish a layer's own neighbours propose exactly what they did before
+these families existed; the strategy's sweep (`LocalScan.sweep`) leaves them out.
 Edits that leave the space or make an invalid graph are left out; the rest are
 deduplicated by structure. Dead nodes are dropped first: an edit there would change
 nothing, and the room they take is what inserts need.
@@ -214,7 +218,7 @@ def _cut_back(graph: LayerGraph, source: int) -> tuple[list[Node], int] | None:
 
 # The scan's multi-node edit families by name (`--scan-macros`; blocks.py says what each
 # block is): "normalize" and "skip" make up the memetic-norm engine's macro edits. HOIST
-# is a family too, applied on top of the others (`_hoist_edits`).
+# and FREE are families too, applied on top of the others (`DEFERRED_EDITS`).
 MACROS: dict[str, Callable[[LayerGraph, tuple[str, ...]], Iterator[list[Node]]]] = {
     "normalize": _normalize_edits,
     "skip": _skip_edits,
@@ -224,7 +228,13 @@ MACROS: dict[str, Callable[[LayerGraph, tuple[str, ...]], Iterator[list[Node]]]]
 
 
 HOIST = "hoist"
-FAMILIES: tuple[str, ...] = (*MACROS, HOIST)
+FREE = "free"
+FAMILIES: tuple[str, ...] = (*MACROS, HOIST, FREE)
+# The families whose layers are walked only after all of a layer's own neighbours, in
+# this order: each edit is a large jump (a freed or cut-back layer, then edited), and a
+# search that never finishes a layer's own neighbours proposes what it did without them.
+# FREE first: a layer has about a third as many freed layers as hoisted ones.
+DEFERRED: tuple[str, ...] = (FREE, HOIST)
 
 
 def _hoist_edits(graph: LayerGraph, ops: tuple[str, ...],
@@ -235,16 +245,60 @@ def _hoist_edits(graph: LayerGraph, ops: tuple[str, ...],
         if source < FIRST or source == graph.output:
             continue
         cut = _cut_back(graph, source)
-        if cut is None:
-            continue
-        nodes = cut[0]
-        yield nodes
-        try:
-            base = LayerGraph(nodes)
-        except GraphError:
-            continue
-        for family in families:
-            yield from MACROS[family](base, ops)
+        if cut is not None:
+            yield from _and_edited(cut[0], ops, families)
+
+
+def _free_edits(graph: LayerGraph, ops: tuple[str, ...],
+                families: tuple[str, ...]) -> Iterator[list[Node]]:
+    """`graph` with its reads of v0, of v1, or of both taken out (`_freed`), then every
+    edit of `families` of that freed layer."""
+    read = {i for node in graph.nodes for i in node.inputs if i in PARAMETERS}
+    for parameters in ((V0,), (V1,), PARAMETERS):
+        if set(parameters) <= read:
+            freed = _freed(graph, parameters)
+            if freed is not None:
+                yield from _and_edited(freed, ops, families)
+
+
+def _freed(graph: LayerGraph, parameters: tuple[int, ...]) -> list[Node] | None:
+    """The nodes of `graph` with each node that reads one of `parameters` removed (what
+    read it reads its first other operand instead: `x / v0` becomes `x`), dead nodes
+    dropped; None where a node reads nothing else (`v1 * v0`) or the output becomes `x`."""
+    heirs = {index: index for index in range(FIRST)}
+    kept: list[Node] = []
+    for position, node in enumerate(graph.nodes):
+        others = [heirs[i] for i in node.inputs if i not in parameters]
+        if len(others) == len(node.inputs):
+            heirs[FIRST + position] = FIRST + len(kept)
+            kept.append(Node(node.op, tuple(others)))
+        elif others:
+            heirs[FIRST + position] = others[0]
+        else:
+            return None
+    output = heirs[graph.output]
+    if output < FIRST:
+        return None
+    try:
+        cut = _cut_back(LayerGraph(kept[: output - FIRST + 1]), output)
+    except GraphError:
+        return None
+    return None if cut is None else cut[0]
+
+
+def _and_edited(nodes: list[Node], ops: tuple[str, ...],
+                families: tuple[str, ...]) -> Iterator[list[Node]]:
+    """`nodes`, then every edit of `families` of the layer they make (if valid)."""
+    yield nodes
+    try:
+        base = LayerGraph(nodes)
+    except GraphError:
+        return
+    for family in families:
+        yield from MACROS[family](base, ops)
+
+
+DEFERRED_EDITS = {FREE: _free_edits, HOIST: _hoist_edits}
 
 
 def check_macros(names: tuple[str, ...]) -> None:
@@ -258,44 +312,57 @@ def check_macros(names: tuple[str, ...]) -> None:
 
 
 def _families(macros: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(name for name in macros if name != HOIST)
+    """The families of `macros` that edit a layer directly (not deferred)."""
+    return tuple(name for name in macros if name in MACROS)
+
+
+def _deferred(macros: tuple[str, ...]) -> tuple[str, ...]:
+    """The deferred families of `macros`, in walk order."""
+    return tuple(name for name in DEFERRED if name in macros)
 
 
 def neighbourhood(graph: LayerGraph, space: str,
                   macros: tuple[str, ...] = ()) -> list[LayerGraph]:
     """Every valid layer of `space` one edit away from `graph`'s live part (and one edit
     of each of the `macros` families away), one per structure, `graph` itself excluded;
-    in generation order, hoisted layers (`hoisted_neighbourhood`) last."""
+    in generation order, deferred families' layers (`deferred_neighbourhood`) last."""
     pruned = graph.pruned()
     ops = op_names(space)
     families = _families(macros)
     edits = itertools.chain(_edits(pruned, ops), *(MACROS[name](pruned, ops) for name in families))
-    found = _children(pruned, edits, space)
-    return found + hoisted_neighbourhood(pruned, space, macros,
-                                         [child.structural_hash() for child in found])
+    return _with_deferred(pruned, space, macros, _children(pruned, edits, space))
 
 
 def macro_neighbourhood(graph: LayerGraph, space: str,
                         macros: tuple[str, ...]) -> list[LayerGraph]:
     """The layers of `neighbourhood` that one edit of the `macros` families makes (some
-    may also be single edits), in generation order, hoisted layers last."""
+    may also be single edits), in generation order, deferred families' layers last."""
     pruned = graph.pruned()
     ops = op_names(space)
     families = _families(macros)
     found = _children(pruned, itertools.chain(*(MACROS[name](pruned, ops) for name in families)),
                       space)
-    return found + hoisted_neighbourhood(pruned, space, macros,
-                                         [child.structural_hash() for child in found])
+    return _with_deferred(pruned, space, macros, found)
 
 
-def hoisted_neighbourhood(graph: LayerGraph, space: str, macros: tuple[str, ...],
-                          excluded: Iterable[str] = ()) -> list[LayerGraph]:
-    """With HOIST in `macros`, the layers its edits make whose structural hash is not in
-    `excluded` (the layer's other neighbours), in generation order; else none."""
-    if HOIST not in macros:
+def _with_deferred(pruned: LayerGraph, space: str, macros: tuple[str, ...],
+                   found: list[LayerGraph]) -> list[LayerGraph]:
+    """`found`, then the layers of each deferred family of `macros` not already listed."""
+    for family in _deferred(macros):
+        found = found + deferred_neighbourhood(pruned, space, macros, family,
+                                               [child.structural_hash() for child in found])
+    return found
+
+
+def deferred_neighbourhood(graph: LayerGraph, space: str, macros: tuple[str, ...], family: str,
+                           excluded: Iterable[str] = ()) -> list[LayerGraph]:
+    """With the deferred `family` (HOIST or FREE) in `macros`, the layers its edits make
+    whose structural hash is not in `excluded` (the layer's other neighbours), in
+    generation order; else none."""
+    if family not in macros:
         return []
     pruned = graph.pruned()
-    edits = _hoist_edits(pruned, op_names(space), _families(macros))
+    edits = DEFERRED_EDITS[family](pruned, op_names(space), _families(macros))
     return _children(pruned, edits, space, excluded)
 
 
@@ -326,7 +393,7 @@ class LocalScan:
     past neighbours in `seen`, which only grows, so the answer is a function of `layers`
     and `seen`, whatever was asked before. `sweep(layer, seen)` does the same over one
     layer's macro edits only (the strategy's sweep: all of them, best improvement),
-    hoisted layers left out.
+    deferred families' layers left out.
     """
 
     def __init__(self, space: str, macros: tuple[str, ...] = ()) -> None:
@@ -361,24 +428,25 @@ class LocalScan:
             families = _families(self._macros)
             children = (macro_neighbourhood(layer, self._space, families) if macros_only
                         else neighbourhood(layer, self._space, families))
-            # A sweep (macros only) walks no hoisted layers: it proposes all of a deep
+            # A sweep (macros only) walks no deferred layers: it proposes all of a deep
             # layer's macro edits at once, and a thousand hoisted ones more per layer
             # kept it from the layers below (docs/RESULTS.md, "Hoisted edits").
             walk = self._walks[walk_key] = _Walk(
-                _shuffled(children, key), HOIST in self._macros and not macros_only)
+                _shuffled(children, key), () if macros_only else _deferred(self._macros))
         while True:
             while walk.cursor < len(walk.neighbours) and walk.neighbours[walk.cursor][0] in seen:
                 walk.cursor += 1
             if walk.cursor < len(walk.neighbours):
                 return walk.neighbours[walk.cursor][1]
-            if not walk.hoists_pending:
+            if not walk.pending:
                 break
-            # The layer's own neighbours are all stored: its hoisted layers come next,
-            # built only now (most layers never get here), in their own shuffled order.
-            hoisted = hoisted_neighbourhood(layer, self._space, self._macros,
-                                            [h for h, _ in walk.neighbours])
-            walk.neighbours.extend(_shuffled(hoisted, key + HOIST))
-            walk.hoists_pending = False
+            # The layer's neighbours so far are all stored: the next deferred family's
+            # layers come next, built only now (most layers never get here), in their own
+            # shuffled order.
+            family, walk.pending = walk.pending[0], walk.pending[1:]
+            later = deferred_neighbourhood(layer, self._space, self._macros, family,
+                                           [h for h, _ in walk.neighbours])
+            walk.neighbours.extend(_shuffled(later, key + family))
         del self._walks[walk_key]
         self._exhausted.add(walk_key)
         return None
@@ -393,9 +461,9 @@ def _shuffled(children: list[LayerGraph], key: str) -> list[tuple[str, LayerGrap
 
 class _Walk:
     """A scanned layer's neighbours (hash, layer) in walk order, how far the walk is, and
-    whether its hoisted layers are still to be added at the end."""
+    the deferred families whose layers are still to be added at the end, in order."""
 
-    def __init__(self, neighbours: list[tuple[str, LayerGraph]], hoists_pending: bool) -> None:
+    def __init__(self, neighbours: list[tuple[str, LayerGraph]], pending: tuple[str, ...]) -> None:
         self.neighbours = neighbours
         self.cursor = 0
-        self.hoists_pending = hoists_pending
+        self.pending = pending
