@@ -267,7 +267,7 @@ def test_planted_settings_leave_other_searches_unchanged() -> None:
     # Planted searches start from the engine that recovers targets; classification
     # keeps the paper's, and a named engine wins.
     assert (config.engine, config.fitness, config.scan_sizes, config.scan_macros) == (
-        "memetic-blocks", "log_error", True, ("normalize", "skip", "guard", "gate", "free", "hoist"))
+        "memetic-blocks", "log_error", True, ("normalize", "skip", "guard", "gate", "hoist"))
     assert "normalize" in config.mutations
     assert new_search_config({}).engine == "paper"
     assert new_search_config({"task": "planted", "target": get_known("gn_relu").to_json(),
