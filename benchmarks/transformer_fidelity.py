@@ -27,6 +27,12 @@ cells already there. One process, one torch thread, nice 10 (the machine is shar
     python benchmarks/transformer_fidelity.py --out /tmp/tf.json --report-only
     python benchmarks/transformer_fidelity.py --smoke --out /tmp/tf_smoke.json  # < 1 minute
 
+`--layers layernorm,rmsnorm --graph evolved=layer.json` sets the panel: known layers by
+name and any layer from a graph file (`evonorm show ID --db DB --graph > layer.json`),
+e.g. a search's best layer retrained at the reference protocol beside LayerNorm; the
+report then also prints each layer minus LayerNorm, paired by seed, with its 95% t
+interval.
+
 `--plan "p600:0,1,2;ref:0;..."` orders the cells (protocol:seeds, run left to right), so a
 run cut short still holds complete layer panels.
 """
@@ -47,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from training_budget import bootstrap_spearman, spearman  # noqa: E402  (benchmarks/ is on sys.path as a script)
 
+from evonorm_search.graph import LayerGraph  # noqa: E402
 from evonorm_search.known import get_known  # noqa: E402
 from evonorm_search.proxy_info import bits_from_score, forbidden_ops  # noqa: E402
 from evonorm_search.task import DatasetSpec, EvalTask, TrainSettings  # noqa: E402
@@ -79,8 +86,25 @@ def _save(path: Path, store: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def _layers_for(proxy: str) -> list[str]:
-    return [name for name in LAYERS if not forbidden_ops(get_known(name), (proxy,))]
+def known_panel(names: tuple[str, ...] = LAYERS) -> dict[str, LayerGraph]:
+    """The known layers `names`, by name."""
+    return {name: get_known(name) for name in names}
+
+
+def read_panel(layers: str, graphs: list[str]) -> dict[str, LayerGraph]:
+    """`--layers` (known names) and `--graph NAME=FILE` (a layer's JSON, validated as
+    `evonorm export --json` or `evonorm show --json` writes its graph), in that order."""
+    panel = known_panel(tuple(name.strip() for name in layers.split(",") if name.strip()))
+    for pair in graphs:
+        name, sep, path = pair.partition("=")
+        if not sep or not name.strip() or "|" in name:
+            raise ValueError(f"--graph {pair!r}: give NAME=FILE (NAME without '|')")
+        panel[name.strip()] = LayerGraph.from_json(Path(path).read_text())
+    return panel
+
+
+def _layers_for(proxy: str, panel: dict[str, LayerGraph]) -> list[str]:
+    return [name for name, graph in panel.items() if not forbidden_ops(graph, (proxy,))]
 
 
 class Runner:
@@ -100,10 +124,10 @@ class Runner:
         return TrainSettings.for_dataset(self.spec.name, slot="norm",
                                          **{**OFF, **self.protocols[protocol]})
 
-    def evaluate(self, protocol: str, proxy: str, layer: str, seed: int) -> dict[str, Any]:
+    def evaluate(self, protocol: str, proxy: str, layer: LayerGraph, seed: int) -> dict[str, Any]:
         from workers.evaluate import evaluate
 
-        task = EvalTask(get_known(layer).to_json(), (proxy,), self.spec,
+        task = EvalTask(layer.to_json(), (proxy,), self.spec,
                         self.settings(protocol), seed)
         cpu, wall = time.process_time(), time.perf_counter()
         result = evaluate(task, self.data)
@@ -111,7 +135,7 @@ class Runner:
                 "score": result.accuracies.get(proxy), "early": result.early_accuracies.get(proxy),
                 "cpu": time.process_time() - cpu, "wall": time.perf_counter() - wall}
 
-    def stress(self, proxy: str, layer: str, seed: int) -> dict[str, Any]:
+    def stress(self, proxy: str, layer: LayerGraph, seed: int) -> dict[str, Any]:
         """The proxy's stability protocol alone (its default settings)."""
         from evonorm_search.task import TRANSFORMER_TRAINING
         from workers.evaluate import proxy_seed
@@ -125,23 +149,25 @@ class Runner:
         steps = TRANSFORMER_TRAINING["stability_steps"]
         torch.manual_seed(proxy_seed(seed, proxy))
         cpu = time.process_time()
-        run = start_run(proxy, get_known(layer), self.data, settings, proxy_seed(seed, proxy))
+        run = start_run(proxy, layer, self.data, settings, proxy_seed(seed, proxy))
         verdict = run.probe.run(steps)
         return {"status": "passed" if verdict.passed else "rejected", "reason": verdict.reason,
                 "value": verdict.value, "steps": verdict.steps, "cpu": time.process_time() - cpu}
 
 
-def run_plan(runner: Runner, plan: str, store: dict[str, Any], out: Path) -> None:
+def run_plan(runner: Runner, plan: str, store: dict[str, Any], out: Path,
+             panel: dict[str, LayerGraph]) -> None:
     for part in plan.split(";"):
         protocol, _, seeds = part.partition(":")
         for seed in (int(s) for s in seeds.split(",")):
             for proxy in PROXIES:
-                for layer in _layers_for(proxy):
+                for layer in _layers_for(proxy, panel):
                     key = _key(protocol, proxy, layer, seed)
                     if key in store["cells"]:
                         continue
-                    row = (runner.stress(proxy, layer, seed) if protocol == "stress"
-                           else runner.evaluate(protocol, proxy, layer, seed))
+                    graph = panel[layer]
+                    row = (runner.stress(proxy, graph, seed) if protocol == "stress"
+                           else runner.evaluate(protocol, proxy, graph, seed))
                     store["cells"][key] = row
                     _save(out, store)
                     shown = row.get("score", row.get("value"))
@@ -172,10 +198,11 @@ def _grid(store: dict[str, Any], protocol: str, proxy: str) -> dict[str, dict[in
 
 
 
-def summarize(store: dict[str, Any], protocol: str, proxy: str,
-              reference: str = "ref") -> dict[str, Any]:
+def summarize(store: dict[str, Any], protocol: str, proxy: str, reference: str = "ref",
+              panel: dict[str, LayerGraph] | None = None) -> dict[str, Any]:
     grid = _grid(store, protocol, proxy)
-    layers = [lay for lay in _layers_for(proxy) if len(grid.get(lay, {})) >= 1]
+    layers = [lay for lay in _layers_for(proxy, panel or known_panel())
+              if len(grid.get(lay, {})) >= 1]
     means = {lay: statistics.fmean(grid[lay].values()) for lay in layers}
     ses = {lay: (statistics.stdev(grid[lay].values()) / math.sqrt(len(grid[lay]))
                  if len(grid[lay]) > 1 else math.nan) for lay in layers}
@@ -195,32 +222,47 @@ def summarize(store: dict[str, Any], protocol: str, proxy: str,
         summary["fidelity"] = spearman(mine, theirs)
         summary["fidelity_ci"] = bootstrap_spearman(mine, theirs)
     if "layernorm" in grid and "no_norm" in grid:
-        seeds = sorted(set(grid["layernorm"]) & set(grid["no_norm"]))
-        diffs = [grid["layernorm"][s] - grid["no_norm"][s] for s in seeds]
-        if len(diffs) >= 2:
-            mean, sd = statistics.fmean(diffs), statistics.stdev(diffs)
-            half = _t95(len(diffs)) * sd / math.sqrt(len(diffs))
-            summary["ln_minus_no_norm"] = (mean, mean - half, mean + half, len(diffs))
+        gap = _paired(grid["layernorm"], grid["no_norm"])
+        if gap is not None:
+            summary["ln_minus_no_norm"] = gap
+    # every other layer against LayerNorm, paired by seed
+    summary["minus_layernorm"] = {
+        lay: gap for lay in layers if lay != "layernorm" and "layernorm" in grid
+        and (gap := _paired(grid[lay], grid["layernorm"])) is not None}
     cpus = [row["cpu"] for key, row in store["cells"].items()
             if key.split("|")[:2] == [protocol, proxy] and row["status"] == "done"]
     summary["cpu"] = statistics.fmean(cpus) if cpus else math.nan
     return summary
 
 
+def _paired(a: dict[int, float], b: dict[int, float]) -> tuple[float, float, float, int] | None:
+    """Mean of a - b over the seeds both have, with its 95% t interval and the seed count
+    (None under 2 common seeds)."""
+    seeds = sorted(set(a) & set(b))
+    if len(seeds) < 2:
+        return None
+    diffs = [a[s] - b[s] for s in seeds]
+    mean, sd = statistics.fmean(diffs), statistics.stdev(diffs)
+    half = _t95(len(diffs)) * sd / math.sqrt(len(diffs))
+    return mean, mean - half, mean + half, len(diffs)
+
+
 def _f(value: float, digits: int = 3) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
-def report(store: dict[str, Any], protocols: list[str], reference: str = "ref") -> None:
+def report(store: dict[str, Any], protocols: list[str], reference: str = "ref",
+           panel: dict[str, LayerGraph] | None = None) -> None:
+    panel = panel or known_panel()
     for proxy in PROXIES:
         unit = "validation bits/char (lower is better)" if proxy == "charlm" else "validation accuracy"
         print(f"\n## {proxy}: {unit}; mean +- SE over seeds\n")
-        layers = _layers_for(proxy)
+        layers = _layers_for(proxy, panel)
         print("| protocol | " + " | ".join(layers) + f" | seed SD | between SD | SNR | rho vs {reference} [95% CI] "
               "| LN - no_norm [95% CI] | CPU s/eval |")
         print("|---" * (len(layers) + 7) + "|")
         for protocol in protocols:
-            s = summarize(store, protocol, proxy, reference)
+            s = summarize(store, protocol, proxy, reference, panel)
             if not s["layers"]:
                 continue
             cells = []
@@ -245,6 +287,16 @@ def report(store: dict[str, Any], protocols: list[str], reference: str = "ref") 
             print(f"| {protocol} | " + " | ".join(cells)
                   + f" | {_f(s['seed_sd'] * scale)} | {_f(s['between_sd'] * scale)} | {_f(s['snr'], 1)} "
                   f"| {rho} | {gap} | {_f(s['cpu'], 1)} |")
+        for protocol in protocols:
+            gaps = summarize(store, protocol, proxy, reference, panel)["minus_layernorm"]
+            if gaps:
+                scale = 8.0 if proxy == "charlm" else 1.0  # score gap x 8 = bits/char saved
+                shown = ", ".join(
+                    f"{lay} {mean * scale:+.3f} [{low * scale:+.3f}, {high * scale:+.3f}] ({n})"
+                    for lay, (mean, low, high, n) in gaps.items())
+                unit = "bits/char saved" if proxy == "charlm" else "accuracy"
+                print(f"{protocol}, each layer minus layernorm ({unit}; paired by seed, 95% t; "
+                      f"positive = better): {shown}")
         stress = {key.split("|")[2]: row for key, row in store["cells"].items()
                   if key.startswith(f"stress|{proxy}|")}
         if stress:
@@ -265,8 +317,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reference", default="ref",
                         help="the protocol the others are ranked against (ref: 5x longer; "
                              "d8: depth 8, a cheaper one)")
+    parser.add_argument("--layers", default=",".join(LAYERS),
+                        help="known layers of the panel, comma-separated")
+    parser.add_argument("--graph", action="append", default=[], metavar="NAME=FILE",
+                        help="one more layer from a graph JSON file (repeatable), e.g. an "
+                             "evolved layer beside LayerNorm")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args(argv)
+    try:
+        panel = read_panel(args.layers, args.graph)
+    except (OSError, ValueError) as error:  # GraphError is a ValueError; unknown names too
+        parser.error(str(error))
     store = json.loads(args.out.read_text()) if args.out.exists() else {"cells": {}}
     protocols = SMOKE_PROTOCOLS if args.smoke else PROTOCOLS
     if not args.report_only:
@@ -276,9 +337,9 @@ def main(argv: list[str] | None = None) -> None:
         store["dataset"] = spec.to_dict()
         runner = Runner(spec, protocols)
         plan = "p600:0,1;ref:0,1" if args.smoke else args.plan
-        run_plan(runner, plan, store, args.out)
+        run_plan(runner, plan, store, args.out, panel)
     report(store, [p for p in protocols if any(k.startswith(f"{p}|") for k in store["cells"])],
-           args.reference)
+           args.reference, panel)
 
 
 if __name__ == "__main__":
