@@ -31,7 +31,8 @@ cells already there. One process, one torch thread, nice 10 (the machine is shar
 name and any layer from a graph file (`evonorm show ID --db DB --graph > layer.json`),
 e.g. a search's best layer retrained at the reference protocol beside LayerNorm; the
 report then also prints each layer minus LayerNorm, paired by seed, with its 95% t
-interval.
+interval. `--split test` scores the test split instead (to confirm a layer chosen on
+validation; a store holds one split).
 
 `--plan "p600:0,1,2;ref:0;..."` orders the cells (protocol:seeds, run left to right), so a
 run cut short still holds complete layer panels.
@@ -110,7 +111,8 @@ def _layers_for(proxy: str, panel: dict[str, LayerGraph]) -> list[str]:
 class Runner:
     """Loads the data once and runs cells (evaluations and stress runs)."""
 
-    def __init__(self, spec: DatasetSpec, protocols: dict[str, dict[str, Any]]) -> None:
+    def __init__(self, spec: DatasetSpec, protocols: dict[str, dict[str, Any]],
+                 split: str = "validation") -> None:
         import torch
 
         from workers.datasets import load_proxy_data
@@ -118,6 +120,7 @@ class Runner:
         torch.set_num_threads(1)
         self.spec = spec
         self.protocols = protocols
+        self.split = split
         self.data = load_proxy_data(spec, PROXIES)
 
     def settings(self, protocol: str) -> TrainSettings:
@@ -125,12 +128,14 @@ class Runner:
                                          **{**OFF, **self.protocols[protocol]})
 
     def evaluate(self, protocol: str, proxy: str, layer: LayerGraph, seed: int) -> dict[str, Any]:
+        from evonorm_search.rerank import evaluate_on_test
         from workers.evaluate import evaluate
 
         task = EvalTask(layer.to_json(), (proxy,), self.spec,
                         self.settings(protocol), seed)
         cpu, wall = time.process_time(), time.perf_counter()
-        result = evaluate(task, self.data)
+        result = (evaluate_on_test(task, self.data) if self.split == "test"
+                  else evaluate(task, self.data))
         return {"status": result.status, "reason": result.reason,
                 "score": result.accuracies.get(proxy), "early": result.early_accuracies.get(proxy),
                 "cpu": time.process_time() - cpu, "wall": time.perf_counter() - wall}
@@ -255,7 +260,8 @@ def report(store: dict[str, Any], protocols: list[str], reference: str = "ref",
            panel: dict[str, LayerGraph] | None = None) -> None:
     panel = panel or known_panel()
     for proxy in PROXIES:
-        unit = "validation bits/char (lower is better)" if proxy == "charlm" else "validation accuracy"
+        split = store.get("split", "validation")
+        unit = f"{split} bits/char (lower is better)" if proxy == "charlm" else f"{split} accuracy"
         print(f"\n## {proxy}: {unit}; mean +- SE over seeds\n")
         layers = _layers_for(proxy, panel)
         print("| protocol | " + " | ".join(layers) + f" | seed SD | between SD | SNR | rho vs {reference} [95% CI] "
@@ -322,6 +328,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--graph", action="append", default=[], metavar="NAME=FILE",
                         help="one more layer from a graph JSON file (repeatable), e.g. an "
                              "evolved layer beside LayerNorm")
+    parser.add_argument("--split", choices=("validation", "test"), default="validation",
+                        help="the split scored (test: to confirm a layer chosen on "
+                             "validation; keep its cells in their own --out)")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args(argv)
     try:
@@ -329,13 +338,17 @@ def main(argv: list[str] | None = None) -> None:
     except (OSError, ValueError) as error:  # GraphError is a ValueError; unknown names too
         parser.error(str(error))
     store = json.loads(args.out.read_text()) if args.out.exists() else {"cells": {}}
+    if store.get("split", "validation") != args.split and store["cells"]:
+        parser.error(f"{args.out} holds {store.get('split', 'validation')}-split cells; give "
+                     f"another --out for the {args.split} split")
+    store["split"] = args.split
     protocols = SMOKE_PROTOCOLS if args.smoke else PROTOCOLS
     if not args.report_only:
         os.nice(10)
         spec = (DatasetSpec("cifar10", args.data_dir, image_size=16, corpus=args.corpus)
                 if args.data_dir else DatasetSpec(corpus=args.corpus))
         store["dataset"] = spec.to_dict()
-        runner = Runner(spec, protocols)
+        runner = Runner(spec, protocols, args.split)
         plan = "p600:0,1;ref:0,1" if args.smoke else args.plan
         run_plan(runner, plan, store, args.out, panel)
     report(store, [p for p in protocols if any(k.startswith(f"{p}|") for k in store["cells"])],

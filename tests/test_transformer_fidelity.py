@@ -66,3 +66,20 @@ def test_each_layer_is_compared_with_layernorm_paired_by_seed() -> None:
     # differences 0.03, 0.03, 0.04: SD 0.00577, t(2) 4.303 -> half-width 0.01434
     assert high - mean == pytest.approx(4.303 * 0.0057735 / 3 ** 0.5, rel=1e-3)
     assert gaps["rmsnorm"][3] == 2  # only the seeds both have
+
+
+def test_a_store_of_one_split_is_not_mixed_with_the_other(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "tf.json"
+    cell = {"status": "done", "score": 0.5, "cpu": 1.0}
+    out.write_text('{"cells": {"ref|vit|layernorm|0": %s}}' % str(cell).replace("'", '"'))
+    before = out.read_text()
+    with pytest.raises(SystemExit) as exit_info:
+        BENCHMARK.main(["--out", str(out), "--split", "test", "--report-only"])
+    assert exit_info.value.code == 2
+    assert "holds validation-split cells; give another --out" in capsys.readouterr().err
+    assert out.read_text() == before
+    # The report names the split it scored.
+    out.write_text('{"split": "test", "cells": {"ref|vit|layernorm|0": %s}}'
+                   % str(cell).replace("'", '"'))
+    BENCHMARK.main(["--out", str(out), "--split", "test", "--report-only"])
+    assert "## vit: test accuracy" in capsys.readouterr().out
