@@ -267,8 +267,9 @@ def report(store: dict[str, Any], protocols: list[str], reference: str = "ref",
         print("| protocol | " + " | ".join(layers) + f" | seed SD | between SD | SNR | rho vs {reference} [95% CI] "
               "| LN - no_norm [95% CI] | CPU s/eval |")
         print("|---" * (len(layers) + 7) + "|")
-        for protocol in protocols:
-            s = summarize(store, protocol, proxy, reference, panel)
+        summaries = {protocol: summarize(store, protocol, proxy, reference, panel)
+                     for protocol in protocols}
+        for protocol, s in summaries.items():
             if not s["layers"]:
                 continue
             cells = []
@@ -293,8 +294,8 @@ def report(store: dict[str, Any], protocols: list[str], reference: str = "ref",
             print(f"| {protocol} | " + " | ".join(cells)
                   + f" | {_f(s['seed_sd'] * scale)} | {_f(s['between_sd'] * scale)} | {_f(s['snr'], 1)} "
                   f"| {rho} | {gap} | {_f(s['cpu'], 1)} |")
-        for protocol in protocols:
-            gaps = summarize(store, protocol, proxy, reference, panel)["minus_layernorm"]
+        for protocol, s in summaries.items():
+            gaps = s["minus_layernorm"]
             if gaps:
                 scale = 8.0 if proxy == "charlm" else 1.0  # score gap x 8 = bits/char saved
                 shown = ", ".join(
