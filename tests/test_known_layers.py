@@ -13,7 +13,8 @@ from torch import Tensor, nn
 from evonorm_search.compile import compile_layer
 from evonorm_search.errors import GraphError
 from evonorm_search.known import (
-    CNN_LAYERS, DISCOVERED_LAYERS, KNOWN_HOMES, KNOWN_LAYERS, TRANSFORMER_LAYERS, get_known,
+    CNN_LAYERS, DISCOVERED_HOMES, DISCOVERED_LAYERS, KNOWN_HOMES, KNOWN_LAYERS, NAMED_LAYERS,
+    TRANSFORMER_LAYERS, get_known,
 )
 
 EPS = 1e-5
@@ -177,9 +178,14 @@ def test_known_layers_are_in_their_paper_space() -> None:
         "layernorm": "T", "rmsnorm": "T", "dyt": "S", "derf": "S", "no_norm": "S",
         "repbn": "B", "bcn": "TB",
     }
+    # Every named layer has a home: the known ones that of their dict, the discovered ones
+    # the one declared with them (the slot of the search that found them).
     assert {name for name, home in KNOWN_HOMES.items() if home == "norm_act"} == (
-        set(CNN_LAYERS) | set(DISCOVERED_LAYERS))
-    assert {name for name, home in KNOWN_HOMES.items() if home == "norm"} == set(TRANSFORMER_LAYERS)
+        set(CNN_LAYERS) | {"swish_group_rmsnorm"})
+    assert {name for name, home in KNOWN_HOMES.items() if home == "norm"} == (
+        set(TRANSFORMER_LAYERS) | {"floored_square_layernorm"})
+    assert set(DISCOVERED_HOMES) == set(DISCOVERED_LAYERS)
+    assert KNOWN_HOMES.keys() == NAMED_LAYERS.keys()
     assert all("T" in TRANSFORMER_LAYERS[name].spaces
                for name in ("layernorm", "rmsnorm", "dyt", "derf", "no_norm"))
     assert get_known("evonorm_s0").formula() == "x * sigmoid(v1 * x) / std_group(x)"

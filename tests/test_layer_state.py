@@ -40,12 +40,13 @@ def test_known_layers_hold_only_what_they_use(name: str, tmp_path: Path) -> None
         assert set(layer.state_dict()) == expected_state_keys(graph)
     # EvoNorm-B0/S0 use v1 only; the other EvoNorms and swish_group_rmsnorm neither; the
     # baselines both; of the Transformer layers DyT and RepBN use v1, Derf both,
-    # LayerNorm/RMSNorm/BCN neither.
+    # LayerNorm/RMSNorm/BCN neither; floored_square_layernorm v0 (its floor).
     uses = {n for n in ("v0", "v1") if getattr(compiled, n) is not None}
     assert uses == {
         "bn_relu": {"v0", "v1"}, "gn_relu": {"v0", "v1"}, "bn_swish": {"v0", "v1"},
         "evonorm_b0": {"v1"}, "evonorm_s0": {"v1"},
         "dyt": {"v1"}, "repbn": {"v1"}, "derf": {"v0", "v1"},
+        "floored_square_layernorm": {"v0"},
     }.get(name, set())
 
 
