@@ -42,6 +42,7 @@ LEGACY_SETTINGS: dict[str, Any] = {"hurdle": None, "reevaluate": 1, "engine": "p
 # What `scan_macros = true` meant when it was a switch (searches stored before the families).
 LEGACY_MACROS: tuple[str, ...] = ("normalize", "skip")
 MAX_ADAPTIVE_MOVES = 1.0  # 1: a move's weight follows its credit fully
+SCAN_DEFERRED: tuple[str, ...] = ("each", "last")  # `SearchConfig.scan_deferred`
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,11 @@ class SearchConfig:
     # scores above the best, then one layer per score, and tries all their macro edits
     # before any single edit, the best of a layer's winning.
     scan_sweep: bool = False
+    # When a scanned layer's deferred families (hoist, free: `scan_macros`) are walked:
+    # "each", right after its own neighbours; "last" (with `scan_sweep`), after every
+    # scanned layer's own neighbours and the sweep, best score (without the size
+    # penalty) first.
+    scan_deferred: str = "each"
     # Multi-node edit families the scan also makes (evonorm_search.search.scan.MACROS).
     scan_macros: tuple[str, ...] = ()
     adaptive_moves: float = 0.0  # strength of move-weight adaptation (0: fixed, uniform)
@@ -198,6 +204,12 @@ class SearchConfig:
             raise ConfigError("scan_sweep sweeps the macro edits of the layers the scan reaches "
                               "down the ranking: it needs --scan-after, --scan-depth and "
                               "--scan-macros (or --no-scan-sweep)")
+        if self.scan_deferred not in SCAN_DEFERRED:
+            raise ConfigError(f"scan_deferred {self.scan_deferred!r} is unknown: use "
+                              f"{' or '.join(SCAN_DEFERRED)} (--scan-deferred)")
+        if self.scan_deferred == "last" and not self.scan_sweep:
+            raise ConfigError("scan_deferred 'last' walks the deferred families after the "
+                              "sweep: it needs --scan-sweep (or --scan-deferred each)")
         if not 0.0 <= self.adaptive_moves <= MAX_ADAPTIVE_MOVES:
             raise ConfigError(f"adaptive_moves must be a strength in [0, {MAX_ADAPTIVE_MOVES}] "
                               f"(0: fixed uniform move weights), got {self.adaptive_moves}")

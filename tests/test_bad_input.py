@@ -246,6 +246,11 @@ TABLE = [
     row([*SEARCH, "--engine", "memetic-blocks", "--scan-depth", "0"],
         "scan_sweep sweeps the macro edits of the layers the scan reaches down the ranking",
         id="search-scan-sweep-without-depth"),
+    row([*SEARCH, "--engine", "memetic-log", "--scan-deferred", "last"],
+        "scan_deferred 'last' walks the deferred families after the sweep: it needs "
+        "--scan-sweep", id="search-scan-deferred-last-without-sweep"),
+    row([*SEARCH, "--scan-deferred", "first"], "Invalid value for '--scan-deferred'",
+        id="search-scan-deferred-unknown"),
     row([*SEARCH, "--scan-macros", "guard,wrap"],
         "unknown scan macro(s) 'wrap': use any of normalize, skip, guard, gate",
         id="search-scan-macros-unknown"),

@@ -234,6 +234,43 @@ def test_the_scan_walks_hoisted_layers_after_all_of_a_layers_own_neighbours() ->
     assert walk(("guard", "hoist"), True) == walk(("guard",), True)
 
 
+def test_apart_the_own_and_the_deferred_walks_split_the_walk_together() -> None:
+    """With `deferred_apart` (`--scan-deferred last`), `next` walks a layer's own
+    neighbours only and `deferred` its hoisted layers only: the same layers as one walk
+    together, each once, in the same order within each part."""
+    macros = ("guard", "hoist")
+
+    def drain(propose) -> list[str]:
+        seen, order = set(), []
+        while (child := propose(seen)) is not None:
+            seen.add(child.structural_hash())
+            order.append(child.structural_hash())
+        return order
+
+    one_walk = LocalScan("B", macros)
+    together = drain(lambda seen: (one_walk.next([B0_STALL], seen) or (None, None))[1])
+    apart = LocalScan("B", macros, deferred_apart=True)
+    own = drain(lambda seen: (apart.next([B0_STALL], seen) or (None, None))[1])
+    deferred = drain(lambda seen: apart.deferred(B0_STALL, seen))
+    assert own == [g.structural_hash() for g in _walked(neighbourhood(B0_STALL, "B", ("guard",)),
+                                                       together)]
+    assert own + deferred == together
+    assert len(deferred) > 100
+    # A scan rebuilt midway through the deferred part proposes the same next one.
+    middle = len(deferred) // 2
+    resumed = LocalScan("B", macros, deferred_apart=True)
+    assert resumed.deferred(B0_STALL, set(own) | set(deferred[:middle])).structural_hash() == \
+        deferred[middle]
+    # Without deferred families there is nothing deferred to walk.
+    assert LocalScan("B", ("guard",), deferred_apart=True).deferred(B0_STALL, set()) is None
+
+
+def _walked(layers: list[LayerGraph], order: list[str]) -> list[LayerGraph]:
+    """`layers` in the order their hashes appear in `order`."""
+    position = {h: i for i, h in enumerate(order)}
+    return sorted(layers, key=lambda g: position[g.structural_hash()])
+
+
 # The stall of a BN-Swish search (seed 128): v0 spent inside the statistics (`x + v0`),
 # so the gate `g * sigmoid(g)` with g = v1 * a + v0 has no parameter left for its shift.
 SWISH_STALL = LayerGraph([("add", (X, V0)), ("mean_batch", (4,)), ("neg", (5,)), ("add", (X, 6)),

@@ -446,6 +446,55 @@ def test_with_scan_sweep_the_layers_reached_deep_have_all_their_macro_edits_trie
     assert proposal.move == SCAN and proposal.parent.number == 18
 
 
+def test_with_scan_deferred_last_the_best_scoring_layers_hoisted_edits_come_after_the_sweep() -> None:
+    """`--scan-deferred last`: once the first layers' own edits and the sweep are done,
+    the scan walks the deferred (hoisted) layers of the layer that scores best without
+    the size penalty, not the leader's; with "each" it walks the leader's."""
+    from evonorm_search.search.scan import deferred_neighbourhood, macro_neighbourhood, neighbourhood
+
+    macros = ("normalize", "gate", "hoist")
+    best = LayerGraph([("std_group", (0,)), ("sigmoid", (0,)), ("mul", (0, 5)),
+                       ("div", (6, 4))])
+    # Scores above the best, but its 9 nodes rank it below (penalty 1e-4).
+    larger = LayerGraph([("std_group", (0,)), ("div", (0, 4)), ("tanh", (5,)),
+                         ("sigmoid", (5,)), ("mul", (6, 7)), ("abs", (8,)), ("add", (9, 5)),
+                         ("sigmoid", (10,)), ("tanh", (11,))])
+    rows = [record(0, best, scores=(0.99, 0.99)), record(1, larger, scores=(0.99001, 0.99001))]
+    rows += [record(n, random_graph(random.Random(n), "S", 3), scores=(0.2, 0.2))
+             for n in range(2, 12)]
+    own = {g.structural_hash() for g in neighbourhood(best, "S", ("normalize", "gate"))}
+
+    def engine(deferred: str) -> EvolutionStrategy:
+        strategy = EvolutionStrategy(memetic(
+            islands=1, migration_rate=0.0, scan_after=10, scan_elites=1, neutral_drift=False,
+            scan_depth=2, scan_macros=macros, scan_sweep=True, scan_deferred=deferred))
+        for row in rows:
+            strategy.tell(row)
+        return strategy
+
+    def hoisted(layer: LayerGraph) -> set[str]:
+        others = neighbourhood(layer, "S", ("normalize", "gate"))
+        return {g.structural_hash() for g in deferred_neighbourhood(
+            layer, "S", macros, "hoist", [g.structural_hash() for g in others])}
+
+    # "each": the leader's own edits stored, its hoisted ones come next.
+    each = engine("each").ask(random.Random(12), set(own))
+    assert each.move == SCAN and each.parent.number == 0
+    assert each.graph.structural_hash() in hoisted(best)
+    # "last": the sweep of the larger layer's macro edits, then its hoisted layers.
+    strategy, stored, number = engine("last"), set(own), 12
+    while (proposal := strategy.ask(random.Random(number), stored)).move == SWEEP:
+        strategy.tell(record(number, proposal.graph, scores=(0.5, 0.5), move=SWEEP,
+                             parent_id=proposal.parent.id))
+        stored.add(proposal.graph.structural_hash())
+        number += 1
+    macro_edits = {g.structural_hash()
+                   for g in macro_neighbourhood(larger, "S", ("normalize", "gate"))}
+    assert stored == own | macro_edits
+    assert proposal.move == SCAN and proposal.parent.number == 1
+    assert proposal.graph.structural_hash() in hoisted(larger)
+
+
 def test_a_lagging_stalled_island_restarts_from_fresh_layers() -> None:
     strategy = EvolutionStrategy(memetic(population=4, islands=2, elites=0, scan_after=0,
                                          migration_rate=0.0, island_restart=3))

@@ -23,7 +23,8 @@ from evonorm_search.cli.config_file import config_file_option
 from evonorm_search.cli.lease import hold_lease
 from evonorm_search.cli.options import GroupedCommand, option
 from evonorm_search.config import (
-    STRATEGIES, ConfigError, SearchConfig, new_search_config, read_init_files, stored_config,
+    SCAN_DEFERRED, STRATEGIES, ConfigError, SearchConfig, new_search_config, read_init_files,
+    stored_config,
 )
 from evonorm_search.errors import DatabaseWriteError, ExecutorLost, StoreError
 from evonorm_search.proxy_info import score_note
@@ -70,6 +71,7 @@ _SETTINGS = {
     "scan_sizes": "scan_sizes",
     "scan_depth": "scan_depth",
     "scan_sweep": "scan_sweep",
+    "scan_deferred": "scan_deferred",
     "scan_macros": "scan_macros",
     "adaptive_moves": "adaptive_moves",
     "size_penalty": "size_penalty",
@@ -329,6 +331,12 @@ SEARCH_GROUPS = {
              "their single edits; a layer's edits all go out whatever improves meanwhile, "
              "so the best of them wins instead of the first improving one. "
              f"[default: {_DEFAULTS.scan_sweep}]")
+@option("--scan-deferred", group="engine", type=click.Choice(SCAN_DEFERRED),
+        help="When the scan walks a layer's free and hoist edits (--scan-macros): each "
+             "(right after that layer's other edits) or last (with --scan-sweep: after "
+             "every scanned layer's other edits and the sweep, the best-scoring layer's "
+             "first, scores without the size penalty). "
+             f"[default: {_DEFAULTS.scan_deferred}]")
 @option("--scan-macros", group="engine", comma_list=True,
         help="Comma-separated multi-node edits the scan also makes, or none: normalize "
              "(centre, standardize or divide a node by a statistic, for one of its reads, "

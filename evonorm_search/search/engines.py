@@ -36,7 +36,9 @@ runs with what it started with whatever the presets become. The settings themsel
   by the other macro families (`--scan-macros ...,hoist`; docs/RESULTS.md, "Hoisted
   edits"). The `free` family (a layer with its reads of v0, v1 or both taken out, then
   edited) is not in it: it recovered the stall it was built on and lost another search
-  (docs/RESULTS.md, "Freed parameters").
+  (docs/RESULTS.md, "Freed parameters"); nor is `scan_deferred` "last" (every scanned
+  layer's free/hoisted layers after the sweep, best score first): measured on BN-Swish
+  only (docs/RESULTS.md, "Deferred edits last").
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from typing import Any
 ENGINE_SETTINGS: tuple[str, ...] = (
     "mutations", "num_nodes", "tournament_fraction", "islands", "migration_rate",
     "island_restart", "elites", "neutral_drift", "scan_after", "scan_elites",
-    "scan_limit", "scan_sizes", "scan_depth", "scan_sweep", "scan_macros", "adaptive_moves", "size_penalty",
+    "scan_limit", "scan_sizes", "scan_depth", "scan_sweep", "scan_deferred", "scan_macros", "adaptive_moves", "size_penalty",
     "fitness",
 )
 
@@ -56,7 +58,7 @@ _MEMETIC: dict[str, Any] = {
     "num_nodes": 4, "tournament_fraction": 0.25, "islands": 4, "migration_rate": 0.05,
     "island_restart": 2000, "elites": 2, "neutral_drift": True, "scan_after": 300,
     "scan_elites": 3, "scan_limit": 0, "scan_sizes": False, "scan_depth": 0,
-    "scan_sweep": False, "scan_macros": (), "adaptive_moves": 0.5,
+    "scan_sweep": False, "scan_deferred": "each", "scan_macros": (), "adaptive_moves": 0.5,
     "size_penalty": 1e-4, "fitness": "score",
 }
 ENGINES: dict[str, dict[str, Any]] = {
@@ -64,7 +66,7 @@ ENGINES: dict[str, dict[str, Any]] = {
         "mutations": ("node",), "num_nodes": 10, "tournament_fraction": 0.05, "islands": 1,
         "migration_rate": 0.0, "island_restart": 0, "elites": 0, "neutral_drift": False,
         "scan_after": 0, "scan_elites": 3, "scan_limit": 0, "scan_sizes": False,
-        "scan_depth": 0, "scan_sweep": False, "scan_macros": (), "adaptive_moves": 0.0, "size_penalty": 0.0,
+        "scan_depth": 0, "scan_sweep": False, "scan_deferred": "each", "scan_macros": (), "adaptive_moves": 0.0, "size_penalty": 0.0,
         "fitness": "score",
     },
     "memetic": _MEMETIC,

@@ -27,7 +27,9 @@ that spent v0 inside its statistics, `mean_batch(x + v0)`, is one gate `g * sigm
 g = v1 * a + v0, from the target once v0 is free again). The freed, then the hoisted,
 layers of a layer are walked after all its other neighbours: they are large jumps, and
 searches that never finish a layer's own neighbours propose exactly what they did before
-these families existed; the strategy's sweep (`LocalScan.sweep`) leaves them out.
+these families existed; the strategy's sweep (`LocalScan.sweep`) leaves them out, and
+with `--scan-deferred last` the strategy walks them apart (`LocalScan.deferred`), after
+every scanned layer's own neighbours.
 Edits that leave the space or make an invalid graph are left out; the rest are
 deduplicated by structure. Dead nodes are dropped first: an edit there would change
 nothing, and the room they take is what inserts need.
@@ -393,46 +395,49 @@ class LocalScan:
     past neighbours in `seen`, which only grows, so the answer is a function of `layers`
     and `seen`, whatever was asked before. `sweep(layer, seen)` does the same over one
     layer's macro edits only (the strategy's sweep: all of them, best improvement),
-    deferred families' layers left out.
+    deferred families' layers left out. With `deferred_apart`, `next` walks no deferred
+    families' layers either: `deferred(layer, seen)` walks them, so that the strategy
+    can order them after every scanned layer's own edits (`--scan-deferred last`).
     """
 
-    def __init__(self, space: str, macros: tuple[str, ...] = ()) -> None:
+    def __init__(self, space: str, macros: tuple[str, ...] = (),
+                 deferred_apart: bool = False) -> None:
         self._space = space
         self._macros = macros
-        self._walks: dict[tuple[str, bool], _Walk] = {}
-        # (layer, macros only) whose every neighbour is in `seen`: since `seen` only
-        # grows, they stay so, and a deep list of layers (or a finished sweep, asked
-        # again) costs no rebuilt neighbourhood.
-        self._exhausted: set[tuple[str, bool]] = set()
+        self._deferred_apart = deferred_apart
+        self._walks: dict[tuple[str, str], _Walk] = {}
+        # (layer, part) whose every neighbour is in `seen`: since `seen` only grows,
+        # they stay so, and a deep list of layers (or a finished sweep, asked again)
+        # costs no rebuilt neighbourhood.
+        self._exhausted: set[tuple[str, str]] = set()
 
     def next(self, layers: list[LayerGraph], seen: Container[str]) -> tuple[int, LayerGraph] | None:
+        part = _OWN if self._deferred_apart else _ALL
         for rank, layer in enumerate(layers):
-            child = self._unseen(layer, layer.structural_hash(), False, seen)
+            child = self._unseen(layer, layer.structural_hash(), part, seen)
             if child is not None:
                 return rank, child
         return None
 
     def sweep(self, layer: LayerGraph, seen: Container[str]) -> LayerGraph | None:
         """An unseen macro edit of `layer`, or None when all of them are in `seen`."""
-        return self._unseen(layer, layer.structural_hash(), True, seen)
+        return self._unseen(layer, layer.structural_hash(), _MACROS, seen)
 
-    def _unseen(self, layer: LayerGraph, key: str, macros_only: bool,
+    def deferred(self, layer: LayerGraph, seen: Container[str]) -> LayerGraph | None:
+        """An unseen layer of `layer`'s deferred families (those not among its own
+        neighbours), or None when all of them are in `seen`."""
+        return self._unseen(layer, layer.structural_hash(), _DEFERRED, seen)
+
+    def _unseen(self, layer: LayerGraph, key: str, part: str,
                 seen: Container[str]) -> LayerGraph | None:
-        walk_key = (key, macros_only)
+        walk_key = (key, part)
         if walk_key in self._exhausted:
             return None
         walk = self._walks.get(walk_key)
         if walk is None:
             if len(self._walks) >= CACHED_NEIGHBOURHOODS:
                 del self._walks[next(iter(self._walks))]
-            families = _families(self._macros)
-            children = (macro_neighbourhood(layer, self._space, families) if macros_only
-                        else neighbourhood(layer, self._space, families))
-            # A sweep (macros only) walks no deferred layers: it proposes all of a deep
-            # layer's macro edits at once, and a thousand hoisted ones more per layer
-            # kept it from the layers below (docs/RESULTS.md, "Hoisted edits").
-            walk = self._walks[walk_key] = _Walk(
-                _shuffled(children, key), () if macros_only else _deferred(self._macros))
+            walk = self._walks[walk_key] = self._walk(layer, key, part)
         while True:
             while walk.cursor < len(walk.neighbours) and walk.neighbours[walk.cursor][0] in seen:
                 walk.cursor += 1
@@ -445,11 +450,31 @@ class LocalScan:
             # shuffled order.
             family, walk.pending = walk.pending[0], walk.pending[1:]
             later = deferred_neighbourhood(layer, self._space, self._macros, family,
-                                           [h for h, _ in walk.neighbours])
+                                           [*walk.excluded, *(h for h, _ in walk.neighbours)])
             walk.neighbours.extend(_shuffled(later, key + family))
         del self._walks[walk_key]
         self._exhausted.add(walk_key)
         return None
+
+    def _walk(self, layer: LayerGraph, key: str, part: str) -> _Walk:
+        families = _families(self._macros)
+        if part == _DEFERRED:
+            # Only the deferred layers, each family's built when the walk reaches it; the
+            # layer's own neighbours are left out as they are when walked together.
+            own = [child.structural_hash() for child in neighbourhood(layer, self._space, families)]
+            return _Walk([], _deferred(self._macros), own)
+        children = (macro_neighbourhood(layer, self._space, families) if part == _MACROS
+                    else neighbourhood(layer, self._space, families))
+        # A sweep (macros only) walks no deferred layers: it proposes all of a deep
+        # layer's macro edits at once, and a thousand hoisted ones more per layer kept it
+        # from the layers below (docs/RESULTS.md, "Hoisted edits").
+        return _Walk(_shuffled(children, key), _deferred(self._macros) if part == _ALL else ())
+
+
+# The parts of a layer's neighbourhood a walk covers: its own neighbours then its deferred
+# families' layers (`next`), its macro edits only (`sweep`), its own neighbours only
+# (`next` with `deferred_apart`), its deferred families' layers only (`deferred`).
+_ALL, _MACROS, _OWN, _DEFERRED = "all", "macros", "own", "deferred"
 
 
 def _shuffled(children: list[LayerGraph], key: str) -> list[tuple[str, LayerGraph]]:
@@ -460,10 +485,14 @@ def _shuffled(children: list[LayerGraph], key: str) -> list[tuple[str, LayerGrap
 
 
 class _Walk:
-    """A scanned layer's neighbours (hash, layer) in walk order, how far the walk is, and
-    the deferred families whose layers are still to be added at the end, in order."""
+    """A scanned layer's neighbours (hash, layer) in walk order, how far the walk is, the
+    deferred families whose layers are still to be added at the end, in order, and the
+    hashes those must leave out besides the walk's own (a deferred-only walk's: the
+    layer's own neighbours)."""
 
-    def __init__(self, neighbours: list[tuple[str, LayerGraph]], pending: tuple[str, ...]) -> None:
+    def __init__(self, neighbours: list[tuple[str, LayerGraph]], pending: tuple[str, ...],
+                 excluded: tuple[str, ...] | list[str] = ()) -> None:
         self.neighbours = neighbours
         self.cursor = 0
         self.pending = pending
+        self.excluded = excluded

@@ -187,7 +187,9 @@ class EvolutionStrategy:
     are the best of each larger size that scores above the best, then one per score
     (scores without the size penalty), and each has every one of its macro edits
     proposed, whatever improves meanwhile, so the best of them wins (best improvement),
-    before the scan tries their single edits; if the island lags behind the best
+    before the scan tries their single edits (with `scan_deferred` "last", the free
+    and hoisted layers of every layer the scan edits come between the two, the best
+    score's first, instead of after each layer's own); if the island lags behind the best
     and has stalled for `island_restart` of its evaluations, it restarts from a fresh
     layer; until it is full, it gets fresh layers; otherwise a parent is drawn by
     multi-objective tournament over its aging members plus its `elites` best (or, with
@@ -212,7 +214,9 @@ class EvolutionStrategy:
         self._config = config
         self._fitness_scale = Fitness(config.fitness, config.size_penalty)
         self._fresh = _Fresh(config)
-        self._scan = LocalScan(config.space, config.scan_macros) if config.scan_after else None
+        self._scan = LocalScan(config.space, config.scan_macros,
+                               deferred_apart=config.scan_deferred == "last") \
+            if config.scan_after else None
         # Whether anything reads scalar fitness (elites, hall of fame, stall clocks,
         # credit, a graft's acceptance); the paper's engine reads only the aging members.
         self._ranked = bool(config.elites or config.scan_after or config.island_restart
@@ -360,7 +364,10 @@ class EvolutionStrategy:
                         macro = self._scan.sweep(layers[rank], seen)
                         if macro is not None:
                             return Proposal(macro, elites[rank], SWEEP, label)
-                    found = self._scan.next(layers, seen)
+                    if config.scan_deferred == "last":
+                        found = self._deferred_last(elites, layers, seen)
+                    if found is None:
+                        found = self._scan.next(layers, seen)
             else:
                 found = self._scan.next(layers, seen)
             if found is not None:
@@ -383,6 +390,20 @@ class EvolutionStrategy:
         move, child = apply_move(self._graph(parent), rng, config.space, config.mutations,
                                  weights, donor)
         return Proposal(child, parent, move, label)
+
+    def _deferred_last(self, elites: list[CandidateRecord], layers: list[LayerGraph],
+                       seen: Container[str]) -> tuple[int, LayerGraph] | None:
+        """With `scan_deferred` "last": an unseen layer of a scanned layer's deferred
+        families, the best-scoring layer's first (scores without the size penalty, then
+        rank): the penalty ranks a stall's small stand-ins above larger layers that score
+        better, and a large layer holds more cores to cut back to (docs/RESULTS.md,
+        "Deferred edits last")."""
+        order = sorted(range(len(layers)), key=lambda rank: -self._raw_scores[elites[rank].id])
+        for rank in order:
+            child = self._scan.deferred(layers[rank], seen)
+            if child is not None:
+                return rank, child
+        return None
 
     def _open_sweep(self, seen: Container[str]) -> Proposal | None:
         """The next macro edit of the layer the latest sweep proposal came from, until
