@@ -68,6 +68,7 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
     "p300": {"steps": 300, "quality_steps": 75},
     "lr1e-2": {"learning_rate": 1e-2},
     "d8": {"depth": 8},
+    "w128": {"width": 128},  # twice as wide: an evolved layer at a width it was not searched at
     "ref": {"steps": 3000},  # the reference: 5x longer
 }
 SMOKE_PROTOCOLS: dict[str, dict[str, Any]] = {
