@@ -122,17 +122,17 @@ def _outputs(graph: LayerGraph, probes: tuple[_Probe, ...]) -> list[Tensor] | No
     return outputs
 
 
-def _close(a: Tensor, b: Tensor, *, channel_scale: bool = False) -> bool:
-    """Element by element within TOLERANCE of the larger magnitude (plus a floor far
+def _close(a: Tensor, b: Tensor, tolerance: float, *, channel_scale: bool = False) -> bool:
+    """Element by element within `tolerance` of the larger magnitude (plus a floor far
     below the outputs' scale), so that a rewrite that is wrong only near zero (x / x for
     1, which the eps guard breaks for tiny x, also in the probes) does not pass. With
-    `channel_scale`, within TOLERANCE of the magnitude plus the channel's RMS: eps-level
+    `channel_scale`, within `tolerance` of the magnitude plus the channel's RMS: eps-level
     differences near zero pass too (used up to the affine, whose fit spreads them)."""
     scale = max(float(a.abs().max()), float(b.abs().max()))
     bound = torch.maximum(a.abs(), b.abs())
     if channel_scale:
         bound = bound + (b * b).mean((0, 2, 3), keepdim=True).sqrt()
-    return bool(((a - b).abs() <= TOLERANCE * bound + FLOOR * scale).all())
+    return bool(((a - b).abs() <= tolerance * bound + FLOOR * scale).all())
 
 
 def _affine_image(a: Tensor, b: Tensor) -> Tensor:
@@ -146,17 +146,18 @@ def _affine_image(a: Tensor, b: Tensor) -> Tensor:
     return b.mean(dims, keepdim=True) + slope * ac
 
 
-def _same(a: list[Tensor], b: list[Tensor], up_to_affine: bool) -> bool:
+def _same(a: list[Tensor], b: list[Tensor], up_to_affine: bool,
+          tolerance: float = TOLERANCE) -> bool:
     """Whether outputs `a` and `b` (probe by probe) are the same, or, up to the affine,
     each is a per-channel affine map of the other."""
     for ya, yb in zip(a, b, strict=True):
         if ya.shape != yb.shape:
             return False
         if up_to_affine:
-            if not (_close(_affine_image(ya, yb), yb, channel_scale=True)
-                    and _close(_affine_image(yb, ya), ya, channel_scale=True)):
+            if not (_close(_affine_image(ya, yb), yb, tolerance, channel_scale=True)
+                    and _close(_affine_image(yb, ya), ya, tolerance, channel_scale=True)):
                 return False
-        elif not _close(ya, yb):
+        elif not _close(ya, yb, tolerance):
             return False
     return True
 
@@ -219,26 +220,28 @@ def smaller_rewrites(graph: LayerGraph) -> list[LayerGraph]:
     return [entry[3] for entry in sorted(found.values(), key=lambda e: e[:3])]
 
 
-def _matches(candidate: LayerGraph, reference: list[Tensor], up_to_affine: bool) -> bool:
+def _matches(candidate: LayerGraph, reference: list[Tensor], up_to_affine: bool,
+             tolerance: float) -> bool:
     """Whether `candidate` computes `reference` (the outputs on every probe)."""
     probes = _probes()
     # One probe first: nearly every wrong candidate fails there, at a third of the cost.
     outputs = _outputs(candidate, probes[:1])
-    if outputs is None or not _same(reference[:PARAMETER_DRAWS], outputs, up_to_affine):
+    if outputs is None or not _same(reference[:PARAMETER_DRAWS], outputs, up_to_affine, tolerance):
         return False
     outputs = _outputs(candidate, probes)
-    return outputs is not None and _same(reference, outputs, up_to_affine)
+    return outputs is not None and _same(reference, outputs, up_to_affine, tolerance)
 
 
 @lru_cache(maxsize=4096)
-def _simplify(graph_json: str, up_to_affine: bool, preferred: tuple[str, ...]) -> str:
+def _simplify(graph_json: str, up_to_affine: bool, preferred: tuple[str, ...],
+              tolerance: float) -> str:
     graph = _merged(LayerGraph.from_json(graph_json))
     reference = _outputs(graph, _probes())
     if reference is None:
         return graph.to_json()
     while True:
         for candidate in smaller_rewrites(graph):
-            if _matches(candidate, reference, up_to_affine):
+            if _matches(candidate, reference, up_to_affine, tolerance):
                 graph = _merged(candidate)
                 break
         else:
@@ -247,23 +250,24 @@ def _simplify(graph_json: str, up_to_affine: bool, preferred: tuple[str, ...]) -
         form = LayerGraph.from_json(text)
         if form.pruned().num_nodes <= graph.num_nodes and (
                 form.structural_hash() == graph.structural_hash()
-                or _matches(form, reference, up_to_affine)):
+                or _matches(form, reference, up_to_affine, tolerance)):
             return form.pruned().to_json()
     return graph.to_json()
 
 
 def simplify(graph: LayerGraph, *, up_to_affine: bool = False,
-             prefer: tuple[LayerGraph, ...] = ()) -> LayerGraph:
+             prefer: tuple[LayerGraph, ...] = (), tolerance: float = TOLERANCE) -> LayerGraph:
     """The shortest layer found that computes the same function as `graph` (exactly, or
     up to the per-channel affine): `graph` itself, pruned, when nothing simplifies. Among
     equally short forms, a layer of `prefer` (then a known layer, e.g. EvoNorm-S0's
     formula for its reassociated `x / std_group(x) * sigmoid(v1 * x)`) is taken when
     it computes the same. A layer that is not finite on the probes is only pruned and
-    merged."""
+    merged. A `tolerance` above TOLERANCE also takes rewrites that hold only away from
+    inputs near eps (the scan's "compact" edits: `x / rms_batch(x)` standardized as `x`)."""
     from evonorm_search.known import KNOWN_LAYERS
 
     preferred = tuple(g.to_json() for g in (*prefer, *KNOWN_LAYERS.values()))
-    return LayerGraph.from_json(_simplify(graph.to_json(), up_to_affine, preferred))
+    return LayerGraph.from_json(_simplify(graph.to_json(), up_to_affine, preferred, tolerance))
 
 
 def simplified_label(graph: LayerGraph, *, up_to_affine: bool = True) -> str | None:

@@ -162,9 +162,54 @@ def test_gate_edits_self_gate_a_node_for_its_reads_or_as_the_output() -> None:
         g.structural_hash() for g in neighbourhood(big_stall, "B", ("gate",))}
 
 
+# The stall of a BN-Swish search (seed 146): max(v0, z') with z' the batch-standardized
+# x / rms_batch(x), equal to the standardized x up to eps but 2 nodes larger, so that the
+# gate which would make BN-Swish needs 11 nodes (at most 10 are allowed).
+RMS_STANDARDIZED_STALL = LayerGraph([
+    ("rms_batch", (X,)), ("div", (X, 4)), ("mean_batch", (5,)), ("neg", (6,)), ("add", (5, 7)),
+    ("std_batch", (5,)), ("div", (8, 9)), ("max", (10, V0))])
+
+
+def test_compact_shortens_a_layer_equal_up_to_eps_and_edits_what_is_left() -> None:
+    stall = RMS_STANDARDIZED_STALL
+    assert stall.formula() == (
+        "max((x / rms_batch(x) - mean_batch(x / rms_batch(x))) / std_batch(x / rms_batch(x)), v0)")
+    target = get_known("bn_swish").structural_hash()
+    plain = macro_neighbourhood(stall, "B", ("normalize", "skip", "guard", "gate"))
+    with_compact = macro_neighbourhood(stall, "B", ("normalize", "skip", "guard", "gate", "compact"))
+    assert target not in {g.structural_hash() for g in plain}
+    found = {g.structural_hash(): g for g in with_compact}
+    assert target in found
+    # The compacted layer itself: the standardized x (x / rms_batch(x) read as x).
+    assert "max((x - mean_batch(x)) / std_batch(x), v0)" in {g.formula() for g in with_compact}
+    # The other families' edits of the stall are still there, all valid, none twice.
+    assert {g.structural_hash() for g in plain} <= set(found)
+    assert len(found) == len(with_compact)
+    assert all(is_valid(g, "B") for g in with_compact)
+    # Compact alone: the compacted layer and no other edit of it.
+    assert [g.formula() for g in macro_neighbourhood(stall, "B", ("compact",))] == [
+        "max((x - mean_batch(x)) / std_batch(x), v0)"]
+    # In the full neighbourhood too (the scan's walk), before any deferred family's.
+    assert target in {g.structural_hash() for g in neighbourhood(stall, "B", ("gate", "compact"))}
+
+
+def test_compact_adds_nothing_where_no_shorter_layer_computes_the_same() -> None:
+    # EvoNorm-S0 and a ReLU of the batch-centred x are as short as their functions get.
+    centred_relu = LayerGraph([("mean_batch", (X,)), ("neg", (4,)), ("add", (X, 5)),
+                               ("max", (6, ZERO))])
+    for layer, space in ((get_known("evonorm_s0"), "S"), (centred_relu, "B")):
+        for families in (("gate",), ("normalize", "skip", "guard", "gate")):
+            assert neighbourhood(layer, space, (*families, "compact")) == neighbourhood(
+                layer, space, families)
+    # x / std_batch(x / v1) is |v1| * x / std_batch(x): the same up to the affine, shorter.
+    scaled = LayerGraph([("div", (X, V1)), ("std_batch", (4,)), ("div", (X, 5))])
+    assert [g.formula() for g in macro_neighbourhood(scaled, "B", ("compact",))] == [
+        "x / std_batch(x)"]
+
+
 def test_macro_families_are_checked_by_name() -> None:
-    check_macros(("normalize", "gate", "hoist"))
-    with pytest.raises(ValueError, match="unknown scan macro.*'wrap'.*normalize, skip, guard.*hoist"):
+    check_macros(("normalize", "gate", "compact", "hoist"))
+    with pytest.raises(ValueError, match="unknown scan macro.*'wrap'.*normalize, skip, guard, gate, compact.*hoist"):
         check_macros(("wrap",))
     with pytest.raises(ValueError, match="name one twice"):
         check_macros(("gate", "gate"))

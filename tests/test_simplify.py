@@ -76,6 +76,22 @@ def test_division_by_the_zero_node_is_a_scale() -> None:
     assert simplify(zero_over).formula() == "x * sigmoid(x)"
 
 
+def test_a_looser_tolerance_takes_rewrites_that_differ_only_by_eps() -> None:
+    # The batch standardization of x / rms_batch(x) is that of x but for the eps of the
+    # statistics (near-eps inputs tell them apart by ~1e-4): the scan's compact edits
+    # take it at tolerance 1e-3; the default keeps the rms (read as a scale, x / 0).
+    rms_standardized = LayerGraph([
+        Node("rms_batch", (X,)), Node("div", (X, 4)), Node("mean_batch", (5,)), Node("neg", (6,)),
+        Node("add", (5, 7)), Node("std_batch", (5,)), Node("div", (8, 9))])
+    standardized = "(x - mean_batch(x)) / std_batch(x)"
+    assert standardized not in simplify(rms_standardized, up_to_affine=True).formula()
+    assert simplify(rms_standardized, up_to_affine=True,
+                    tolerance=1e-3).formula() == standardized
+    # A different function stays apart at the looser tolerance too.
+    centred = LayerGraph([Node("mean_batch", (X,)), Node("neg", (4,)), Node("add", (X, 5))])
+    assert simplify(centred, up_to_affine=True, tolerance=1e-3).formula() == "x - mean_batch(x)"
+
+
 def test_constants_stacked_statistics_and_doubled_terms() -> None:
     stacked = LayerGraph([Node("std_instance", (X,)), Node("rms_instance", (4,)),
                           Node("mean_instance", (5,)), Node("div", (X, 6))])

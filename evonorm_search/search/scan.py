@@ -24,7 +24,12 @@ from EvoNorm-B0 once the rest is cut off); "free", the layer with every node tha
 v0, v1 or both taken out (what read it reads its other operand: `x + v0` becomes `x`)
 and, with it, every edit of the other families of that freed layer (a BN-Swish stall
 that spent v0 inside its statistics, `mean_batch(x + v0)`, is one gate `g * sigmoid(g)`,
-g = v1 * a + v0, from the target once v0 is free again). The freed, then the hoisted,
+g = v1 * a + v0, from the target once v0 is free again); "compact", the layer rewritten
+shorter where that leaves its function the same up to eps and the affine (`simplify` at
+`COMPACT_TOLERANCE`: a standardization of `x / rms_batch(x)` becomes one of `x`) and, with
+it, every edit of the other direct families of that compacted layer (a BN-Swish stall
+whose core grew past the room the gate needs is one gate from the target once
+compacted). The freed, then the hoisted,
 layers of a layer are walked after all its other neighbours: they are large jumps, and
 searches that never finish a layer's own neighbours propose exactly what they did before
 these families existed; the strategy's sweep (`LocalScan.sweep`) leaves them out, and
@@ -53,6 +58,7 @@ from evonorm_search.search.blocks import (
     normalization_sources, normalized_nodes, scale_statistic_nodes, with_block,
 )
 from evonorm_search.search.moves import is_valid
+from evonorm_search.simplify import simplify
 from primitives import get_op, op_names
 
 PARAMETERS = (V0, V1)
@@ -229,9 +235,16 @@ MACROS: dict[str, Callable[[LayerGraph, tuple[str, ...]], Iterator[list[Node]]]]
 }
 
 
+COMPACT = "compact"
 HOIST = "hoist"
 FREE = "free"
-FAMILIES: tuple[str, ...] = (*MACROS, HOIST, FREE)
+FAMILIES: tuple[str, ...] = (*MACROS, COMPACT, HOIST, FREE)
+# Relative difference per element (up to the affine) a compacted layer may show against
+# the layer: ten times simplify's, so that rewrites exact but for the eps of a guard
+# (a statistic of `x / rms(x)` against that of `x`, differing by ~1e-4 on the probes'
+# near-eps inputs) count; a different function differs far beyond it. Only a proposal
+# rests on it: the compacted layer and its edits are scored like any other.
+COMPACT_TOLERANCE = 1e-3
 # The families whose layers are walked only after all of a layer's own neighbours, in
 # this order: each edit is a large jump (a freed or cut-back layer, then edited), and a
 # search that never finishes a layer's own neighbours proposes what it did without them.
@@ -288,16 +301,37 @@ def _freed(graph: LayerGraph, parameters: tuple[int, ...]) -> list[Node] | None:
     return None if cut is None else cut[0]
 
 
+def _compact_edits(graph: LayerGraph, ops: tuple[str, ...],
+                   families: tuple[str, ...]) -> Iterator[list[Node]]:
+    """`graph` compacted (`simplify` up to the affine at COMPACT_TOLERANCE), when that
+    has fewer nodes, then every edit of the other `families` of the compacted layer."""
+    compacted = simplify(graph, up_to_affine=True, tolerance=COMPACT_TOLERANCE).pruned()
+    if compacted.num_nodes < graph.num_nodes:
+        yield from _and_edited(list(compacted.nodes), ops, families)
+
+
+def _direct_edits(graph: LayerGraph, ops: tuple[str, ...],
+                  families: tuple[str, ...]) -> Iterator[list[Node]]:
+    """The node lists each direct family of `families` makes from `graph`, in order."""
+    for family in families:
+        if family == COMPACT:
+            yield from _compact_edits(graph, ops, families)
+        else:
+            yield from MACROS[family](graph, ops)
+
+
 def _and_edited(nodes: list[Node], ops: tuple[str, ...],
                 families: tuple[str, ...]) -> Iterator[list[Node]]:
-    """`nodes`, then every edit of `families` of the layer they make (if valid)."""
+    """`nodes`, then every edit of the `families` of MACROS of the layer they make (if
+    valid)."""
     yield nodes
     try:
         base = LayerGraph(nodes)
     except GraphError:
         return
     for family in families:
-        yield from MACROS[family](base, ops)
+        if family in MACROS:
+            yield from MACROS[family](base, ops)
 
 
 DEFERRED_EDITS = {FREE: _free_edits, HOIST: _hoist_edits}
@@ -315,7 +349,7 @@ def check_macros(names: tuple[str, ...]) -> None:
 
 def _families(macros: tuple[str, ...]) -> tuple[str, ...]:
     """The families of `macros` that edit a layer directly (not deferred)."""
-    return tuple(name for name in macros if name in MACROS)
+    return tuple(name for name in macros if name in MACROS or name == COMPACT)
 
 
 def _deferred(macros: tuple[str, ...]) -> tuple[str, ...]:
@@ -331,7 +365,7 @@ def neighbourhood(graph: LayerGraph, space: str,
     pruned = graph.pruned()
     ops = op_names(space)
     families = _families(macros)
-    edits = itertools.chain(_edits(pruned, ops), *(MACROS[name](pruned, ops) for name in families))
+    edits = itertools.chain(_edits(pruned, ops), _direct_edits(pruned, ops, families))
     return _with_deferred(pruned, space, macros, _children(pruned, edits, space))
 
 
@@ -342,8 +376,7 @@ def macro_neighbourhood(graph: LayerGraph, space: str,
     pruned = graph.pruned()
     ops = op_names(space)
     families = _families(macros)
-    found = _children(pruned, itertools.chain(*(MACROS[name](pruned, ops) for name in families)),
-                      space)
+    found = _children(pruned, _direct_edits(pruned, ops, families), space)
     return _with_deferred(pruned, space, macros, found)
 
 
