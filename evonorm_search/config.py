@@ -43,6 +43,7 @@ LEGACY_SETTINGS: dict[str, Any] = {"hurdle": None, "reevaluate": 1, "engine": "p
 LEGACY_MACROS: tuple[str, ...] = ("normalize", "skip")
 MAX_ADAPTIVE_MOVES = 1.0  # 1: a move's weight follows its credit fully
 SCAN_DEFERRED: tuple[str, ...] = ("each", "last")  # `SearchConfig.scan_deferred`
+SCAN_TIES: tuple[str, ...] = ("newest", "oldest")  # `SearchConfig.scan_ties`
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,11 @@ class SearchConfig:
     # scanned layer's own neighbours and the sweep, best score (without the size
     # penalty) first.
     scan_deferred: str = "each"
+    # Among layers of equal score and size, the one the scan edits as the best or as the
+    # best of a size: "newest" (the hall's order, which follows `neutral_drift`) or
+    # "oldest" (a layer's walk is finished before the scan moves to an equal-scoring
+    # variant of it that the walk itself proposed: `t / 0`, `t + v0`, `t * v1`).
+    scan_ties: str = "newest"
     # Multi-node edit families the scan also makes (evonorm_search.search.scan.MACROS).
     scan_macros: tuple[str, ...] = ()
     adaptive_moves: float = 0.0  # strength of move-weight adaptation (0: fixed, uniform)
@@ -207,6 +213,9 @@ class SearchConfig:
         if self.scan_deferred not in SCAN_DEFERRED:
             raise ConfigError(f"scan_deferred {self.scan_deferred!r} is unknown: use "
                               f"{' or '.join(SCAN_DEFERRED)} (--scan-deferred)")
+        if self.scan_ties not in SCAN_TIES:
+            raise ConfigError(f"scan_ties {self.scan_ties!r} is unknown: use "
+                              f"{' or '.join(SCAN_TIES)} (--scan-ties)")
         if self.scan_deferred == "last" and not self.scan_sweep:
             raise ConfigError("scan_deferred 'last' walks the deferred families after the "
                               "sweep: it needs --scan-sweep (or --scan-deferred each)")

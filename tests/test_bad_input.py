@@ -251,6 +251,8 @@ TABLE = [
         "--scan-sweep", id="search-scan-deferred-last-without-sweep"),
     row([*SEARCH, "--scan-deferred", "first"], "Invalid value for '--scan-deferred'",
         id="search-scan-deferred-unknown"),
+    row([*SEARCH, "--scan-ties", "first"], "Invalid value for '--scan-ties'",
+        id="search-scan-ties-unknown"),
     row([*SEARCH, "--scan-macros", "guard,wrap"],
         "unknown scan macro(s) 'wrap': use any of normalize, skip, guard, gate",
         id="search-scan-macros-unknown"),

@@ -338,6 +338,36 @@ def test_with_scan_sizes_the_scan_edits_the_best_then_the_best_smaller_layers() 
         assert proposal.move == SCAN and proposal.parent.number == second
 
 
+def test_with_scan_ties_oldest_an_equal_scoring_variant_does_not_take_its_parents_place() -> None:
+    """With neutral drift the newest of equally good layers ranks first; `scan_ties`
+    "oldest" keeps the scan on the layer whose walk it started (and on the oldest best
+    of each smaller size) instead of restarting on a variant the walk proposed."""
+    best = LayerGraph([("std_group", (0,)), ("sigmoid", (0,)), ("mul", (0, 5)),
+                       ("div", (6, 4))])  # x * sigmoid(x) / std_group(x): 4 nodes
+    variant = LayerGraph([("std_group", (0,)), ("tanh", (0,)), ("mul", (0, 5)),
+                          ("div", (6, 4))])  # as good, as large
+    smaller = LayerGraph([("std_group", (0,)), ("div", (0, 4))])  # 2 nodes, worse
+    smaller_variant = LayerGraph([("rms_group", (0,)), ("div", (0, 4))])
+    rows = [record(0, best, scores=(0.99, 0.99)), record(1, smaller, scores=(0.9, 0.9))]
+    rows += [record(n, random_graph(random.Random(n), "S", 3), scores=(0.2, 0.2))
+             for n in range(2, 14)]
+    later = [record(14, variant, scores=(0.99, 0.99), move=SCAN, parent_id=1),
+             record(15, smaller_variant, scores=(0.9, 0.9), move=SCAN, parent_id=2)]
+    for ties, leader, head in (("newest", 14, 15), ("oldest", 0, 1)):
+        strategy = EvolutionStrategy(memetic(islands=1, migration_rate=0.0, scan_after=10,
+                                             scan_elites=2, scan_sizes=True, scan_ties=ties))
+        for row in rows:
+            strategy.tell(row)
+        first = strategy.ask(random.Random(0), set())
+        assert first.move == SCAN and first.parent.number == 0
+        for row in later:
+            strategy.tell(row)
+        assert strategy._scanned()[0] == [leader + 1, head + 1]  # ids: number + 1
+        assert strategy.ask(random.Random(0), set()).parent.number == leader
+    with pytest.raises(ValueError, match="scan_ties 'first' is unknown: use newest or oldest"):
+        memetic(scan_ties="first")
+
+
 def test_with_scan_depth_an_exhausted_scan_goes_on_down_the_ranking() -> None:
     from evonorm_search.search.scan import neighbourhood
 

@@ -23,7 +23,7 @@ from evonorm_search.cli.config_file import config_file_option
 from evonorm_search.cli.lease import hold_lease
 from evonorm_search.cli.options import GroupedCommand, option
 from evonorm_search.config import (
-    SCAN_DEFERRED, STRATEGIES, ConfigError, SearchConfig, new_search_config, read_init_files,
+    SCAN_DEFERRED, SCAN_TIES, STRATEGIES, ConfigError, SearchConfig, new_search_config, read_init_files,
     stored_config,
 )
 from evonorm_search.errors import DatabaseWriteError, ExecutorLost, StoreError
@@ -72,6 +72,7 @@ _SETTINGS = {
     "scan_depth": "scan_depth",
     "scan_sweep": "scan_sweep",
     "scan_deferred": "scan_deferred",
+    "scan_ties": "scan_ties",
     "scan_macros": "scan_macros",
     "adaptive_moves": "adaptive_moves",
     "size_penalty": "size_penalty",
@@ -337,13 +338,21 @@ SEARCH_GROUPS = {
              "every scanned layer's other edits and the sweep, the best-scoring layer's "
              "first, scores without the size penalty). "
              f"[default: {_DEFAULTS.scan_deferred}]")
+@option("--scan-ties", group="engine", type=click.Choice(SCAN_TIES),
+        help="Among layers of equal score and size, the one the scan edits as the best "
+             "or the best of a size: newest (follows --neutral-drift) or oldest (the "
+             "scan finishes a layer's edits before an equal-scoring variant of it, "
+             "such as t / 0 or t + v0, that they made). "
+             f"[default: {_DEFAULTS.scan_ties}]")
 @option("--scan-macros", group="engine", comma_list=True,
         help="Comma-separated multi-node edits the scan also makes, or none: normalize "
              "(centre, standardize or divide a node by a statistic, for one of its reads, "
              "all, or the output), skip (wrap the output with a learned skip, + v0 * a), "
              "guard (a std/rms node d becomes max(d, e), or a max operand e, with e a "
              "second scale estimate of x such as std_instance(x) + v1 * x), gate (a node "
-             "a becomes g * sigmoid(g) or g * tanh(g), g = a, v1 * a or v1 * a + v0), free "
+             "a becomes g * sigmoid(g) or g * tanh(g), g = a, v1 * a or v1 * a + v0), compact "
+             "(the layer rewritten shorter where its function stays the same up to eps "
+             "and the affine, and the other families' edits of that), free "
              "(the layer with every read of v0, of v1 or of both taken out, and the other "
              "families' edits of that), hoist (the layer cut back to one of its nodes, and "
              "the other families' edits of that); free and hoist are tried, in this order, "

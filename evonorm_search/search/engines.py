@@ -38,7 +38,12 @@ runs with what it started with whatever the presets become. The settings themsel
   edited) is not in it: it recovered the stall it was built on and lost another search
   (docs/RESULTS.md, "Freed parameters"); nor is `scan_deferred` "last" (every scanned
   layer's free/hoisted layers after the sweep, best score first): measured on BN-Swish
-  only (docs/RESULTS.md, "Deferred edits last").
+  only (docs/RESULTS.md, "Deferred edits last"); nor the `compact` family (a layer
+  rewritten shorter where it computes the same up to eps, then edited): 4 of 4 design
+  misses recovered, no change in recovery on fresh seeds (docs/RESULTS.md, "Compacted
+  layers"); nor `scan_ties` "oldest" (the scan stays on the oldest of equal-scoring
+  layers): recovery unchanged on 15 fresh seeds (docs/RESULTS.md, "Neutral variants in
+  the scan").
 """
 
 from __future__ import annotations
@@ -48,8 +53,8 @@ from typing import Any
 ENGINE_SETTINGS: tuple[str, ...] = (
     "mutations", "num_nodes", "tournament_fraction", "islands", "migration_rate",
     "island_restart", "elites", "neutral_drift", "scan_after", "scan_elites",
-    "scan_limit", "scan_sizes", "scan_depth", "scan_sweep", "scan_deferred", "scan_macros", "adaptive_moves", "size_penalty",
-    "fitness",
+    "scan_limit", "scan_sizes", "scan_depth", "scan_sweep", "scan_deferred", "scan_ties", "scan_macros", "adaptive_moves",
+    "size_penalty", "fitness",
 )
 
 _MEMETIC: dict[str, Any] = {
@@ -58,7 +63,8 @@ _MEMETIC: dict[str, Any] = {
     "num_nodes": 4, "tournament_fraction": 0.25, "islands": 4, "migration_rate": 0.05,
     "island_restart": 2000, "elites": 2, "neutral_drift": True, "scan_after": 300,
     "scan_elites": 3, "scan_limit": 0, "scan_sizes": False, "scan_depth": 0,
-    "scan_sweep": False, "scan_deferred": "each", "scan_macros": (), "adaptive_moves": 0.5,
+    "scan_sweep": False, "scan_deferred": "each", "scan_ties": "newest", "scan_macros": (),
+    "adaptive_moves": 0.5,
     "size_penalty": 1e-4, "fitness": "score",
 }
 ENGINES: dict[str, dict[str, Any]] = {
@@ -66,7 +72,8 @@ ENGINES: dict[str, dict[str, Any]] = {
         "mutations": ("node",), "num_nodes": 10, "tournament_fraction": 0.05, "islands": 1,
         "migration_rate": 0.0, "island_restart": 0, "elites": 0, "neutral_drift": False,
         "scan_after": 0, "scan_elites": 3, "scan_limit": 0, "scan_sizes": False,
-        "scan_depth": 0, "scan_sweep": False, "scan_deferred": "each", "scan_macros": (), "adaptive_moves": 0.0, "size_penalty": 0.0,
+        "scan_depth": 0, "scan_sweep": False, "scan_deferred": "each", "scan_ties": "newest",
+        "scan_macros": (), "adaptive_moves": 0.0, "size_penalty": 0.0,
         "fitness": "score",
     },
     "memetic": _MEMETIC,

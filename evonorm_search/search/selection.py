@@ -154,6 +154,16 @@ class Ranking:
         """The ids of the `count` best members, best first."""
         return [member_id for _, member_id in self._order[:count]]
 
+    def tied_with_best(self, width: int) -> list[int]:
+        """The ids whose key agrees with the best's in its first `width` entries, best
+        first (none when empty)."""
+        tied = []
+        for key, member_id in self._order:
+            if key[:width] != self._order[0][0][:width]:
+                break
+            tied.append(member_id)
+        return tied
+
 
 class StallClock:
     """Evaluations since the best score was first reached (the stall a local scan or an

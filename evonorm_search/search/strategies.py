@@ -424,11 +424,11 @@ class EvolutionStrategy:
         if not self._config.scan_sizes:
             first = self._hall.top(count)
         else:
-            best = self._hall.top(1)
-            if not best:
+            if not len(self._hall):
                 return [], 0
+            best = [self._head(self._hall)]
             size = self._sizes[best[0]]
-            heads = [ranking.top(1)[0] for s, ranking in self._by_size.items() if s < size]
+            heads = [self._head(ranking) for s, ranking in self._by_size.items() if s < size]
             heads.sort(key=self._hall.key)
             first = [*best, *heads[: count - 1]]
         depth = self._config.scan_depth
@@ -436,6 +436,15 @@ class EvolutionStrategy:
             chosen = set(first)
             return [*first, *(i for i in self._hall.top(depth) if i not in chosen)], len(first)
         return [*first, *self._deep(first, depth)], len(first)
+
+    def _head(self, ranking: Ranking) -> int:
+        """The best member of `ranking` (the hall or one size's) as the scan edits it:
+        with `scan_ties` "oldest", the oldest of those tied with it in score and size
+        (hall keys are (-score, size, order)), so that an equal-scoring variant the scan
+        proposed does not take its parent's place before the parent's walk is done."""
+        if self._config.scan_ties == "oldest":
+            return min(ranking.tied_with_best(2), key=lambda i: self._records[i].number)
+        return ranking.top(1)[0]
 
     def _deep(self, first: list[int], depth: int) -> list[int]:
         """With `scan_sweep`, the layers after `first` (best first) up to `depth` in all:
@@ -450,7 +459,7 @@ class EvolutionStrategy:
         leader = first[0]
         heads = []
         for size, ranking in self._by_size.items():
-            head = ranking.top(1)[0]
+            head = self._head(ranking)
             if size > self._sizes[leader] and self._raw_scores[head] > self._raw_scores[leader]:
                 heads.append(head)
         heads.sort(key=self._hall.key)
