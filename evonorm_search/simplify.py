@@ -25,7 +25,8 @@ v1 = 1) stay apart, element by element. Two kinds:
   `t / 0 -> t` (a factor 1/eps) are simplifications of this kind. What reports print
   as a layer's simplified form.
 
-Agreement allows a relative error of `TOLERANCE` per element; up to the affine, also
+Agreement allows a relative error of `TOLERANCE` per element (or the caller's
+`tolerance`: the scan's compact edits use a looser one); up to the affine, also
 of the channel's RMS, so that eps-level differences (`rms(std(x))` against `std(x)`, a
 guarded division against a plain one) count as the same there. Running averages of batch statistics
 (eval mode) are not compared. The stored graph is never replaced: callers show the

@@ -176,7 +176,8 @@ def test_compact_shortens_a_layer_equal_up_to_eps_and_edits_what_is_left() -> No
         "max((x / rms_batch(x) - mean_batch(x / rms_batch(x))) / std_batch(x / rms_batch(x)), v0)")
     target = get_known("bn_swish").structural_hash()
     plain = macro_neighbourhood(stall, "B", ("normalize", "skip", "guard", "gate"))
-    with_compact = macro_neighbourhood(stall, "B", ("normalize", "skip", "guard", "gate", "compact"))
+    with_compact = macro_neighbourhood(stall, "B",
+                                       ("normalize", "skip", "guard", "gate", "compact"))
     assert target not in {g.structural_hash() for g in plain}
     found = {g.structural_hash(): g for g in with_compact}
     assert target in found
@@ -209,7 +210,8 @@ def test_compact_adds_nothing_where_no_shorter_layer_computes_the_same() -> None
 
 def test_macro_families_are_checked_by_name() -> None:
     check_macros(("normalize", "gate", "compact", "hoist"))
-    with pytest.raises(ValueError, match="unknown scan macro.*'wrap'.*normalize, skip, guard, gate, compact.*hoist"):
+    with pytest.raises(ValueError, match="unknown scan macro.*'wrap'.*normalize, skip, guard, "
+                                         "gate, compact.*hoist"):
         check_macros(("wrap",))
     with pytest.raises(ValueError, match="name one twice"):
         check_macros(("gate", "gate"))

@@ -23,8 +23,8 @@ from evonorm_search.cli.config_file import config_file_option
 from evonorm_search.cli.lease import hold_lease
 from evonorm_search.cli.options import GroupedCommand, option
 from evonorm_search.config import (
-    SCAN_DEFERRED, SCAN_TIES, STRATEGIES, ConfigError, SearchConfig, new_search_config, read_init_files,
-    stored_config,
+    SCAN_DEFERRED, SCAN_TIES, STRATEGIES, ConfigError, SearchConfig, new_search_config,
+    read_init_files, stored_config,
 )
 from evonorm_search.errors import DatabaseWriteError, ExecutorLost, StoreError
 from evonorm_search.proxy_info import score_note

@@ -53,8 +53,8 @@ from typing import Any
 ENGINE_SETTINGS: tuple[str, ...] = (
     "mutations", "num_nodes", "tournament_fraction", "islands", "migration_rate",
     "island_restart", "elites", "neutral_drift", "scan_after", "scan_elites",
-    "scan_limit", "scan_sizes", "scan_depth", "scan_sweep", "scan_deferred", "scan_ties", "scan_macros", "adaptive_moves",
-    "size_penalty", "fitness",
+    "scan_limit", "scan_sizes", "scan_depth", "scan_sweep", "scan_deferred", "scan_ties",
+    "scan_macros", "adaptive_moves", "size_penalty", "fitness",
 )
 
 _MEMETIC: dict[str, Any] = {

@@ -10,6 +10,7 @@ of graphs, the store or training. The populations that use them (aging, islands)
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 import random
 from collections.abc import Callable, Sequence
@@ -157,12 +158,12 @@ class Ranking:
     def tied_with_best(self, width: int) -> list[int]:
         """The ids whose key agrees with the best's in its first `width` entries, best
         first (none when empty)."""
-        tied = []
-        for key, member_id in self._order:
-            if key[:width] != self._order[0][0][:width]:
-                break
-            tied.append(member_id)
-        return tied
+        if not self._order:
+            return []
+        best = self._order[0][0][:width]
+        return list(itertools.takewhile(
+            lambda member_id: self._keys[member_id][:width] == best,
+            (member_id for _, member_id in self._order)))
 
 
 class StallClock:
