@@ -44,6 +44,7 @@ LEGACY_MACROS: tuple[str, ...] = ("normalize", "skip")
 MAX_ADAPTIVE_MOVES = 1.0  # 1: a move's weight follows its credit fully
 SCAN_DEFERRED: tuple[str, ...] = ("each", "last")  # `SearchConfig.scan_deferred`
 SCAN_TIES: tuple[str, ...] = ("newest", "oldest")  # `SearchConfig.scan_ties`
+SCAN_ORDERS: tuple[str, ...] = ("mixed", "macros-first")  # `SearchConfig.scan_order`
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,10 @@ class SearchConfig:
     # "oldest" (a layer's walk is finished before the scan moves to an equal-scoring
     # variant of it that the walk itself proposed: `t / 0`, `t + v0`, `t * v1`).
     scan_ties: str = "newest"
+    # The order of a scanned layer's own neighbours: "mixed" (single and macro edits in
+    # one shuffled order) or "macros-first" (the macro families' edits, shuffled, then
+    # the single edits, shuffled); deferred families' layers come after either.
+    scan_order: str = "mixed"
     # Multi-node edit families the scan also makes (evonorm_search.search.scan.MACROS).
     scan_macros: tuple[str, ...] = ()
     adaptive_moves: float = 0.0  # strength of move-weight adaptation (0: fixed, uniform)
@@ -216,6 +221,9 @@ class SearchConfig:
         if self.scan_ties not in SCAN_TIES:
             raise ConfigError(f"scan_ties {self.scan_ties!r} is unknown: use "
                               f"{' or '.join(SCAN_TIES)} (--scan-ties)")
+        if self.scan_order not in SCAN_ORDERS:
+            raise ConfigError(f"scan_order {self.scan_order!r} is unknown: use "
+                              f"{' or '.join(SCAN_ORDERS)} (--scan-order)")
         if self.scan_deferred == "last" and not self.scan_sweep:
             raise ConfigError("scan_deferred 'last' walks the deferred families after the "
                               "sweep: it needs --scan-sweep (or --scan-deferred each)")

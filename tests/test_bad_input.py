@@ -253,6 +253,8 @@ TABLE = [
         id="search-scan-deferred-unknown"),
     row([*SEARCH, "--scan-ties", "first"], "Invalid value for '--scan-ties'",
         id="search-scan-ties-unknown"),
+    row([*SEARCH, "--scan-order", "singles-first"], "Invalid value for '--scan-order'",
+        id="search-scan-order-unknown"),
     row([*SEARCH, "--scan-macros", "guard,wrap"],
         "unknown scan macro(s) 'wrap': use any of normalize, skip, guard, gate",
         id="search-scan-macros-unknown"),

@@ -312,6 +312,37 @@ def test_apart_the_own_and_the_deferred_walks_split_the_walk_together() -> None:
     assert LocalScan("B", ("guard",), deferred_apart=True).deferred(B0_STALL, set()) is None
 
 
+def test_macros_first_walks_every_macro_edit_before_the_single_edits() -> None:
+    """With `macros_first` (`--scan-order macros-first`) a layer's walk is the same set of
+    layers as the mixed walk, the direct macro edits first, then the single edits that
+    are not also macro edits, then the hoisted layers; and, as the mixed walk, a
+    function of the layer and what is stored."""
+    macros = ("normalize", "guard", "gate", "hoist")
+
+    def drain(scan: LocalScan) -> list[str]:
+        seen, order = set(), []
+        while (found := scan.next([B0_STALL], seen)) is not None:
+            seen.add(found[1].structural_hash())
+            order.append(found[1].structural_hash())
+        return order
+
+    mixed = drain(LocalScan("B", macros))
+    first = drain(LocalScan("B", macros, macros_first=True))
+    direct = {g.structural_hash() for g in macro_neighbourhood(B0_STALL, "B", macros[:-1])}
+    own = {g.structural_hash() for g in neighbourhood(B0_STALL, "B", macros[:-1])}
+    assert len(first) == len(set(first)) and set(first) == set(mixed)
+    assert set(first[: len(direct)]) == direct
+    assert set(first[len(direct): len(own)]) == own - direct
+    assert len(own - direct) > len(direct) > 100
+    assert first[len(own):] == mixed[len(own):]  # the hoisted layers, as before
+    # The mixed walk interleaves them: a single edit comes before the last macro edit.
+    assert max(mixed.index(h) for h in direct) > min(mixed.index(h) for h in own - direct)
+    # Rebuilt midway through the single edits (a resumed search), the same next one.
+    middle = len(direct) + (len(own) - len(direct)) // 2
+    resumed = LocalScan("B", macros, macros_first=True)
+    assert resumed.next([B0_STALL], set(first[:middle]))[1].structural_hash() == first[middle]
+
+
 def _walked(layers: list[LayerGraph], order: list[str]) -> list[LayerGraph]:
     """`layers` in the order their hashes appear in `order`."""
     position = {h: i for i, h in enumerate(order)}

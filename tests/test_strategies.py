@@ -366,6 +366,9 @@ def test_with_scan_ties_oldest_an_equal_scoring_variant_does_not_take_its_parent
         assert strategy.ask(random.Random(0), set()).parent.number == leader
     with pytest.raises(ValueError, match="scan_ties 'first' is unknown: use newest or oldest"):
         memetic(scan_ties="first")
+    with pytest.raises(ValueError,
+                       match="scan_order 'first' is unknown: use mixed or macros-first"):
+        memetic(scan_order="first")
 
 
 def test_with_scan_depth_an_exhausted_scan_goes_on_down_the_ranking() -> None:

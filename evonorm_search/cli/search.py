@@ -23,8 +23,8 @@ from evonorm_search.cli.config_file import config_file_option
 from evonorm_search.cli.lease import hold_lease
 from evonorm_search.cli.options import GroupedCommand, option
 from evonorm_search.config import (
-    SCAN_DEFERRED, SCAN_TIES, STRATEGIES, ConfigError, SearchConfig, new_search_config,
-    read_init_files, stored_config,
+    SCAN_DEFERRED, SCAN_ORDERS, SCAN_TIES, STRATEGIES, ConfigError, SearchConfig,
+    new_search_config, read_init_files, stored_config,
 )
 from evonorm_search.errors import DatabaseWriteError, ExecutorLost, StoreError
 from evonorm_search.proxy_info import score_note
@@ -73,6 +73,7 @@ _SETTINGS = {
     "scan_sweep": "scan_sweep",
     "scan_deferred": "scan_deferred",
     "scan_ties": "scan_ties",
+    "scan_order": "scan_order",
     "scan_macros": "scan_macros",
     "adaptive_moves": "adaptive_moves",
     "size_penalty": "size_penalty",
@@ -344,6 +345,11 @@ SEARCH_GROUPS = {
              "scan finishes a layer's edits before an equal-scoring variant of it, "
              "such as t / 0 or t + v0, that they made). "
              f"[default: {_DEFAULTS.scan_ties}]")
+@option("--scan-order", group="engine", type=click.Choice(SCAN_ORDERS),
+        help="The order in which the scan tries a layer's edits: mixed (single and "
+             "--scan-macros edits in one shuffled order) or macros-first (the macro "
+             "edits, then the single edits); free and hoist edits come after either. "
+             f"[default: {_DEFAULTS.scan_order}]")
 @option("--scan-macros", group="engine", comma_list=True,
         help="Comma-separated multi-node edits the scan also makes, or none: normalize "
              "(centre, standardize or divide a node by a statistic, for one of its reads, "

@@ -54,7 +54,7 @@ ENGINE_SETTINGS: tuple[str, ...] = (
     "mutations", "num_nodes", "tournament_fraction", "islands", "migration_rate",
     "island_restart", "elites", "neutral_drift", "scan_after", "scan_elites",
     "scan_limit", "scan_sizes", "scan_depth", "scan_sweep", "scan_deferred", "scan_ties",
-    "scan_macros", "adaptive_moves", "size_penalty", "fitness",
+    "scan_order", "scan_macros", "adaptive_moves", "size_penalty", "fitness",
 )
 
 _MEMETIC: dict[str, Any] = {
@@ -63,7 +63,8 @@ _MEMETIC: dict[str, Any] = {
     "num_nodes": 4, "tournament_fraction": 0.25, "islands": 4, "migration_rate": 0.05,
     "island_restart": 2000, "elites": 2, "neutral_drift": True, "scan_after": 300,
     "scan_elites": 3, "scan_limit": 0, "scan_sizes": False, "scan_depth": 0,
-    "scan_sweep": False, "scan_deferred": "each", "scan_ties": "newest", "scan_macros": (),
+    "scan_sweep": False, "scan_deferred": "each", "scan_ties": "newest", "scan_order": "mixed",
+    "scan_macros": (),
     "adaptive_moves": 0.5,
     "size_penalty": 1e-4, "fitness": "score",
 }
@@ -73,7 +74,7 @@ ENGINES: dict[str, dict[str, Any]] = {
         "migration_rate": 0.0, "island_restart": 0, "elites": 0, "neutral_drift": False,
         "scan_after": 0, "scan_elites": 3, "scan_limit": 0, "scan_sizes": False,
         "scan_depth": 0, "scan_sweep": False, "scan_deferred": "each", "scan_ties": "newest",
-        "scan_macros": (), "adaptive_moves": 0.0, "size_penalty": 0.0,
+        "scan_order": "mixed", "scan_macros": (), "adaptive_moves": 0.0, "size_penalty": 0.0,
         "fitness": "score",
     },
     "memetic": _MEMETIC,

@@ -41,7 +41,8 @@ nothing, and the room they take is what inserts need.
 
 `LocalScan` proposes, for the best layers in rank order, the neighbours the search has
 not stored yet, each layer's neighbours in a fixed shuffled order (seeded by its
-structure, so the order is a function of the layer: resume proposes the same ones).
+structure, so the order is a function of the layer: resume proposes the same ones), or
+with `macros_first` its direct macro edits in such an order before its single edits.
 """
 
 from __future__ import annotations
@@ -373,11 +374,24 @@ def macro_neighbourhood(graph: LayerGraph, space: str,
                         macros: tuple[str, ...]) -> list[LayerGraph]:
     """The layers of `neighbourhood` that one edit of the `macros` families makes (some
     may also be single edits), in generation order, deferred families' layers last."""
+    return _with_deferred(graph.pruned(), space, macros,
+                          direct_neighbourhood(graph, space, macros))
+
+
+def direct_neighbourhood(graph: LayerGraph, space: str,
+                         macros: tuple[str, ...]) -> list[LayerGraph]:
+    """The layers one edit of the direct (not deferred) `macros` families makes from
+    `graph`'s live part, one per structure, in generation order."""
     pruned = graph.pruned()
-    ops = op_names(space)
-    families = _families(macros)
-    found = _children(pruned, _direct_edits(pruned, ops, families), space)
-    return _with_deferred(pruned, space, macros, found)
+    return _children(pruned, _direct_edits(pruned, op_names(space), _families(macros)), space)
+
+
+def single_neighbourhood(graph: LayerGraph, space: str,
+                         excluded: Iterable[str] = ()) -> list[LayerGraph]:
+    """The layers one single edit makes from `graph`'s live part, one per structure,
+    those whose structural hash is in `excluded` left out, in generation order."""
+    pruned = graph.pruned()
+    return _children(pruned, _edits(pruned, op_names(space)), space, excluded)
 
 
 def _with_deferred(pruned: LayerGraph, space: str, macros: tuple[str, ...],
@@ -430,14 +444,17 @@ class LocalScan:
     layer's macro edits only (the strategy's sweep: all of them, best improvement),
     deferred families' layers left out. With `deferred_apart`, `next` walks no deferred
     families' layers either: `deferred(layer, seen)` walks them, so that the strategy
-    can order them after every scanned layer's own edits (`--scan-deferred last`).
+    can order them after every scanned layer's own edits (`--scan-deferred last`). With
+    `macros_first` (`--scan-order macros-first`) a layer's own neighbours are walked as
+    its direct macro edits, then its single edits, each part in its own fixed order.
     """
 
     def __init__(self, space: str, macros: tuple[str, ...] = (),
-                 deferred_apart: bool = False) -> None:
+                 deferred_apart: bool = False, macros_first: bool = False) -> None:
         self._space = space
         self._macros = macros
         self._deferred_apart = deferred_apart
+        self._macros_first = macros_first
         self._walks: dict[tuple[str, str], _Walk] = {}
         # (layer, part) whose every neighbour is in `seen`: since `seen` only grows,
         # they stay so, and a deep list of layers (or a finished sweep, asked again)
@@ -496,18 +513,29 @@ class LocalScan:
             # layer's own neighbours are left out as they are when walked together.
             own = [child.structural_hash() for child in neighbourhood(layer, self._space, families)]
             return _Walk([], _deferred(self._macros), own)
-        children = (macro_neighbourhood(layer, self._space, families) if part == _MACROS
-                    else neighbourhood(layer, self._space, families))
-        # A sweep (macros only) walks no deferred layers: it proposes all of a deep
-        # layer's macro edits at once, and a thousand hoisted ones more per layer kept it
-        # from the layers below (docs/RESULTS.md, "Hoisted edits").
-        return _Walk(_shuffled(children, key), _deferred(self._macros) if part == _ALL else ())
+        pending = _deferred(self._macros) if part == _ALL else ()
+        if part == _MACROS:
+            # A sweep (macros only) walks no deferred layers: it proposes all of a deep
+            # layer's macro edits at once, and a thousand hoisted ones more per layer kept
+            # it from the layers below (docs/RESULTS.md, "Hoisted edits").
+            return _Walk(_shuffled(macro_neighbourhood(layer, self._space, families), key), ())
+        if self._macros_first:
+            # The direct macro edits first, then the single edits: per edit tried, the
+            # macro families improved a stalled layer 2-8 times as often (docs/RESULTS.md,
+            # "Macro edits first").
+            macros = direct_neighbourhood(layer, self._space, families)
+            singles = single_neighbourhood(layer, self._space,
+                                           [child.structural_hash() for child in macros])
+            return _Walk([*_shuffled(macros, key), *_shuffled(singles, key + _SINGLE)], pending)
+        return _Walk(_shuffled(neighbourhood(layer, self._space, families), key), pending)
 
 
 # The parts of a layer's neighbourhood a walk covers: its own neighbours then its deferred
 # families' layers (`next`), its macro edits only (`sweep`), its own neighbours only
 # (`next` with `deferred_apart`), its deferred families' layers only (`deferred`).
 _ALL, _MACROS, _OWN, _DEFERRED = "all", "macros", "own", "deferred"
+# Seeds the single edits' order apart from the macro edits' when they are walked after them.
+_SINGLE = "single"
 
 
 def _shuffled(children: list[LayerGraph], key: str) -> list[tuple[str, LayerGraph]]:

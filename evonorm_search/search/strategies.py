@@ -215,7 +215,8 @@ class EvolutionStrategy:
         self._fitness_scale = Fitness(config.fitness, config.size_penalty)
         self._fresh = _Fresh(config)
         self._scan = LocalScan(config.space, config.scan_macros,
-                               deferred_apart=config.scan_deferred == "last") \
+                               deferred_apart=config.scan_deferred == "last",
+                               macros_first=config.scan_order == "macros-first") \
             if config.scan_after else None
         # Whether anything reads scalar fitness (elites, hall of fame, stall clocks,
         # credit, a graft's acceptance); the paper's engine reads only the aging members.
