@@ -34,9 +34,11 @@ runs with what it started with whatever the presets become. The settings themsel
   docs/RESULTS.md, "A sweep where the scan goes deep"); once a layer's own edits are
   all tried, its hoisted ones: the layer cut back to one of its nodes, and that edited
   by the other macro families (`--scan-macros ...,hoist`; docs/RESULTS.md, "Hoisted
-  edits"). The `free` family (a layer with its reads of v0, v1 or both taken out, then
-  edited) is not in it: it recovered the stall it was built on and lost another search
-  (docs/RESULTS.md, "Freed parameters"); nor is `scan_deferred` "last" (every scanned
+  edits"); a layer's macro edits are walked before its single edits (`--scan-order
+  macros-first`; docs/RESULTS.md, "Macro edits first"). The `free` family (a layer
+  with its reads of v0, v1 or both taken out, then edited) is not in it: it recovered
+  the stall it was built on and lost another search (docs/RESULTS.md, "Freed
+  parameters"); nor is `scan_deferred` "last" (every scanned
   layer's free/hoisted layers after the sweep, best score first): measured on BN-Swish
   only (docs/RESULTS.md, "Deferred edits last"); nor the `compact` family (a layer
   rewritten shorter where it computes the same up to eps, then edited): 4 of 4 design
@@ -86,11 +88,13 @@ ENGINES["memetic-norm"] = {**ENGINES["memetic-log"], "scan_macros": ("normalize"
                            "mutations": (*_MEMETIC["mutations"], "normalize")}
 # memetic-norm whose scan also guards a scale statistic and gates a node, and goes on
 # down the hall of fame when the layers it edits are exhausted, sweeping the macro edits
-# of each layer it reaches there; a layer's hoisted edits come after all its others (the
-# `free` family is not in it: docs/RESULTS.md, "Freed parameters").
+# of each layer it reaches there; a layer's macro edits come before its single edits and
+# its hoisted edits after all its others (the `free` family is not in it:
+# docs/RESULTS.md, "Freed parameters").
 ENGINES["memetic-blocks"] = {**ENGINES["memetic-norm"],
                              "scan_macros": ("normalize", "skip", "guard", "gate", "hoist"),
-                             "scan_depth": 10, "scan_sweep": True}
+                             "scan_depth": 10, "scan_sweep": True,
+                             "scan_order": "macros-first"}
 DEFAULT_ENGINE = "paper"
 
 assert all(set(values) == set(ENGINE_SETTINGS) for values in ENGINES.values())
