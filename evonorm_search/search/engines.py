@@ -46,7 +46,7 @@ runs with what it started with whatever the presets become. The settings themsel
   layers"); nor `scan_ties` "oldest" (the scan stays on the oldest of equal-scoring
   layers): recovery unchanged on 15 fresh seeds (docs/RESULTS.md, "Neutral variants in
   the scan"), and with macros first 38 of 38 against 37 of 38 on fresh S0/B0 seeds,
-  slower in 10 of the 14 searches it changed (docs/RESULTS.md, "Macro edits first with
+  slower in 10 of the 14 searches it changed, p = 0.18 (docs/RESULTS.md, "Macro edits first with
   oldest ties").
 """
 
