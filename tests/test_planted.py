@@ -268,8 +268,8 @@ def test_planted_settings_leave_other_searches_unchanged() -> None:
     # keeps the paper's, and a named engine wins.
     assert (config.engine, config.fitness, config.scan_sizes, config.scan_macros,
             config.scan_order) == ("memetic-blocks", "log_error", True,
-                                   ("normalize", "skip", "guard", "gate", "hoist"),
-                                   "macros-first")
+                                   ("normalize", "skip", "guard", "gate", "rectify",
+                                    "hoist"), "macros-first")
     assert "normalize" in config.mutations
     assert new_search_config({}).engine == "paper"
     assert new_search_config({"task": "planted", "target": get_known("gn_relu").to_json(),

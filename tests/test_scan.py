@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from evonorm_search.graph import LayerGraph
@@ -12,6 +14,7 @@ from evonorm_search.search.scan import (
     neighbourhood,
 )
 from primitives import SPACES
+from tests.cli_runner import run_evonorm
 
 X, ZERO, V0, V1 = 0, 1, 2, 3
 
@@ -208,10 +211,56 @@ def test_compact_adds_nothing_where_no_shorter_layer_computes_the_same() -> None
         "x / std_batch(x)"]
 
 
+def test_rectify_edits_make_a_leaky_rectifier_of_a_node() -> None:
+    # The stall of the nested_max searches (seed 193): the floored max(v0, x) / rms_group(x)
+    # fits the target's channels whose floor is above the data, R^2 0.9993; the target,
+    # max(max(x, v1 * x), v0) / rms_group(x), is x rectified for the max's read: one edit
+    # of two nodes (a single edit cannot make v1 * x and read it from the max at once).
+    stall = LayerGraph([("max", (V0, X)), ("rms_group", (X,)), ("div", (4, 5))])
+    target = LayerGraph.from_json(
+        (Path(__file__).resolve().parents[1] / "benchmarks" / "planted_targets"
+         / "nested_max.json").read_text())
+    rectified = {g.structural_hash(): g for g in neighbourhood(stall, "S", ("rectify",))}
+    singles = {g.structural_hash() for g in neighbourhood(stall, "S")}
+    assert target.structural_hash() in set(rectified) - singles
+    formulas = {g.formula() for g in rectified.values()}
+    assert "max(max(v0, x), v1 * max(v0, x)) / rms_group(x)" in formulas  # the max's output
+    assert "max(v0, x) / rms_group(max(x, v0 * x))" in formulas  # another read of x alone
+    assert "max(max(v0, x) / rms_group(x), v1 * max(v0, x) / rms_group(x))" in {
+        g.formula() for g in macro_neighbourhood(stall, "S", ("rectify",))}  # on top
+    # Every rectified layer is valid and one structure; none without room for two nodes.
+    assert all(is_valid(g, "S") for g in rectified.values())
+    full = LayerGraph([("max", (V0, X)), *[("abs", (4 + i,)) for i in range(6)],
+                       ("rms_group", (X,)), ("div", (10, 11))])
+    assert len(full.nodes) == 9 and macro_neighbourhood(full, "S", ("rectify",)) == []
+
+
+def test_a_planted_search_with_rectify_edits_recovers_nested_max_from_its_stall(
+        tmp_path: Path) -> None:
+    """End to end through the CLI: from the floored stall, `--scan-macros rectify` makes
+    the target within a few scan children; the other families do not in the same budget."""
+    stall = tmp_path / "stall.json"
+    stall.write_text(LayerGraph([("max", (V0, X)), ("rms_group", (X,)), ("div", (4, 5))]).to_json())
+    target = str(Path(__file__).resolve().parents[1] / "benchmarks" / "planted_targets"
+                 / "nested_max.json")
+    outcomes = {}
+    for macros in ("rectify", "normalize,skip,guard,gate,hoist"):
+        code, out, err = run_evonorm(
+            "search", "--db", str(tmp_path / f"{macros[:4]}.db"), "--task", "planted",
+            "--target", target, "--space", "S", "--init", str(stall), "--population", "2",
+            "--budget", "12", "--scan-after", "1", "--scan-macros", macros,
+            "--executor", "inline", "--seed", "1")
+        assert code == 0, err
+        outcomes[macros] = out
+    assert "recovered by id" in outcomes["rectify"]
+    assert "max(max(v0, x), v1 * max(v0, x)) / rms_group(x)" in outcomes["rectify"]
+    assert "not recovered" in outcomes["normalize,skip,guard,gate,hoist"]
+
+
 def test_macro_families_are_checked_by_name() -> None:
     check_macros(("normalize", "gate", "compact", "hoist"))
     with pytest.raises(ValueError, match="unknown scan macro.*'wrap'.*normalize, skip, guard, "
-                                         "gate, compact.*hoist"):
+                                         "gate, rectify, compact.*hoist"):
         check_macros(("wrap",))
     with pytest.raises(ValueError, match="name one twice"):
         check_macros(("gate", "gate"))

@@ -274,7 +274,7 @@ SEARCH_GROUPS = {
              "scale; for planted targets), memetic-norm (memetic-log that also "
              "centres, standardizes or scales a node by a statistic in one edit) or "
              "memetic-blocks (memetic-norm whose scan also guards a statistic, max(d, "
-             "e), and self-gates a node, g * sigmoid(g)); see "
+             "e), self-gates a node, g * sigmoid(g), and rectifies one, max(a, v1 * a)); see "
              "docs/method.md. Sets the engine options "
              "below; those given beside it override its values. [default: paper; "
              "memetic-blocks for --task planted]")
@@ -356,7 +356,8 @@ SEARCH_GROUPS = {
              "all, or the output), skip (wrap the output with a learned skip, + v0 * a), "
              "guard (a std/rms node d becomes max(d, e), or a max operand e, with e a "
              "second scale estimate of x such as std_instance(x) + v1 * x), gate (a node "
-             "a becomes g * sigmoid(g) or g * tanh(g), g = a, v1 * a or v1 * a + v0), compact "
+             "a becomes g * sigmoid(g) or g * tanh(g), g = a, v1 * a or v1 * a + v0), rectify "
+             "(a node a becomes max(a, v0 * a) or max(a, v1 * a), a leaky ReLU), compact "
              "(the layer rewritten shorter where its function stays the same up to eps "
              "and the affine, and the other families' edits of that), free "
              "(the layer with every read of v0, of v1 or of both taken out, and the other "

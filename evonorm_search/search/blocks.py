@@ -1,7 +1,7 @@
 """Multi-node blocks and how one is spliced into a layer: the edits no single-node edit makes.
 
 Each block is a few coordinated nodes that are worthless one at a time, so a search that
-adds nodes one by one (and charges each a size penalty) rarely assembles them. Three
+adds nodes one by one (and charges each a size penalty) rarely assembles them. Four
 families, each built from what the space holds (statistics by their `mean_`/`std_`/`rms_`
 prefixes over every axis that has all three; the arithmetic `neg`, `add`, `mul`, `div`,
 `max`, and the gates `sigmoid` and `tanh`):
@@ -17,6 +17,9 @@ prefixes over every axis that has all three; the arithmetic `neg`, `add`, `mul`,
 - **gates** (`GATES`): a node `a` becomes `g * u(g)`, `u` a sigmoid or tanh and `g` one of
   `a`, `v1 * a`, `v1 * a + v0`: the self-gated activations (Swish/SiLU, EvoNorm-S0's
   `x * sigmoid(v1 * x)`, the swish of an affine BN-Swish applies).
+- **rectifiers** (`rectifier_block`): a node `a` becomes `max(a, v * a)`, `v` a learned
+  parameter (v0 or v1): a leaky ReLU (PReLU) with a learned slope, the piecewise-linear
+  counterpart of the gates (the plain ReLU `max(a, v0)` is one node: a single edit).
 
 `with_block` splices a block in: after a given node, with chosen reads rewired to the
 block's last node, or on top of the layer as its new output.
@@ -104,6 +107,13 @@ def gate_block(source: int, gate_input: str, gate: str) -> Block:
                "v1 * a + v0": [Node("mul", (V1, source)), Node("add", (start, V0))]}[gate_input]
         g = start + len(pre) - 1 if pre else source
         return [*pre, Node(gate, (g,)), Node("mul", (g, start + len(pre)))]
+    return nodes
+
+
+def rectifier_block(source: int, parameter: int) -> Block:
+    """`max(source, parameter * source)`: a leaky rectifier whose slope is `parameter`."""
+    def nodes(start: int) -> list[Node]:
+        return [Node("mul", (parameter, source)), Node("max", (source, start))]
     return nodes
 
 

@@ -35,7 +35,9 @@ runs with what it started with whatever the presets become. The settings themsel
   all tried, its hoisted ones: the layer cut back to one of its nodes, and that edited
   by the other macro families (`--scan-macros ...,hoist`; docs/RESULTS.md, "Hoisted
   edits"); a layer's macro edits are walked before its single edits (`--scan-order
-  macros-first`; docs/RESULTS.md, "Macro edits first"). The `free` family (a layer
+  macros-first`; docs/RESULTS.md, "Macro edits first"); its scan also rectifies a
+  node, `max(a, v1 * a)` (`--scan-macros ...,rectify`; docs/RESULTS.md, "Rectifier
+  edits"). The `free` family (a layer
   with its reads of v0, v1 or both taken out, then edited) is not in it: it recovered
   the stall it was built on and lost another search (docs/RESULTS.md, "Freed
   parameters"); nor is `scan_deferred` "last" (every scanned
@@ -88,13 +90,15 @@ ENGINES: dict[str, dict[str, Any]] = {
 # memetic-log with the normalization move and the scan's multi-node edits.
 ENGINES["memetic-norm"] = {**ENGINES["memetic-log"], "scan_macros": ("normalize", "skip"),
                            "mutations": (*_MEMETIC["mutations"], "normalize")}
-# memetic-norm whose scan also guards a scale statistic and gates a node, and goes on
-# down the hall of fame when the layers it edits are exhausted, sweeping the macro edits
-# of each layer it reaches there; a layer's macro edits come before its single edits and
+# memetic-norm whose scan also guards a scale statistic, gates a node and rectifies one
+# (a leaky ReLU: docs/RESULTS.md, "Rectifier edits"), and goes on down the hall of fame
+# when the layers it edits are exhausted, sweeping the macro edits of each layer it
+# reaches there; a layer's macro edits come before its single edits and
 # its hoisted edits after all its others (the `free` family is not in it:
 # docs/RESULTS.md, "Freed parameters").
 ENGINES["memetic-blocks"] = {**ENGINES["memetic-norm"],
-                             "scan_macros": ("normalize", "skip", "guard", "gate", "hoist"),
+                             "scan_macros": ("normalize", "skip", "guard", "gate", "rectify",
+                                             "hoist"),
                              "scan_depth": 10, "scan_sweep": True,
                              "scan_order": "macros-first"}
 DEFAULT_ENGINE = "paper"

@@ -17,7 +17,9 @@ earlier node `a` (a learned skip: `tanh(z) + v0 * z` from `tanh(z)`); "guard", a
 std/rms node `d` replaced by `max(d, e)`, or an operand of a live max by `e`, for every
 second scale estimate `e` of `x`; "gate", `x` or a live node `a` replaced (per read, or
 as the new output) by its self-gated form `g * sigmoid(g)` or `g * tanh(g)`, g in `a`,
-`v1 * a`, `v1 * a + v0`; "hoist", a live node `a` made the output (the layer cut back to `a` and
+`v1 * a`, `v1 * a + v0`; "rectify", `x` or a live node `a` replaced (per read, or as the
+new output) by its leaky rectifier `max(a, v0 * a)` or `max(a, v1 * a)` (a floored
+`max(x, v0) / rms(x)` is one rectifier from `max(max(x, v1 * x), v0) / rms(x)`); "hoist", a live node `a` made the output (the layer cut back to `a` and
 what it reads: GP's hoist mutation) and, with it, every edit of the other families of
 that cut-back layer (a stall whose core is a buried `x / std_batch(x)` is one guard away
 from EvoNorm-B0 once the rest is cut off); "free", the layer with every node that reads
@@ -56,7 +58,8 @@ from evonorm_search.graph import MAX_INTERMEDIATE, LayerGraph, Node
 from evonorm_search.search.blocks import (
     FIRST, GATE_INPUTS, GATE_OPS, NORMALIZATIONS, V0, V1, X, block_size, gate_block, guard_block,
     guard_terms, normalization_axes, normalization_scopes, normalization_size,
-    normalization_sources, normalized_nodes, scale_statistic_nodes, with_block,
+    normalization_sources, normalized_nodes, rectifier_block, scale_statistic_nodes,
+    with_block,
 )
 from evonorm_search.search.moves import is_valid
 from evonorm_search.simplify import simplify
@@ -213,6 +216,20 @@ def _gate_edits(graph: LayerGraph, ops: tuple[str, ...]) -> Iterator[list[Node]]
                     yield [*nodes, *gate_block(at, gate_input, gate)(FIRST + len(nodes))]
 
 
+def _rectify_edits(graph: LayerGraph, ops: tuple[str, ...]) -> Iterator[list[Node]]:
+    """`x` or a live node `a` rectified, `max(a, v * a)` (`blocks.rectifier_block`), for
+    each scope of its reads (on top when `a` is the output)."""
+    if "max" not in ops or "mul" not in ops:
+        return
+    room = MAX_INTERMEDIATE - len(graph.nodes)
+    for source in normalization_sources(graph):
+        for parameter in PARAMETERS:
+            block = rectifier_block(source, parameter)
+            if block_size(block) <= room:
+                for scope in normalization_scopes(graph, source):
+                    yield with_block(graph, source, scope, block)
+
+
 def _cut_back(graph: LayerGraph, source: int) -> tuple[list[Node], int] | None:
     """The nodes `source` depends on, renumbered, and its index among them (no nodes for
     `x`); None when `source` does not depend on `x` (no valid layer ends there)."""
@@ -233,6 +250,7 @@ MACROS: dict[str, Callable[[LayerGraph, tuple[str, ...]], Iterator[list[Node]]]]
     "skip": _skip_edits,
     "guard": _guard_edits,
     "gate": _gate_edits,
+    "rectify": _rectify_edits,
 }
 
 
