@@ -19,7 +19,8 @@ second scale estimate `e` of `x`; "gate", `x` or a live node `a` replaced (per r
 as the new output) by its self-gated form `g * sigmoid(g)` or `g * tanh(g)`, g in `a`,
 `v1 * a`, `v1 * a + v0`; "rectify", `x` or a live node `a` replaced (per read, or as the
 new output) by its leaky rectifier `max(a, v0 * a)` or `max(a, v1 * a)` (a floored
-`max(x, v0) / rms(x)` is one rectifier from `max(max(x, v1 * x), v0) / rms(x)`); "hoist", a live node `a` made the output (the layer cut back to `a` and
+`max(x, v0) / rms(x)` is one rectifier from `max(max(x, v1 * x), v0) / rms(x)`);
+"hoist", a live node `a` made the output (the layer cut back to `a` and
 what it reads: GP's hoist mutation) and, with it, every edit of the other families of
 that cut-back layer (a stall whose core is a buried `x / std_batch(x)` is one guard away
 from EvoNorm-B0 once the rest is cut off); "free", the layer with every node that reads
@@ -219,15 +220,14 @@ def _gate_edits(graph: LayerGraph, ops: tuple[str, ...]) -> Iterator[list[Node]]
 def _rectify_edits(graph: LayerGraph, ops: tuple[str, ...]) -> Iterator[list[Node]]:
     """`x` or a live node `a` rectified, `max(a, v * a)` (`blocks.rectifier_block`), for
     each scope of its reads (on top when `a` is the output)."""
-    if "max" not in ops or "mul" not in ops:
-        return
-    room = MAX_INTERMEDIATE - len(graph.nodes)
+    if "max" not in ops or "mul" not in ops or len(graph.nodes) + 2 > MAX_INTERMEDIATE:
+        return  # a rectifier is two nodes, mul and max
     for source in normalization_sources(graph):
+        scopes = normalization_scopes(graph, source)
         for parameter in PARAMETERS:
             block = rectifier_block(source, parameter)
-            if block_size(block) <= room:
-                for scope in normalization_scopes(graph, source):
-                    yield with_block(graph, source, scope, block)
+            for scope in scopes:
+                yield with_block(graph, source, scope, block)
 
 
 def _cut_back(graph: LayerGraph, source: int) -> tuple[list[Node], int] | None:
