@@ -17,12 +17,22 @@ an I/O error) rolls its transaction back, so the file holds exactly the commits 
 In WAL mode SQLite goes on writing to a file that was deleted or moved while open (the
 writes would be lost), so a writer checks before each transaction that its path still
 names the file it opened.
+
+Ctrl-C: a KeyboardInterrupt raised inside SQLAlchemy while it executes a statement (as it
+builds the result) or returns a connection to the pool can leave that connection's
+transaction open after the exception has passed, holding the write lock; the stop that
+follows then waits out the busy timeout on its own lock, once per write (9 of 319 planted
+searches stopped at a random moment on a loaded 2-core machine hung so, 0 of 470 since:
+benchmarks/interrupt_stress.py). So every transaction of the main thread holds SIGINT
+back until the transaction has ended and raises it then (`_interrupts_held`).
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -53,6 +63,9 @@ SQLITE_HEADER = b"SQLite format 3\x00"
 MARKER_SCAN_BYTES = 1 << 20
 # Execution option marking a connection whose transactions only read.
 READ_OPTION = "evonorm_read_only"
+# How long a statement waits for another connection's lock before failing (SQLITE_BUSY,
+# reported as a DatabaseWriteError).
+BUSY_TIMEOUT_MS = 30_000
 
 
 def utc_now() -> datetime:
@@ -232,7 +245,7 @@ def make_engine(path: Path, *, readonly: bool) -> Engine:
     def _on_connect(dbapi_connection: sqlite3.Connection, _record: object) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.execute("PRAGMA busy_timeout = 30000")
+        cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         if not readonly:
             cursor.execute("PRAGMA journal_mode = WAL")
             cursor.execute("PRAGMA synchronous = NORMAL")
@@ -257,6 +270,32 @@ def make_engine(path: Path, *, readonly: bool) -> Engine:
                 raise translated from original
 
     return engine
+
+
+@contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Hold Ctrl-C back for the block and raise its KeyboardInterrupt when the block has
+    ended (see the module docstring: one raised inside SQLAlchemy can keep the write lock).
+
+    Only the main thread receives signals and may set their handlers; elsewhere, or when
+    SIGINT is not handled by Python (ignored, default action), the block runs as it is.
+    Nested blocks pass a held interrupt outwards.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if not callable(previous):
+        yield
+        return
+    held: list[tuple[int, Any]] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: held.append((signum, frame)))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if held:
+            previous(*held[0])
 
 
 class Database:
@@ -426,7 +465,7 @@ class Database:
         fence set (`set_fence`) it runs first, unless `fenced` is False."""
         if self._identity is not None and _identity(self.path) != self._identity:
             raise DatabaseWriteError(moved_message(self.path, "its path no longer names it"))
-        with self._engine.begin() as connection:
+        with _interrupts_held(), self._engine.begin() as connection:
             if fenced and self._fence is not None:
                 self._fence(connection)
             yield connection
@@ -439,7 +478,7 @@ class Database:
     def reading(self) -> Iterator[Connection]:
         """One transaction that only reads: a deferred BEGIN, which in WAL mode neither waits
         for nor blocks another process's writes (several searches can share a file)."""
-        with self._engine.connect() as connection:
+        with _interrupts_held(), self._engine.connect() as connection:
             connection.execution_options(**{READ_OPTION: True})
             with connection.begin():
                 yield connection

@@ -16,6 +16,7 @@ from pathlib import Path
 
 # SQLite's primary result codes (https://sqlite.org/rescode.html); Python 3.11+ reports the
 # extended code on `sqlite3.Error.sqlite_errorcode`, whose low byte is the primary one.
+SQLITE_BUSY = 5
 SQLITE_READONLY = 8
 SQLITE_IOERR = 10
 SQLITE_CORRUPT = 11
@@ -95,6 +96,13 @@ def driver_error(error: sqlite3.Error, path: Path | None) -> StoreError | None:
             f"cannot write {where}: it became read-only ({error}), e.g. its file "
             f"system was remounted read-only after a disk error; nothing was written half-way. "
             f"Check the disk (dmesg), or copy the database to a writable disk, {_resume(path)}"
+        )
+    if primary == SQLITE_BUSY:
+        return DatabaseWriteError(
+            f"cannot write {where}: another connection kept it locked for the whole wait "
+            f"({error}); nothing was written half-way. Another program holds a write "
+            f"transaction open on it (a sqlite3 shell, a backup tool): end that, "
+            f"{_resume(path)}"
         )
     if primary == SQLITE_IOERR:
         return DatabaseWriteError(

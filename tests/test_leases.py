@@ -5,9 +5,11 @@ search's lease, when a dead holder's lease is taken over, the heartbeat, and wha
 from __future__ import annotations
 
 import socket
+import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -159,6 +161,33 @@ def test_the_heartbeat_renews_and_a_takeover_fences_off_the_old_holder(
     assert [s.name for s in store.list_searches()] == [search.name]
     assert leases.lease("s").token == "theirs"  # type: ignore[union-attr]  # not released
     store.create_search("t", {}, seed=0)  # the fence ends with the block
+
+
+def test_the_heartbeat_outlives_a_database_locked_for_a_while(
+    store: SearchStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A renewal that waits out the busy timeout is skipped (the next one goes through), never
+    # a traceback from the heartbeat's thread.
+    monkeypatch.setattr(cli_lease, "HEARTBEAT_SECONDS", 0.02)
+    monkeypatch.setattr("db.engine.BUSY_TIMEOUT_MS", 20)
+    errors: list[threading.ExceptHookArgs] = []
+    monkeypatch.setattr(threading, "excepthook", errors.append)
+    with SearchStore.open(store.path) as opened:  # connections made under the short timeout
+        leases = LeaseStore(opened)
+        with cli_lease.hold_lease(opened, "s"):
+            other = sqlite3.connect(opened.path, isolation_level=None)
+            other.execute("BEGIN IMMEDIATE")
+            locked_at = leases.lease("s").heartbeat_at  # type: ignore[union-attr]
+            time.sleep(0.3)  # several renewals fail with SQLITE_BUSY
+            assert leases.lease("s").heartbeat_at == locked_at  # type: ignore[union-attr]
+            other.execute("ROLLBACK")
+            other.close()
+            deadline = time.monotonic() + 30
+            while leases.lease("s").heartbeat_at == locked_at:  # type: ignore[union-attr]
+                assert time.monotonic() < deadline, "the heartbeat stopped"
+                time.sleep(0.01)
+        assert leases.lease("s") is None  # released at the end
+    assert errors == []
 
 
 def test_status_names_the_process_running_a_search(tmp_path: Path) -> None:

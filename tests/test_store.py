@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from hypothesis import strategies as st
 
 from db.models import APPLICATION, SCHEMA_VERSION
 from db.store import SearchStore
-from evonorm_search.errors import StoreError
+from evonorm_search.errors import DatabaseWriteError, StoreError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -374,6 +375,70 @@ def test_a_write_that_returned_survives_sigkill(tmp_path: Path) -> None:
             (1, "pending", {}),
         ]
         assert store.integrity_check() == "ok"
+
+
+def test_ctrl_c_inside_a_transaction_is_raised_after_it_commits(tmp_path: Path) -> None:
+    # A KeyboardInterrupt inside SQLAlchemy could leave the transaction open and the write
+    # lock held (db/engine.py): Ctrl-C waits for the end of the transaction.
+    path = tmp_path / "s.db"
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        from sqlalchemy import text
+        from db.store import SearchStore
+        store = SearchStore.open({str(path)!r}, create=True)
+        try:
+            with store.transaction() as connection:
+                connection.execute(text("INSERT INTO meta VALUES ('first', '1')"))
+                os.kill(os.getpid(), signal.SIGINT)
+                for _ in range(1000):  # the handler has run by now; the block goes on
+                    pass
+                connection.execute(text("INSERT INTO meta VALUES ('second', '2')"))
+        except KeyboardInterrupt:
+            print("interrupted after the block")
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        try:
+            with store.reading() as connection:
+                os.kill(os.getpid(), signal.SIGINT)
+                for _ in range(1000):
+                    pass
+                print("read", connection.execute(text("SELECT count(*) FROM meta")).scalar())
+        except KeyboardInterrupt:
+            print("interrupted after the read")
+        """
+    )
+    # pytest-xdist's workers ignore SIGINT, and a child would inherit that (then Python
+    # installs no Ctrl-C handler): give it the default.
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True,
+                          check=False,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:3] == ["interrupted after the block", "read 5",
+                                           "interrupted after the read"]
+    with sqlite3.connect(path, timeout=0) as connection:
+        connection.execute("BEGIN IMMEDIATE")  # the write lock is free
+        keys = {row[0] for row in connection.execute("SELECT key FROM meta")}
+        connection.execute("ROLLBACK")
+    connection.close()
+    assert {"first", "second"} <= keys
+
+
+def test_a_database_locked_by_another_program_is_a_write_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("db.engine.BUSY_TIMEOUT_MS", 50)
+    path = tmp_path / "s.db"
+    with SearchStore.open(path, create=True) as store:
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # e.g. a sqlite3 shell with a transaction open
+        with pytest.raises(DatabaseWriteError, match="kept it locked .* end that, then run the "
+                                                     "same command again"):
+            store.create_search("alpha", {}, seed=0)
+        other.execute("ROLLBACK")
+        other.close()
+        assert store.list_searches() == []
+        store.create_search("alpha", {}, seed=0)
+        assert [s.name for s in store.list_searches()] == ["alpha"]
 
 
 # ---- refusing databases -------------------------------------------------------------------
